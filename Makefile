@@ -1,0 +1,48 @@
+# reshard: build, test, benchmark, demo. See README.md.
+SWIFT ?= swift
+BUILD_FLAGS ?=
+TEST_FLAGS ?= --disable-swift-testing
+
+.PHONY: build release test unit integration bench demo embed-migrations check-migrations check-leftovers clean
+
+build:
+	$(SWIFT) build $(BUILD_FLAGS)
+
+release:
+	$(SWIFT) build -c release $(BUILD_FLAGS)
+
+## Every test: unit tests and integration tests against real local PostgreSQL clusters.
+test: check-migrations
+	$(SWIFT) build --build-tests $(BUILD_FLAGS)
+	$(SWIFT) test --skip-build $(TEST_FLAGS)
+	./scripts/check-leftovers.sh
+
+unit: check-migrations
+	$(SWIFT) test $(TEST_FLAGS) --filter ReshardCoreTests
+
+integration:
+	$(SWIFT) test $(TEST_FLAGS) --filter IntegrationTests
+	./scripts/check-leftovers.sh
+
+## Benchmarks print ratios against baselines measured in the same run.
+bench: release
+	./scripts/bench.sh
+
+## The README's main job: reshard end to end on throwaway local clusters.
+demo: build
+	$(SWIFT) run $(BUILD_FLAGS) reshard demo
+
+## migrations/*.sql are compiled into the binary; regenerate after editing them.
+embed-migrations:
+	./scripts/embed-migrations.sh
+
+check-migrations:
+	@cp Sources/ReshardCore/EmbeddedMigrations.swift /tmp/reshard-embedded-check.swift
+	@./scripts/embed-migrations.sh
+	@if ! cmp -s Sources/ReshardCore/EmbeddedMigrations.swift /tmp/reshard-embedded-check.swift; then \
+		echo "migrations/ changed: Sources/ReshardCore/EmbeddedMigrations.swift was regenerated, commit it"; \
+		rm -f /tmp/reshard-embedded-check.swift; exit 1; fi
+	@rm -f /tmp/reshard-embedded-check.swift
+
+clean:
+	rm -rf .build

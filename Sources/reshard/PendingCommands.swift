@@ -1,0 +1,31 @@
+import ArgumentParser
+import ReshardCore
+
+/// Commands whose issues have not landed yet. They refuse with exit code 2 and change nothing.
+protocol PendingCommand: ParsableCommand {}
+
+extension PendingCommand {
+    func run() throws {
+        throw ReshardError.refused("'reshard \(Self.configuration.commandName ?? "")' is not yet implemented")
+    }
+}
+
+struct PlanCommand: PendingCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan", abstract: "Validate the topology and estimate what moves where (not yet implemented).")
+}
+
+struct ApplyCommand: PendingCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apply", abstract: "Copy the data and keep the targets in sync (not yet implemented).")
+}
+
+struct StatusCommand: PendingCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show a migration's progress from the metadata (not yet implemented).")
+}
+
+struct VerifyCommand: PendingCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify", abstract: "Compare row checksums between old and new layout (not yet implemented).")
+}

@@ -1,0 +1,62 @@
+import ArgumentParser
+import Foundation
+import PostgresClient
+import ReshardCore
+
+/// `reshard`: online resharding for PostgreSQL.
+///
+/// Exit codes, everywhere: 0 success, 1 runtime failure, 2 bad input or refused (nothing was
+/// changed), 3 verification found differences.
+@main
+struct Reshard: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reshard",
+        abstract: "Move PostgreSQL data from N shards to M shards while the application keeps running.",
+        version: ReshardVersion.string,
+        subcommands: [
+            InitCommand.self, PlanCommand.self, ApplyCommand.self, StatusCommand.self, VerifyCommand.self,
+            SandboxCommand.self, DemoCommand.self,
+        ])
+
+    /// Parses, runs, and maps every failure to one line on stderr and the documented exit code
+    /// (ArgumentParser's own usage errors would otherwise exit 64).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            Foundation.exit(report(error))
+        }
+    }
+
+    static func report(_ error: Error) -> Int32 {
+        switch error {
+        case let error as ReshardError:
+            Console.error(error.description)
+            return error.exitCode
+        case let error as PostgresError:
+            Console.error(error.summary)
+            return error.code == .connectionFailed || error.code == .invalidConnectionString ? 2 : 1
+        case let code as ExitCode:
+            return code.rawValue
+        default:
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code == .success {
+                if !message.isEmpty { print(message) }
+                return 0
+            }
+            if code == .validationFailure {
+                Console.error(message.split(separator: "\n").first.map(String.init) ?? message)
+                Console.plain(usageString())
+                return 2
+            }
+            Console.error(message.isEmpty ? "\(error)" : message)
+            return code.rawValue
+        }
+    }
+
+    static func usageString() -> String {
+        "Run 'reshard --help' for usage."
+    }
+}
