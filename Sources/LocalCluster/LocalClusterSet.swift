@@ -14,8 +14,9 @@ import Glibc
 /// Why `@unchecked Sendable`: `stopped` is guarded by `lock`; everything else is immutable.
 public final class LocalClusterSet: @unchecked Sendable {
     public struct Options: Sendable {
-        /// Turns off fsync, full_page_writes and synchronous_commit: fast, and unsafe after an OS
-        /// crash. For tests only; rehearsals keep durability on.
+        /// Turns off fsync and full_page_writes: fast, and unsafe only after an OS crash. A
+        /// PostgreSQL crash (`pg_ctl restart -m immediate`) still loses no committed transaction,
+        /// which crash tests rely on, so synchronous_commit stays on. Rehearsals keep fsync on.
         public var forTests: Bool
         /// Extra postgresql.conf settings.
         public var settings: [String: String]
@@ -150,7 +151,6 @@ public final class LocalClusterSet: @unchecked Sendable {
         if options.forTests {
             settings["fsync"] = "off"
             settings["full_page_writes"] = "off"
-            settings["synchronous_commit"] = "off"
         }
         settings.merge(options.settings) { _, new in new }
         let text = "\n# reshard local cluster harness\n"

@@ -12,6 +12,7 @@ public final class WorkerThread: @unchecked Sendable {
     private var jobs: [@Sendable () -> Void] = []
     private var stopping = false
     private var thread: Thread?
+    private var threadID: pthread_t?
 
     public init(name: String) {
         let thread = Thread { [unowned self] in self.loop() }
@@ -23,6 +24,7 @@ public final class WorkerThread: @unchecked Sendable {
     deinit { shutdown() }
 
     private func loop() {
+        condition.withLock { threadID = pthread_self() }
         while true {
             condition.lock()
             while jobs.isEmpty && !stopping { condition.wait() }
@@ -34,6 +36,11 @@ public final class WorkerThread: @unchecked Sendable {
             condition.unlock()
             job()
         }
+    }
+
+    /// Whether the caller is running on this worker's thread.
+    public var isCurrent: Bool {
+        condition.withLock { threadID.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
     }
 
     /// Queues `job`; it runs after the jobs queued before it.
@@ -64,7 +71,8 @@ public final class WorkerThread: @unchecked Sendable {
 /// A connection paired with its own thread: the way async code talks to a shard.
 public final class ConnectionWorker: Sendable {
     public let connection: PGConnection
-    private let thread: WorkerThread
+    /// The thread every `run` body executes on.
+    public let thread: WorkerThread
 
     public init(connection: PGConnection, name: String? = nil) {
         self.connection = connection

@@ -47,16 +47,13 @@ struct Reshard: ParsableCommand {
                 return 0
             }
             if code == .validationFailure {
-                Console.error(message.split(separator: "\n").first.map(String.init) ?? message)
-                Console.plain(usageString())
+                var line = message.split(separator: "\n").first.map(String.init) ?? message
+                if line.hasPrefix("Error: ") { line.removeFirst("Error: ".count) }
+                Console.error("\(line) (see 'reshard help')")
                 return 2
             }
             Console.error(message.isEmpty ? "\(error)" : message)
             return code.rawValue
         }
-    }
-
-    static func usageString() -> String {
-        "Run 'reshard --help' for usage."
     }
 }

@@ -1,0 +1,166 @@
+import Foundation
+import LocalCluster
+import PostgresClient
+import XCTest
+
+@testable import LocalCluster
+
+final class ConnectionTests: XCTestCase {
+    func testParametersTypedResultsAndTransactions() throws {
+        let cluster = try TestClusters.shared.clusters()[0]
+        let conn = try PGConnection.connect(try freshDatabase(on: cluster))
+        try conn.execute("CREATE TABLE t (id bigint PRIMARY KEY, name text, score double precision, ok boolean)")
+        try conn.query("INSERT INTO t VALUES ($1, $2, $3, $4)", [Int64(1), "O'Brien; DROP TABLE t", 2.5, true])
+        try conn.query("INSERT INTO t VALUES ($1, $2, $3, $4)", [Int64(2), nil, nil, false] as [(any PGBindable)?])
+        let rows = try conn.query("SELECT id, name, score, ok FROM t ORDER BY id")
+        XCTAssertEqual(rows.rowCount, 2)
+        XCTAssertEqual(rows.columnNames, ["id", "name", "score", "ok"])
+        XCTAssertEqual(try rows.get(0, "id", as: Int64.self), 1)
+        XCTAssertEqual(try rows.get(0, "name", as: String.self), "O'Brien; DROP TABLE t")
+        XCTAssertEqual(try rows.get(0, "score", as: Double.self), 2.5)
+        XCTAssertEqual(try rows.get(1, "ok", as: Bool.self), false)
+        XCTAssertNil(try rows.get(1, "name", as: String?.self))
+        XCTAssertThrowsError(try rows.get(1, "name", as: String.self))
+
+        // A throwing transaction body rolls back.
+        XCTAssertThrowsError(
+            try conn.transaction { c in
+                try c.query("INSERT INTO t VALUES (3, 'x', 0, true)")
+                try c.query("INSERT INTO t VALUES (1, 'dup', 0, true)")
+            })
+        XCTAssertEqual(try conn.query("SELECT count(*) FROM t").get(0, 0, as: Int.self), 2)
+        try conn.transaction { c in try c.query("INSERT INTO t VALUES (3, 'x', 0, true)") }
+        XCTAssertEqual(try conn.query("SELECT count(*) FROM t").get(0, 0, as: Int.self), 3)
+    }
+
+    func testServerErrorsCarrySQLStateDetailHintAndEndpoint() throws {
+        let cluster = try TestClusters.shared.clusters()[0]
+        let dsn = try freshDatabase(on: cluster)
+        let conn = try PGConnection.connect(try ConnectionString(dsn.unsafeRawValue, label: "s7"))
+        try conn.execute("CREATE TABLE u (id int PRIMARY KEY)")
+        try conn.execute("INSERT INTO u VALUES (1)")
+        XCTAssertThrowsError(try conn.execute("INSERT INTO u VALUES (1)")) { error in
+            let error = error as! PostgresError
+            XCTAssertEqual(error.code, .server)
+            XCTAssertEqual(error.sqlState, "23505")
+            XCTAssertEqual(error.detail, "Key (id)=(1) already exists.")
+            XCTAssertEqual(error.endpoint?.label, "s7")
+            XCTAssertEqual(error.endpoint?.port, String(cluster.port))
+            XCTAssertEqual(error.endpoint?.database, dsn.endpoint.database)
+            XCTAssertTrue(error.summary.hasPrefix("s7 (127.0.0.1:\(cluster.port) database"), error.summary)
+        }
+        XCTAssertThrowsError(try conn.execute("SELECT no_such_function(1)")) { error in
+            let error = error as! PostgresError
+            XCTAssertEqual(error.sqlState, "42883")
+            XCTAssertNotNil(error.hint)
+        }
+        // The connection is still usable after errors.
+        XCTAssertEqual(try conn.query("SELECT 1").get(0, 0, as: Int.self), 1)
+    }
+
+    func testCancelFromAnotherThreadStopsARunningStatementQuickly() throws {
+        let cluster = try TestClusters.shared.clusters()[0]
+        let conn = try PGConnection.connect(cluster.connectionString())
+        let observer = try PGConnection.connect(cluster.connectionString())
+        let done = DispatchSemaphore(value: 0)
+        let outcome = OutcomeBox()
+        let thread = Thread {
+            let started = Date()
+            do {
+                try conn.query("SELECT pg_sleep(30)")
+                outcome.set(nil, Date().timeIntervalSince(started))
+            } catch {
+                outcome.set(error, Date().timeIntervalSince(started))
+            }
+            done.signal()
+        }
+        thread.start()
+        // Wait until the server is really running the sleep before cancelling.
+        XCTAssertTrue(try eventually {
+            try observer.query(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep%'",
+                [conn.backendPID]
+            ).rowCount == 1
+        })
+        let cancelledAt = Date()
+        XCTAssertTrue(conn.cancel())
+        XCTAssertEqual(done.wait(timeout: .now() + 10), .success)
+        let (error, _) = outcome.get()
+        XCTAssertLessThan(Date().timeIntervalSince(cancelledAt), 2.0)
+        let pgError = try XCTUnwrap(error as? PostgresError)
+        XCTAssertEqual(pgError.code, .cancelled)
+        XCTAssertEqual(pgError.sqlState, "57014")
+        XCTAssertEqual(try conn.query("SELECT 2").get(0, 0, as: Int.self), 2)
+    }
+
+    func testWorkerRunsOffTheCallingThreadAndTaskCancellationCancelsTheStatement() async throws {
+        let cluster = try TestClusters.shared.clusters()[0]
+        let worker = ConnectionWorker(connection: try PGConnection.connect(cluster.connectionString()), name: "pg-test-worker")
+        XCTAssertFalse(worker.thread.isCurrent)
+        let thread = worker.thread
+        let ranOnWorker = try await worker.run { _ in thread.isCurrent }
+        XCTAssertTrue(ranOnWorker)
+        let answer = try await worker.run { try $0.query("SELECT 40 + 2").get(0, 0, as: Int.self) }
+        XCTAssertEqual(answer, 42)
+
+        let observer = try PGConnection.connect(cluster.connectionString())
+        let pid = worker.connection.backendPID
+        let task = Task { try await worker.run { try $0.query("SELECT pg_sleep(30)").rowCount } }
+        let active = try eventually {
+            try observer.query(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep%'", [pid]
+            ).rowCount == 1
+        }
+        XCTAssertTrue(active)
+        task.cancel()
+        do {
+            _ = try await task.value
+            XCTFail("the sleep should have been cancelled")
+        } catch let error as PostgresError {
+            XCTAssertEqual(error.code, .cancelled)
+        }
+    }
+
+    func testConnectionFailuresNameHostPortAndDatabaseButNeverThePassword() throws {
+        let cluster = try TestClusters.shared.clusters()[0]
+        let secret = "Wr0ng-S3cret-\(UUID().uuidString.prefix(6))"
+        let closedPort = try LocalClusterSet.freeLoopbackPort()
+        let cases: [(String, String, String)] = [
+            // (connection string, expected host:port, expected fragment of the reason)
+            ("postgres://postgres:\(secret)@127.0.0.1:\(cluster.port)/postgres", "127.0.0.1:\(cluster.port)", "password authentication failed"),
+            ("host=127.0.0.1 port=\(closedPort) dbname=reshard user=postgres password=\(secret)", "127.0.0.1:\(closedPort)", "Connection refused"),
+            ("host=127.0.0.1 port=\(cluster.port) dbname=no_such_db user=postgres passfile=\(cluster.passwordFile) password=\(secret)x",
+             "127.0.0.1:\(cluster.port)", "password authentication failed"),
+            ("host=127.0.0.1 port=\(cluster.port) dbname=no_such_db user=postgres passfile=\(cluster.passwordFile)",
+             "127.0.0.1:\(cluster.port)", "does not exist"),
+        ]
+        for (raw, place, reason) in cases {
+            let database = try ConnectionString(raw).endpoint.database
+            // Through the library...
+            XCTAssertThrowsError(try PGConnection.connect(try ConnectionString(raw, label: "s0"))) { error in
+                let error = error as! PostgresError
+                XCTAssertEqual(error.code, .connectionFailed)
+                XCTAssertFalse(error.debugDescription.contains(secret))
+            }
+            // ...and through the CLI, as a user sees it.
+            let outcome = try ReshardCLI.run(["init", "--metadata", raw])
+            XCTAssertEqual(outcome.status, 2, outcome.stderr)
+            let lines = outcome.stderr.split(separator: "\n")
+            XCTAssertEqual(lines.count, 1, outcome.stderr)
+            XCTAssertTrue(outcome.stderr.contains(place), outcome.stderr)
+            XCTAssertTrue(outcome.stderr.contains("database \"\(database)\""), outcome.stderr)
+            XCTAssertTrue(outcome.stderr.contains(reason), outcome.stderr)
+            XCTAssertFalse(outcome.stderr.contains(secret), outcome.stderr)
+            XCTAssertFalse(outcome.stdout.contains(secret))
+        }
+    }
+}
+
+/// Carries a result out of a thread.
+final class OutcomeBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var error: Error?
+    private var elapsed: TimeInterval = 0
+    func set(_ error: Error?, _ elapsed: TimeInterval) { lock.withLock { (self.error, self.elapsed) = (error, elapsed) } }
+    func get() -> (Error?, TimeInterval) { lock.withLock { (error, elapsed) } }
+}

@@ -1,0 +1,75 @@
+import XCTest
+
+@testable import PostgresClient
+
+final class RedactionTests: XCTestCase {
+    func testScrubsKeywordPasswordsPlainAndQuoted() {
+        XCTAssertEqual(
+            Redaction.scrub("host=db password=s3cret user=app"), "host=db password=******** user=app")
+        XCTAssertEqual(
+            Redaction.scrub(#"host=db password = 'it\'s \\ x' user=app"#), "host=db password=******** user=app")
+        XCTAssertEqual(Redaction.scrub("PASSWORD=abc"), "PASSWORD=********")
+    }
+
+    func testScrubsURIUserInfo() {
+        XCTAssertEqual(
+            Redaction.scrub("postgres://app:s3cr@t@db.example:5432/app?sslmode=require"),
+            "postgres://app:********@db.example:5432/app?sslmode=require")
+        // No password: unchanged.
+        XCTAssertEqual(Redaction.scrub("postgresql://app@db/app"), "postgresql://app@db/app")
+    }
+
+    func testLeavesOrdinaryTextAlone() {
+        let message = #"password authentication failed for user "app""#
+        XCTAssertEqual(Redaction.scrub(message), message)
+    }
+
+    func testOneLineCollapsesLibpqMessages() {
+        let libpq = "connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n\tIs the server running?\n"
+        XCTAssertEqual(
+            Redaction.oneLine(libpq),
+            "connection to server at \"127.0.0.1\", port 1 failed: Connection refused Is the server running?")
+    }
+}
+
+final class ConnectionStringTests: XCTestCase {
+    func testDescriptionNeverShowsThePassword() throws {
+        for raw in [
+            "postgres://app:hunter2secret@10.0.0.1:6432/appdb",
+            "host=10.0.0.1 port=6432 dbname=appdb user=app password=hunter2secret",
+        ] {
+            let dsn = try ConnectionString(raw, label: "s1")
+            XCTAssertEqual(dsn.description, "s1 (app@10.0.0.1:6432/appdb)")
+            XCTAssertFalse("\(dsn) \(dsn.endpoint) \(String(reflecting: dsn.endpoint))".contains("hunter2secret"))
+            XCTAssertEqual(dsn.options["password"], "hunter2secret")
+        }
+    }
+
+    func testInvalidStringIsRejectedWithoutEchoingSecrets() {
+        XCTAssertThrowsError(try ConnectionString("host=x password=hunter2secret bogus_option=1")) { error in
+            let error = error as! PostgresError
+            XCTAssertEqual(error.code, .invalidConnectionString)
+            XCTAssertTrue(error.summary.contains("bogus_option"), error.summary)
+            XCTAssertFalse(error.debugDescription.contains("hunter2secret"))
+        }
+    }
+
+    func testSameDatabaseComparesHostPortAndName() throws {
+        let a = try ConnectionString("postgres://app:x@10.0.0.1:5432/app")
+        let b = try ConnectionString("host=10.0.0.1 port=5432 dbname=app user=other")
+        let c = try ConnectionString("host=10.0.0.1 port=5432 dbname=app2")
+        XCTAssertTrue(a.sameDatabase(as: b))
+        XCTAssertFalse(a.sameDatabase(as: c))
+    }
+
+    func testErrorDescriptionIsBlandAndSummaryIsOneLine() {
+        let error = PostgresError(
+            code: .server, message: "duplicate key value\nviolates", sqlState: "23505", detail: "Key (id)=(1) already exists.",
+            endpoint: Endpoint(host: "h", port: "1", database: "d", user: "u", label: "t0"), statement: "INSERT ...")
+        XCTAssertEqual(error.description, "PostgresError(code: server, sqlState: 23505)")
+        XCTAssertEqual(
+            error.summary,
+            #"t0 (h:1 database "d"): [23505] duplicate key value violates (detail: Key (id)=(1) already exists.)"#)
+        XCTAssertTrue(error.debugDescription.contains("INSERT ..."))
+    }
+}
