@@ -9,6 +9,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // libpq, found through pkg-config; the apt provider tells a newcomer what to install.
@@ -22,7 +23,7 @@ let package = Package(
         // Throwaway local PostgreSQL clusters for tests, demos and `reshard rehearse`.
         .target(name: "LocalCluster", dependencies: ["PostgresClient"]),
         // Topology, shard functions, plans, phases and the metadata schema.
-        .target(name: "ReshardCore", dependencies: ["PostgresClient"]),
+        .target(name: "ReshardCore", dependencies: ["PostgresClient", "Yams"]),
         // The command-line interface.
         .executableTarget(
             name: "reshard",

@@ -82,3 +82,13 @@ public struct ConnectionString: Sendable, Hashable, CustomStringConvertible {
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.raw == rhs.raw && lhs.label == rhs.label }
     public func hash(into hasher: inout Hasher) { hasher.combine(raw) }
 }
+
+extension ConnectionString {
+    /// The same connection string without its password, for files that outlive this process (a
+    /// plan file): libpq then takes the password from `PGPASSWORD`, `.pgpass` or a `passfile`.
+    public var withoutPassword: String {
+        var options = options
+        options["password"] = nil
+        return Self.keywordString(options)
+    }
+}

@@ -10,11 +10,6 @@ extension PendingCommand {
     }
 }
 
-struct PlanCommand: PendingCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "plan", abstract: "Validate the topology and estimate what moves where (not yet implemented).")
-}
-
 struct ApplyCommand: PendingCommand {
     static let configuration = CommandConfiguration(
         commandName: "apply", abstract: "Copy the data and keep the targets in sync (not yet implemented).")

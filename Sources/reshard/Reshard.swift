@@ -32,7 +32,8 @@ struct Reshard: ParsableCommand {
     static func report(_ error: Error) -> Int32 {
         switch error {
         case let error as ReshardError:
-            Console.error(error.description)
+            // One line per problem (plan reports every problem it finds).
+            for line in error.description.split(separator: "\n") { Console.error(String(line)) }
             return error.exitCode
         case let error as PostgresError:
             Console.error(error.summary)

@@ -1,0 +1,107 @@
+import Foundation
+import PostgresClient
+
+/// The output of `reshard plan` and the input of `reshard apply`: what moves where, with the
+/// schema fingerprints that let `apply` refuse a plan whose tables changed since.
+public struct Plan: Sendable, Codable, Equatable {
+    public struct Shard: Sendable, Codable, Equatable {
+        public var name: String
+        /// `user@host:port/db`, for people.
+        public var endpoint: String
+        /// The connection string without its password.
+        public var dsn: String
+        /// For a target: the source it is the same database as.
+        public var sameAsSource: String?
+    }
+
+    public struct Slice: Sendable, Codable, Equatable {
+        public var source: String
+        public var target: String
+        public var estimatedRows: Int64
+        public var estimatedBytes: Int64
+        /// The target is the source's own database: these rows are already in place.
+        public var staysInPlace: Bool
+    }
+
+    public struct Table: Sendable, Codable, Equatable {
+        public var name: QualifiedName
+        public var key: String
+        public var keyType: KeyType
+        public var columns: [TableSchema.Column]
+        public var uniqueKey: [String]
+        public var fingerprint: String
+        /// How the estimates were made: `exact` (small tables) or `sample` (statistics and a row sample).
+        public var estimateMethod: String
+        public var slices: [Slice]
+
+        public var estimatedRows: Int64 { slices.reduce(0) { $0 + $1.estimatedRows } }
+        public var estimatedBytes: Int64 { slices.reduce(0) { $0 + $1.estimatedBytes } }
+        public var movingRows: Int64 { slices.filter { !$0.staysInPlace }.reduce(0) { $0 + $1.estimatedRows } }
+        public var movingBytes: Int64 { slices.filter { !$0.staysInPlace }.reduce(0) { $0 + $1.estimatedBytes } }
+    }
+
+    public var formatVersion = 1
+    public var migration: String
+    public var function: ShardFunction
+    public var sources: [Shard]
+    public var targets: [Shard]
+    public var tables: [Table]
+    /// The phase the metadata records for this migration, when it is already under way.
+    public var recordedPhase: String?
+
+    public var estimatedRows: Int64 { tables.reduce(0) { $0 + $1.estimatedRows } }
+    public var movingRows: Int64 { tables.reduce(0) { $0 + $1.movingRows } }
+    public var movingBytes: Int64 { tables.reduce(0) { $0 + $1.movingBytes } }
+    public var movingFraction: Double { estimatedRows == 0 ? 0 : Double(movingRows) / Double(estimatedRows) }
+}
+
+extension Plan {
+    /// The plan as a person reads it: one block per table, one line per slice.
+    public var text: String {
+        var lines: [String] = []
+        let sameAs = targets.compactMap { t in t.sameAsSource.map { "\(t.name) = \($0)" } }
+        lines.append(
+            "plan \(migration): \(sources.count) source(s) -> \(targets.count) target(s), \(function.kind.rawValue)"
+                + (sameAs.isEmpty ? "" : " (\(sameAs.joined(separator: ", ")))"))
+        if let recordedPhase { lines.append("migration is under way: phase \(recordedPhase)") }
+        for table in tables {
+            lines.append("")
+            lines.append(
+                "table \(table.name) (key \(table.key) \(table.keyType.rawValue)): ~\(count(table.estimatedRows)) rows, \(bytes(table.estimatedBytes)) [\(table.estimateMethod)]")
+            for slice in table.slices {
+                let label = "  \(slice.source) -> \(slice.target)".padding(toLength: 22, withPad: " ", startingAt: 0)
+                lines.append(
+                    "\(label)\(count(slice.estimatedRows).leftPadded(14)) rows \(bytes(slice.estimatedBytes).leftPadded(10))\(slice.staysInPlace ? "  stays in place" : "")")
+            }
+        }
+        lines.append("")
+        lines.append(
+            "moving ~\(count(movingRows)) of ~\(count(estimatedRows)) rows (\(String(format: "%.1f", movingFraction * 100))%), ~\(bytes(movingBytes))")
+        return lines.joined(separator: "\n")
+    }
+
+    private func count(_ n: Int64) -> String {
+        let digits = String(n)
+        var out = ""
+        for (i, c) in digits.reversed().enumerated() {
+            if i > 0, i % 3 == 0 { out.append(",") }
+            out.append(c)
+        }
+        return String(out.reversed())
+    }
+
+    private func bytes(_ n: Int64) -> String {
+        let units = ["B", "kB", "MB", "GB", "TB"]
+        var value = Double(n)
+        var unit = 0
+        while value >= 1024, unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(n) B" : String(format: "%.1f %@", value, units[unit])
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
+}

@@ -1,0 +1,210 @@
+import Foundation
+import PostgresClient
+
+/// Validates a config against the real shards and estimates what moves where.
+///
+/// Read-only by construction: every connection it opens sets `default_transaction_read_only`, so
+/// a bug here cannot write. It collects every problem it can find before giving up, so a user
+/// fixes them all in one go; each names the shard, the table and the column.
+public struct Planner {
+    public let config: ReshardConfig
+    /// Rows to sample per table and source for the slice estimates.
+    public var sampleRows = 100_000
+
+    public init(config: ReshardConfig) { self.config = config }
+
+    struct Connected {
+        let shard: ReshardConfig.Shard
+        let connection: PGConnection
+        let identity: String
+    }
+
+    public func run() throws -> Plan {
+        var problems: [String] = []
+        func connect(_ shard: ReshardConfig.Shard, role: String) -> Connected? {
+            do {
+                let connection = try PGConnection.connect(
+                    shard.dsn, applicationName: "reshard plan", settings: ["default_transaction_read_only": "on"])
+                return Connected(shard: shard, connection: connection, identity: try Self.identity(of: connection))
+            } catch let error as PostgresError {
+                problems.append("\(role) shard \(shard.name): cannot connect to \(error.endpoint?.description ?? "\(shard.dsn)"): \(error.message)")
+            } catch {
+                problems.append("\(role) shard \(shard.name): \(error)")
+            }
+            return nil
+        }
+        let sources = config.sources.map { connect($0, role: "source") }
+        let targets = config.targets.map { connect($0, role: "target") }
+        problems += Self.duplicates(sources.compactMap { $0 }, list: "source")
+        problems += Self.duplicates(targets.compactMap { $0 }, list: "target")
+
+        var recordedPhase: String?
+        do {
+            let metadata = try PGConnection.connect(
+                config.metadata, applicationName: "reshard plan", settings: ["default_transaction_read_only": "on"])
+            recordedPhase = try Self.recordedPhase(of: config.migration, on: metadata)
+        } catch let error as PostgresError {
+            problems.append("metadata: cannot connect to \(error.endpoint?.description ?? "\(config.metadata)"): \(error.message)")
+        }
+        guard problems.isEmpty else { throw ReshardError.badInput(problems.joined(separator: "\n")) }
+        let connectedSources = sources.map { $0! }, connectedTargets = targets.map { $0! }
+        // A target that is also a source: same server and database.
+        let sameAs: [String?] = connectedTargets.map { t in connectedSources.first { $0.identity == t.identity }?.shard.name }
+
+        var tables: [Plan.Table] = []
+        for table in config.tables {
+            do {
+                let (schema, keyType, tableProblems) = try validate(
+                    table, sources: connectedSources, targets: connectedTargets, sameAs: sameAs,
+                    underWay: recordedPhase != nil)
+                problems += tableProblems
+                guard tableProblems.isEmpty, let schema, let keyType else { continue }
+                tables.append(try estimate(table, schema: schema, keyType: keyType, sources: connectedSources, sameAs: sameAs))
+            } catch let error as PostgresError {
+                problems.append("table \(table.name): \(error.summary)")
+            }
+        }
+        guard problems.isEmpty else { throw ReshardError.badInput(problems.joined(separator: "\n")) }
+        return Plan(
+            migration: config.migration, function: config.function,
+            sources: connectedSources.map {
+                Plan.Shard(name: $0.shard.name, endpoint: $0.shard.dsn.endpoint.description, dsn: $0.shard.dsn.withoutPassword, sameAsSource: nil)
+            },
+            targets: zip(connectedTargets, sameAs).map { t, same in
+                Plan.Shard(name: t.shard.name, endpoint: t.shard.dsn.endpoint.description, dsn: t.shard.dsn.withoutPassword, sameAsSource: same)
+            },
+            tables: tables, recordedPhase: recordedPhase)
+    }
+
+    // MARK: Validation
+
+    /// Same server (by system identifier when readable, else address) and database.
+    static func identity(of connection: PGConnection) throws -> String {
+        let place = try connection.query("SELECT current_database(), inet_server_port(), inet_server_addr()::text")
+        var server = "\(connection.endpoint.host)"
+        if let system = try? connection.query("SELECT system_identifier::text FROM pg_control_system()")[0, 0] {
+            server = system
+        } else if let address = place[0, 2] {
+            server = address
+        }
+        return "\(server)|\(place[0, 1] ?? connection.endpoint.port)|\(place[0, 0] ?? "")"
+    }
+
+    static func duplicates(_ shards: [Connected], list: String) -> [String] {
+        var seen: [String: String] = [:]
+        var problems: [String] = []
+        for shard in shards {
+            if let first = seen[shard.identity] {
+                problems.append("\(list) shards \(first) and \(shard.shard.name) are the same database (\(shard.shard.dsn.endpoint.description))")
+            } else {
+                seen[shard.identity] = shard.shard.name
+            }
+        }
+        return problems
+    }
+
+    /// The phase recorded for a migration that is under way, nil when none is.
+    static func recordedPhase(of migration: String, on metadata: PGConnection) throws -> String? {
+        guard try metadata.query("SELECT to_regclass('reshard.migrations') IS NOT NULL").get(0, 0, as: Bool.self) else { return nil }
+        let row = try metadata.query(
+            "SELECT phase FROM reshard.migrations WHERE name = $1 AND phase NOT IN ('planned', 'aborted')", [migration])
+        return row.rowCount == 0 ? nil : row[0, 0]
+    }
+
+    func validate(
+        _ table: ReshardConfig.Table, sources: [Connected], targets: [Connected], sameAs: [String?], underWay: Bool
+    ) throws -> (TableSchema?, KeyType?, [String]) {
+        var problems: [String] = []
+        var reference: (name: String, schema: TableSchema)?
+        var keyType: KeyType?
+        for source in sources {
+            let here = "source \(source.shard.name)"
+            guard let schema = try TableSchema.read(table.name, on: source.connection) else {
+                problems.append("table \(table.name) is missing on \(here)")
+                continue
+            }
+            if schema.uniqueKey.isEmpty {
+                problems.append("table \(table.name) on \(here) has no primary key or unique index over non-null columns")
+            }
+            if let column = schema.column(table.key) {
+                if !column.notNull {
+                    problems.append("table \(table.name) on \(here): shard key column \(table.key) is nullable (add NOT NULL)")
+                }
+                if let type = KeyType(formatType: column.type), config.function.supports(type) {
+                    keyType = type
+                } else {
+                    let supported = config.function.kind == .hash ? "smallint, integer, bigint, text, varchar, uuid" : "smallint, integer, bigint"
+                    problems.append(
+                        "table \(table.name) on \(here): shard key column \(table.key) is \(column.type), which \(config.function.kind.rawValue) sharding does not support (supported: \(supported))")
+                }
+            } else {
+                problems.append("table \(table.name) on \(here): shard key column \(table.key) does not exist")
+            }
+            if let reference {
+                problems += schema.differences(from: reference.schema, here: here, there: "source \(reference.name)")
+                    .map { "table \(table.name): \($0)" }
+            } else {
+                reference = (source.shard.name, schema)
+            }
+        }
+        guard let reference else { return (nil, nil, problems) }
+        for (target, same) in zip(targets, sameAs) where same == nil {
+            let here = "target \(target.shard.name)"
+            guard let schema = try TableSchema.read(table.name, on: target.connection) else { continue }
+            problems += schema.differences(from: reference.schema, here: here, there: "source \(reference.name)")
+                .map { "table \(table.name): \($0)" }
+            if !underWay {
+                let quoted = try target.connection.quote(table.name)
+                if try target.connection.query("SELECT EXISTS (SELECT 1 FROM \(quoted))").get(0, 0, as: Bool.self) {
+                    problems.append(
+                        "table \(table.name) on \(here) already holds rows, and \(target.shard.name) is not a source (empty it, or pick another target)")
+                }
+            }
+        }
+        return (reference.schema, keyType, problems)
+    }
+
+    // MARK: Estimates
+
+    /// Per source: the row count from statistics (exact when there are none) split by a
+    /// server-side sample grouped by target shard. Small tables are counted exactly.
+    func estimate(
+        _ table: ReshardConfig.Table, schema: TableSchema, keyType: KeyType, sources: [Connected], sameAs: [String?]
+    ) throws -> Plan.Table {
+        var slices: [Plan.Slice] = []
+        var sampled = false
+        for source in sources {
+            let conn = source.connection
+            let quoted = try conn.quote(table.name)
+            let index = config.function.sqlShardIndex(quotedColumn: try conn.quoteIdentifier(table.key), type: keyType)
+            let stats = try conn.query("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)", [quoted])
+            var total = try stats.get(0, 0, as: Int64.self)
+            if total < 0 { total = try conn.query("SELECT count(*) FROM \(quoted)").get(0, 0, as: Int64.self) }
+            let percent = total > 0 ? min(100.0, 100.0 * Double(sampleRows) / Double(total)) : 100
+            let sample = percent < 100 ? " TABLESAMPLE BERNOULLI (\(percent)) REPEATABLE (20261121)" : ""
+            let rows = try conn.query(
+                "SELECT \(index), count(*), sum(pg_column_size(x.*))::bigint FROM \(quoted) AS x\(sample) GROUP BY 1")
+            var counts = [Int64](repeating: 0, count: config.targets.count)
+            var sizes = [Int64](repeating: 0, count: config.targets.count)
+            for row in 0..<rows.rowCount {
+                let shard = try rows.get(row, 0, as: Int.self)
+                counts[shard] = try rows.get(row, 1, as: Int64.self)
+                sizes[shard] = try rows.get(row, 2, as: Int64.self)
+            }
+            let inSample = counts.reduce(0, +)
+            // Exact when the whole table was read; otherwise scale the sample to the statistics.
+            let scale = sample.isEmpty || inSample == 0 ? 1.0 : Double(total) / Double(inSample)
+            sampled = sampled || !sample.isEmpty
+            for (t, target) in config.targets.enumerated() {
+                slices.append(Plan.Slice(
+                    source: source.shard.name, target: target.name,
+                    estimatedRows: Int64((Double(counts[t]) * scale).rounded()),
+                    estimatedBytes: Int64((Double(sizes[t]) * scale).rounded()),
+                    staysInPlace: sameAs[t] == source.shard.name))
+            }
+        }
+        return Plan.Table(
+            name: table.name, key: table.key, keyType: keyType, columns: schema.columns, uniqueKey: schema.uniqueKey,
+            fingerprint: schema.fingerprint, estimateMethod: sampled ? "sample" : "exact", slices: slices)
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+import PostgresClient
+import Yams
+
+/// Loading `reshard.yml`. Every mistake is reported as `file:line: what, naming the key`, and
+/// unknown keys are errors (a misspelt `split_point` must not silently mean "even split").
+extension ReshardConfig {
+    public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ReshardConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ReshardError.badInput("\(path): cannot read the config file")
+        }
+        return try parse(String(decoding: data, as: UTF8.self), file: path, environment: environment)
+    }
+
+    public static func parse(_ yaml: String, file: String, environment: [String: String] = [:]) throws -> ReshardConfig {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: yaml) else { throw ReshardError.badInput("\(file): the config file is empty") }
+            root = node
+        } catch let error as YamlError {
+            throw ReshardError.badInput("\(file):\(yamlErrorLocation(error)): invalid YAML: \(yamlErrorProblem(error))")
+        }
+        let reader = YAMLReader(file: file, environment: environment)
+        let top = try reader.mapping(root, "the config file", keys: ["migration", "metadata", "source", "target", "tables"])
+
+        let migration = try reader.string(top, "migration")
+        guard !migration.isEmpty, migration.count <= 63 else {
+            throw ReshardError.badInput("\(reader.at(top["migration"]!)): migration must be a name of 1 to 63 characters")
+        }
+        let metadataNode = try reader.required(top, "metadata")
+        let metadata = try reader.dsn(metadataNode, label: "metadata")
+
+        let sourceNode = try reader.mapping(try reader.required(top, "source"), "source", keys: ["shards"])
+        let sources = try reader.shards(try reader.required(sourceNode, "shards", in: "source"), prefix: "s", list: "source")
+
+        let targetNode = try reader.mapping(
+            try reader.required(top, "target"), "target", keys: ["function", "shards", "split_points", "boundaries"])
+        let targets = try reader.shards(try reader.required(targetNode, "shards", in: "target"), prefix: "t", list: "target")
+        var kind = ShardFunction.Kind.hash
+        if let node = targetNode["function"] {
+            let text = try reader.scalar(node, "target.function")
+            guard let parsed = ShardFunction.Kind(rawValue: text) else {
+                throw ReshardError.badInput("\(reader.at(node)): target.function must be hash, modulo or range, not '\(text)'")
+            }
+            kind = parsed
+        }
+        let splitPoints = try targetNode["split_points"].map { try reader.integers($0, "target.split_points") }
+        let boundaries = try targetNode["boundaries"].map { try reader.integers($0, "target.boundaries") }
+        let function: ShardFunction
+        do {
+            switch kind {
+            case .hash:
+                if let node = targetNode["boundaries"] {
+                    throw ReshardError.badInput("\(reader.at(node)): target.boundaries is for range; hash takes split_points")
+                }
+                function = try ShardFunction(kind: .hash, shardCount: targets.count, boundaries: splitPoints)
+            case .range:
+                if let node = targetNode["split_points"] {
+                    throw ReshardError.badInput("\(reader.at(node)): target.split_points is for hash; range takes boundaries")
+                }
+                function = try ShardFunction(kind: .range, shardCount: targets.count, boundaries: boundaries)
+            case .modulo:
+                if let node = targetNode["split_points"] ?? targetNode["boundaries"] {
+                    throw ReshardError.badInput("\(reader.at(node)): modulo takes neither split_points nor boundaries")
+                }
+                function = try ShardFunction(kind: .modulo, shardCount: targets.count)
+            }
+        } catch let error as ReshardError where !error.description.hasPrefix(file) {
+            let node = targetNode["split_points"] ?? targetNode["boundaries"] ?? targetNode["function"] ?? top["target"]!
+            throw ReshardError.badInput("\(reader.at(node)): target: \(error.description)")
+        }
+
+        let tablesNode = try reader.required(top, "tables")
+        guard case .sequence(let tableList) = tablesNode, !tableList.isEmpty else {
+            throw ReshardError.badInput("\(reader.at(tablesNode)): tables must be a list of {name, key}")
+        }
+        var tables: [Table] = []
+        for item in tableList {
+            let entry = try reader.mapping(item, "tables entry", keys: ["name", "key"])
+            let nameNode = try reader.required(entry, "name", in: "tables entry")
+            let keyNode = try reader.required(entry, "key", in: "tables entry")
+            let name: QualifiedName, key: String
+            do {
+                name = try QualifiedName.parse(try reader.scalar(nameNode, "tables.name"))
+                key = try QualifiedName.parseIdentifier(try reader.scalar(keyNode, "tables.key"))
+            } catch let error as ReshardError where !error.description.hasPrefix(file) {
+                throw ReshardError.badInput("\(reader.at(item)): \(error.description)")
+            }
+            if let earlier = tables.first(where: { $0.name == name }) {
+                throw ReshardError.badInput("\(reader.at(item)): table \(name) is listed twice (first at line \(earlier.line))")
+            }
+            tables.append(Table(name: name, key: key, line: item.mark?.line ?? 0))
+        }
+        return ReshardConfig(
+            file: file, migration: migration, metadata: metadata, sources: sources, targets: targets, function: function,
+            tables: tables)
+    }
+
+    private static func yamlErrorLocation(_ error: YamlError) -> String {
+        switch error {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
+            return "\(mark.line)"
+        default: return "1"
+        }
+    }
+
+    private static func yamlErrorProblem(_ error: YamlError) -> String {
+        switch error {
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): return problem
+        default: return "\(error)".split(separator: "\n").first.map(String.init) ?? "\(error)"
+        }
+    }
+}
+
+/// Typed reading of YAML nodes with `file:line` in every error.
+struct YAMLReader {
+    let file: String
+    let environment: [String: String]
+
+    func at(_ node: Node) -> String { "\(file):\(node.mark?.line ?? 0)" }
+
+    func mapping(_ node: Node, _ what: String, keys: Set<String>) throws -> [String: Node] {
+        guard case .mapping(let mapping) = node else { throw ReshardError.badInput("\(at(node)): \(what) must be a mapping") }
+        var result: [String: Node] = [:]
+        for (keyNode, value) in mapping {
+            guard let key = keyNode.string else { throw ReshardError.badInput("\(at(keyNode)): keys must be strings") }
+            guard keys.contains(key) else {
+                throw ReshardError.badInput(
+                    "\(at(keyNode)): unknown key '\(key)' in \(what) (expected \(keys.sorted().joined(separator: ", ")))")
+            }
+            guard result[key] == nil else { throw ReshardError.badInput("\(at(keyNode)): key '\(key)' appears twice") }
+            result[key] = value
+        }
+        return result
+    }
+
+    func required(_ mapping: [String: Node], _ key: String, in what: String = "the config file") throws -> Node {
+        guard let node = mapping[key] else {
+            let line = mapping.values.compactMap { $0.mark?.line }.min().map { max($0 - 1, 1) } ?? 1
+            throw ReshardError.badInput("\(file):\(line): missing key '\(key)' in \(what)")
+        }
+        return node
+    }
+
+    /// A scalar as text, with `${VAR}` replaced from the environment.
+    func scalar(_ node: Node, _ what: String) throws -> String {
+        guard case .scalar(let scalar) = node else { throw ReshardError.badInput("\(at(node)): \(what) must be a single value") }
+        return try expand(scalar.string, node)
+    }
+
+    func string(_ mapping: [String: Node], _ key: String) throws -> String {
+        try scalar(try required(mapping, key), key)
+    }
+
+    func integers(_ node: Node, _ what: String) throws -> [Int64] {
+        guard case .sequence(let items) = node else { throw ReshardError.badInput("\(at(node)): \(what) must be a list of integers") }
+        return try items.map { item in
+            guard let value = Int64(try scalar(item, what)) else {
+                throw ReshardError.badInput("\(at(item)): \(what) must hold integers, not '\(item.string ?? "?")'")
+            }
+            return value
+        }
+    }
+
+    func dsn(_ node: Node, label: String) throws -> ConnectionString {
+        let text = try scalar(node, label)
+        do { return try ConnectionString(text, label: label) } catch let error as PostgresError {
+            throw ReshardError.badInput("\(at(node)): \(error.message)")
+        }
+    }
+
+    /// A list of shards, each a connection string or `{name, dsn}`; default names s0, s1... / t0, t1...
+    func shards(_ node: Node, prefix: String, list: String) throws -> [ReshardConfig.Shard] {
+        guard case .sequence(let items) = node, !items.isEmpty else {
+            throw ReshardError.badInput("\(at(node)): \(list).shards must be a non-empty list")
+        }
+        var shards: [ReshardConfig.Shard] = []
+        for (index, item) in items.enumerated() {
+            var name = "\(prefix)\(index)"
+            let dsnNode: Node
+            if case .mapping = item {
+                let entry = try mapping(item, "\(list) shard", keys: ["name", "dsn"])
+                if let nameNode = entry["name"] { name = try scalar(nameNode, "name") }
+                dsnNode = try required(entry, "dsn", in: "\(list) shard")
+            } else {
+                dsnNode = item
+            }
+            guard !name.isEmpty, !name.contains(where: { $0.isWhitespace }) else {
+                throw ReshardError.badInput("\(at(item)): shard name '\(name)' must be a non-empty word")
+            }
+            if shards.contains(where: { $0.name == name }) {
+                throw ReshardError.badInput("\(at(item)): shard name '\(name)' is used twice in \(list).shards")
+            }
+            shards.append(.init(name: name, dsn: try dsn(dsnNode, label: name), line: item.mark?.line ?? 0))
+        }
+        return shards
+    }
+
+    private func expand(_ text: String, _ node: Node) throws -> String {
+        guard text.contains("${") else { return text }
+        var out = ""
+        var rest = Substring(text)
+        while let start = rest.range(of: "${") {
+            out += rest[..<start.lowerBound]
+            guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
+                throw ReshardError.badInput("\(at(node)): unterminated ${ in value")
+            }
+            let name = String(rest[start.upperBound..<end])
+            guard let value = environment[name] else {
+                throw ReshardError.badInput("\(at(node)): environment variable \(name) is not set")
+            }
+            out += value
+            rest = rest[rest.index(after: end)...]
+        }
+        return out + rest
+    }
+}

@@ -1,0 +1,86 @@
+import Foundation
+import PostgresClient
+
+/// `reshard.yml`: where the data is, where it must go, and which tables move together.
+public struct ReshardConfig: Sendable {
+    public struct Shard: Sendable {
+        public var name: String
+        public var dsn: ConnectionString
+        /// Where it was written, for messages.
+        public var line: Int
+    }
+
+    public struct Table: Sendable {
+        public var name: QualifiedName
+        /// The shard key column, as PostgreSQL names it (unquoted names fold to lower case).
+        public var key: String
+        public var line: Int
+    }
+
+    public var file: String
+    public var migration: String
+    public var metadata: ConnectionString
+    public var sources: [Shard]
+    public var targets: [Shard]
+    public var function: ShardFunction
+    public var tables: [Table]
+}
+
+extension QualifiedName {
+    /// Parses a table name as SQL would: `users`, `public.users`, `"We.ird"."T"`. Unquoted parts
+    /// fold to lower case; quoted parts keep everything, `""` standing for one `"`.
+    public static func parse(_ text: String) throws -> QualifiedName {
+        let parts = try parseIdentifierList(text)
+        switch parts.count {
+        case 1: return QualifiedName(parts[0])
+        case 2: return QualifiedName(schema: parts[0], parts[1])
+        default: throw ReshardError.badInput("'\(text)' is not a table name (expected table or schema.table)")
+        }
+    }
+
+    /// Parses one identifier (a column name) with the same rules.
+    public static func parseIdentifier(_ text: String) throws -> String {
+        let parts = try parseIdentifierList(text)
+        guard parts.count == 1 else { throw ReshardError.badInput("'\(text)' is not a column name") }
+        return parts[0]
+    }
+
+    private static func parseIdentifierList(_ text: String) throws -> [String] {
+        var parts: [String] = []
+        let chars = Array(text.trimmingCharacters(in: .whitespaces))
+        guard !chars.isEmpty else { throw ReshardError.badInput("empty name") }
+        var i = 0
+        while true {
+            var part = ""
+            if i < chars.count, chars[i] == "\"" {
+                i += 1
+                while true {
+                    guard i < chars.count else { throw ReshardError.badInput("unterminated quoted name in '\(text)'") }
+                    if chars[i] == "\"" {
+                        if i + 1 < chars.count, chars[i + 1] == "\"" {
+                            part.append("\"")
+                            i += 2
+                            continue
+                        }
+                        i += 1
+                        break
+                    }
+                    part.append(chars[i])
+                    i += 1
+                }
+                guard !part.isEmpty else { throw ReshardError.badInput("empty quoted name in '\(text)'") }
+            } else {
+                while i < chars.count, chars[i] != ".", chars[i] != "\"" {
+                    part.append(chars[i].isASCII ? Character(chars[i].lowercased()) : chars[i])
+                    i += 1
+                }
+                part = part.trimmingCharacters(in: .whitespaces)
+                guard !part.isEmpty, !part.contains(" ") else { throw ReshardError.badInput("'\(text)' is not a valid name (quote it)") }
+            }
+            parts.append(part)
+            if i == chars.count { return parts }
+            guard chars[i] == "." else { throw ReshardError.badInput("'\(text)' is not a valid name") }
+            i += 1
+        }
+    }
+}

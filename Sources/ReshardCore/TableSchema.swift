@@ -1,0 +1,84 @@
+import PostgresClient
+
+/// What reshard needs to know about one table on one shard, read from the catalog.
+public struct TableSchema: Sendable, Equatable, Codable {
+    public struct Column: Sendable, Equatable, Codable {
+        public var name: String
+        /// `format_type(atttypid, atttypmod)`, e.g. `character varying(40)`.
+        public var type: String
+        public var notNull: Bool
+    }
+
+    public var columns: [Column]
+    /// The primary key, or else the first unique index over non-null columns; empty if neither.
+    public var uniqueKey: [String]
+    public var uniqueKeyIsPrimary: Bool
+
+    public func column(_ name: String) -> Column? { columns.first { $0.name == name } }
+
+    /// Changes with any column, type, nullability or key change: lets `apply` refuse a stale plan.
+    public var fingerprint: String {
+        fnv1a64Hex(
+            columns.map { "\($0.name):\($0.type):\($0.notNull)" }.joined(separator: ";") + "|"
+                + uniqueKey.joined(separator: ","))
+    }
+
+    /// Differences between this schema and `other`, as phrases naming the column.
+    public func differences(from other: TableSchema, here: String, there: String) -> [String] {
+        var problems: [String] = []
+        for column in other.columns where self.column(column.name) == nil {
+            problems.append("column \(column.name) is missing on \(here) but exists on \(there)")
+        }
+        for column in columns {
+            guard let theirs = other.column(column.name) else {
+                problems.append("column \(column.name) exists on \(here) but not on \(there)")
+                continue
+            }
+            if theirs.type != column.type {
+                problems.append("column \(column.name) is \(column.type) on \(here) but \(theirs.type) on \(there)")
+            }
+        }
+        return problems
+    }
+}
+
+extension TableSchema {
+    /// Reads a table's schema, or returns nil when the table does not exist.
+    public static func read(_ table: QualifiedName, on connection: PGConnection) throws -> TableSchema? {
+        let quoted = try connection.quote(table)
+        let oidResult = try connection.query("SELECT to_regclass($1)::oid", [quoted])
+        guard let oid = oidResult[0, 0] else { return nil }
+        let columnRows = try connection.query(
+            """
+            SELECT attname, format_type(atttypid, atttypmod), attnotnull
+            FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum
+            """, [oid])
+        var columns: [Column] = []
+        for row in 0..<columnRows.rowCount {
+            columns.append(Column(
+                name: columnRows[row, 0]!, type: columnRows[row, 1]!, notNull: try columnRows.get(row, 2, as: Bool.self)))
+        }
+        // Unique, valid, non-partial, non-expression indexes, primary key first, fewest columns next.
+        let keyRows = try connection.query(
+            """
+            SELECT i.indexrelid, i.indisprimary, a.attname, a.attnotnull
+            FROM pg_index i
+            CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            WHERE i.indrelid = $1::oid AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+            ORDER BY i.indisprimary DESC, i.indnatts, i.indexrelid, k.ord
+            """, [oid])
+        var candidates: [(primary: Bool, columns: [String], notNull: Bool)] = []
+        var current: String?
+        for row in 0..<keyRows.rowCount {
+            if keyRows[row, 0] != current {
+                current = keyRows[row, 0]
+                candidates.append((try keyRows.get(row, 1, as: Bool.self), [], true))
+            }
+            candidates[candidates.count - 1].columns.append(keyRows[row, 2]!)
+            if try !keyRows.get(row, 3, as: Bool.self) { candidates[candidates.count - 1].notNull = false }
+        }
+        let key = candidates.first { $0.primary || $0.notNull }
+        return TableSchema(columns: columns, uniqueKey: key?.columns ?? [], uniqueKeyIsPrimary: key?.primary ?? false)
+    }
+}
