@@ -110,6 +110,7 @@ public final class PGConnection: @unchecked Sendable {
 
     /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws.
     /// Other threads cannot interleave statements on this connection meanwhile.
+    @discardableResult
     public func transaction<T>(isolation: String? = nil, _ body: (PGConnection) throws -> T) throws -> T {
         try lock.withLock {
             try execute(isolation.map { "BEGIN ISOLATION LEVEL \($0)" } ?? "BEGIN")

@@ -42,6 +42,8 @@ public struct Plan: Sendable, Codable, Equatable {
 
     public var formatVersion = 1
     public var migration: String
+    /// The metadata database's connection string, without its password.
+    public var metadata: String
     public var function: ShardFunction
     public var sources: [Shard]
     public var targets: [Shard]

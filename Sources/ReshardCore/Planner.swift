@@ -66,7 +66,7 @@ public struct Planner {
         }
         guard problems.isEmpty else { throw ReshardError.badInput(problems.joined(separator: "\n")) }
         return Plan(
-            migration: config.migration, function: config.function,
+            migration: config.migration, metadata: config.metadata.withoutPassword, function: config.function,
             sources: connectedSources.map {
                 Plan.Shard(name: $0.shard.name, endpoint: $0.shard.dsn.endpoint.description, dsn: $0.shard.dsn.withoutPassword, sameAsSource: nil)
             },

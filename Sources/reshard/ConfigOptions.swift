@@ -1,4 +1,6 @@
 import ArgumentParser
+import PostgresClient
+import Foundation
 import ReshardCore
 
 /// `--config/-c FILE`, shared by every command that reads `reshard.yml`.
@@ -7,4 +9,33 @@ struct ConfigOptions: ParsableArguments {
     var config = "reshard.yml"
 
     func load() throws -> ReshardConfig { try ReshardConfig.load(path: config) }
+}
+
+/// `--config FILE` or `--plan FILE`: which migration a command acts on.
+struct MigrationOptions: ParsableArguments {
+    @Option(name: [.customShort("c"), .long], help: "The migration's config file (default reshard.yml).")
+    var config: String?
+
+    @Option(name: .long, help: "A plan file written by 'reshard plan --output' (instead of --config).")
+    var plan: String?
+
+    func validate() throws {
+        if config != nil && plan != nil { throw ValidationError("give --config or --plan, not both") }
+    }
+
+    /// Validates against the shards and returns the plan with its connections.
+    func resolve() throws -> MigrationTarget {
+        if let plan { return try MigrationTarget.fromPlanFile(plan) }
+        return try MigrationTarget.fromConfig(try ReshardConfig.load(path: config ?? "reshard.yml"))
+    }
+
+    /// The migration's name and metadata database, reading nothing from the shards.
+    func metadataOnly() throws -> (name: String, metadata: ConnectionString) {
+        if let plan {
+            let target = try MigrationTarget.fromPlanFile(plan)
+            return (target.plan.migration, target.metadata)
+        }
+        let config = try ReshardConfig.load(path: config ?? "reshard.yml")
+        return (config.migration, config.metadata)
+    }
 }

@@ -10,15 +10,7 @@ extension PendingCommand {
     }
 }
 
-struct ApplyCommand: PendingCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "apply", abstract: "Copy the data and keep the targets in sync (not yet implemented).")
-}
 
-struct StatusCommand: PendingCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "status", abstract: "Show a migration's progress from the metadata (not yet implemented).")
-}
 
 struct VerifyCommand: PendingCommand {
     static let configuration = CommandConfiguration(

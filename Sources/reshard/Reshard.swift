@@ -14,7 +14,8 @@ struct Reshard: ParsableCommand {
         abstract: "Move PostgreSQL data from N shards to M shards while the application keeps running.",
         version: ReshardVersion.string,
         subcommands: [
-            InitCommand.self, PlanCommand.self, ApplyCommand.self, StatusCommand.self, VerifyCommand.self,
+            InitCommand.self, PlanCommand.self, ApplyCommand.self, StatusCommand.self, ThrottleCommand.self, AbortCommand.self,
+            VerifyCommand.self,
             SandboxCommand.self, DemoCommand.self,
         ])
 

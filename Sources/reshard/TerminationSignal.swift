@@ -23,6 +23,12 @@ enum TerminationSignal {
         }
     }
 
+    /// Whether SIGINT or SIGTERM has arrived (does not block).
+    static var received: Bool {
+        var fds = pollfd(fd: pipeFDs[0], events: Int16(POLLIN), revents: 0)
+        return poll(&fds, 1, 0) > 0
+    }
+
     /// Blocks until SIGINT or SIGTERM arrives; returns its number.
     static func wait() -> Int32 {
         var byte: UInt8 = 0

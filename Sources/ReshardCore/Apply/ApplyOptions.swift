@@ -1,0 +1,36 @@
+import Foundation
+
+/// How `reshard apply` runs.
+public struct ApplyOptions: Sendable {
+    public var goal: MigrationStateMachine.Goal = .forever
+    /// Connections the backfill may hold on any one shard at once.
+    public var maxConnectionsPerShard = 4
+    /// Build secondary indexes with the target tables instead of after the copy.
+    public var keepIndexes = false
+    public var initialBatchSize = 20_000
+    /// Batches grow or shrink to take about this long.
+    public var targetBatchSeconds = 2.0
+    /// Backfill rate limit across all workers; changeable while running (`reshard throttle`).
+    public var maxRowsPerSecond: Int?
+    /// Pause the backfill while more changes than this wait in the changelogs.
+    public var maxBacklog: Int64 = 500_000
+    /// Pause the backfill while a source's replicas lag more than this.
+    public var maxReplicationLagSeconds = 30.0
+    /// How long a worker keeps retrying a shard that went away before the migration fails.
+    public var retryWindowSeconds = 300.0
+
+    public init() {}
+}
+
+/// One look at a running apply, for progress lines and `--json`.
+public struct ApplyProgress: Sendable, Codable {
+    public var migration: String
+    public var phase: MigrationPhase
+    public var rowsCopied: Int64
+    public var rowsEstimated: Int64
+    public var rowsPerSecond: Double
+    public var etaSeconds: Double?
+    public var backlog: Int64
+    public var changesApplied: Int64
+    public var paused: Bool
+}

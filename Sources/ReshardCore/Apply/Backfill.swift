@@ -1,0 +1,72 @@
+import Foundation
+import PostgresClient
+
+/// Copies one slice (a table's rows on one source that belong to one target) in keyset batches
+/// over the unique key.
+///
+/// Each batch is one binary COPY relay, from `COPY (SELECT ... WHERE key in (last, upper] AND
+/// shard = t) TO STDOUT` on the source into `COPY ... FROM STDIN` on the target, inside one target
+/// transaction; no row is materialised in the coordinator. The checkpoint (`last_key`) is written
+/// after that transaction commits, so it never runs ahead of data on the target. A batch that is
+/// re-run after a crash finds some of its rows already there: it is then loaded through a staging
+/// table with ON CONFLICT DO NOTHING, which makes re-running harmless. Rows changed after a batch
+/// was read are fixed by the catch-up, which re-reads them.
+struct SliceCopier {
+    let plan: Plan
+    let table: Plan.Table
+    let targetIndex: Int
+    let source: PGConnection
+    let target: PGConnection
+
+    struct Batch {
+        var rows: Int
+        var lastKey: [String]?
+        var done: Bool
+    }
+
+    /// Copies the rows after `lastKey` up to `batchSize` keys further on the source.
+    func copyBatch(after lastKey: [String]?, batchSize: Int) throws -> Batch {
+        let src = try TableSQL(table, on: source)
+        let lower = try lastKey.map { "\(src.keyRow) > \(try src.keyLiteral($0))" } ?? "true"
+        // Where this batch ends: the batchSize-th key after lastKey, or the end of the table.
+        let bound = try source.query(
+            "SELECT \(src.keyColumns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(src.name) WHERE \(lower) ORDER BY \(src.keyColumns.joined(separator: ", ")) OFFSET \(batchSize - 1) LIMIT 1")
+        let upperKey: [String]? = bound.rowCount == 0 ? nil : (0..<bound.columnCount).map { bound[0, $0] ?? "" }
+        let upper = try upperKey.map { " AND \(src.keyRow) <= \(try src.keyLiteral($0))" } ?? ""
+        let select = "SELECT \(src.columns) FROM \(src.name) WHERE \(lower)\(upper) AND \(src.shardFilter(plan.function, target: targetIndex))"
+        let dst = try TableSQL(table, on: target)
+        let copyIn = "COPY \(dst.name) (\(dst.columns)) FROM STDIN (FORMAT binary)"
+        var rows: Int
+        do {
+            try target.execute("BEGIN; SET LOCAL reshard.applying = on")
+            rows = try PGConnection.relayCopy(from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: target, copyIn).rows
+            try target.execute("COMMIT")
+        } catch let error as PostgresError where error.sqlState == "23505" {
+            try target.execute("ROLLBACK")
+            rows = try copyThroughStaging(select: select, dst: dst)
+        } catch {
+            _ = try? target.execute("ROLLBACK")
+            throw error
+        }
+        // The last batch ends at the table's end: remember the highest key seen, if any.
+        let lastSeen = upperKey ?? lastKey
+        return Batch(rows: rows, lastKey: lastSeen, done: upperKey == nil)
+    }
+
+    /// The re-run path: the batch was (partly) committed before a crash.
+    private func copyThroughStaging(select: String, dst: TableSQL) throws -> Int {
+        try target.transaction { conn in
+            try conn.execute(
+                """
+                SET LOCAL reshard.applying = on;
+                CREATE TEMP TABLE reshard_staging (LIKE \(dst.name)) ON COMMIT DROP;
+                """)
+            _ = try PGConnection.relayCopy(
+                from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: conn,
+                "COPY reshard_staging (\(dst.columns)) FROM STDIN (FORMAT binary)")
+            return try conn.execute(
+                "INSERT INTO \(dst.name) (\(dst.columns)) SELECT \(dst.columns) FROM reshard_staging ON CONFLICT DO NOTHING"
+            ).affectedRows
+        }
+    }
+}

@@ -1,0 +1,41 @@
+import PostgresClient
+
+/// `reshard abort`: removes the shim and changelog from the sources and marks the migration
+/// aborted. Refuses while a coordinator holds the lease. Targets keep what was copied unless
+/// asked to drop it (only on targets that are not also sources: rows there cannot be told apart).
+public enum MigrationAbort {
+    public static func run(_ target: MigrationTarget, dropTargetData: Bool) throws -> [String] {
+        let plan = target.plan
+        let meta = try PGConnection.connect(target.metadata, applicationName: "reshard abort")
+        _ = try MetadataSchema.current.apply(to: meta)
+        let locked = try meta.query("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", [Coordinator.leaseKey, plan.migration])
+        guard try locked.get(0, 0, as: Bool.self) else {
+            throw ReshardError.refused("migration \(plan.migration) is being applied right now; stop that coordinator first")
+        }
+        guard try meta.query("SELECT 1 FROM reshard.migrations WHERE name = $1", [plan.migration]).rowCount == 1 else {
+            throw ReshardError.refused("migration \(plan.migration) is not registered; nothing to abort")
+        }
+        var done: [String] = []
+        for source in plan.sources {
+            let conn = try PGConnection.connect(target.shards[source.name]!, applicationName: "reshard abort")
+            try Shim.remove(migration: plan.migration, tables: plan.tables, on: conn)
+            done.append("removed the shim from \(source.name)")
+        }
+        if dropTargetData {
+            for shard in plan.targets where shard.sameAsSource == nil {
+                let conn = try PGConnection.connect(target.shards[shard.name]!, applicationName: "reshard abort")
+                for table in plan.tables where try TargetTables.exists(table, on: conn) {
+                    try conn.execute("TRUNCATE \(try conn.quote(table.name))")
+                    done.append("emptied \(table.name) on \(shard.name)")
+                }
+            }
+        }
+        try meta.transaction { conn in
+            try conn.query("UPDATE reshard.migrations SET phase = 'aborted', updated_at = now() WHERE name = $1", [plan.migration])
+            try conn.query("INSERT INTO reshard.events (migration, level, message) VALUES ($1, 'info', $2)",
+                           [plan.migration, "aborted: " + done.joined(separator: "; ")])
+        }
+        try meta.query("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", [Coordinator.leaseKey, plan.migration])
+        return done
+    }
+}

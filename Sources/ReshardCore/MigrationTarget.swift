@@ -1,0 +1,34 @@
+import Foundation
+import PostgresClient
+
+/// What a command that acts on a migration needs: its plan and how to reach every shard.
+/// Built from `reshard.yml` (validated by the planner), or from a plan file whose connection
+/// strings carry no password (libpq finds it in `PGPASSWORD`, `.pgpass` or a `passfile`).
+public struct MigrationTarget: Sendable {
+    public var plan: Plan
+    public var shards: [String: ConnectionString]
+    public var metadata: ConnectionString
+
+    public static func fromConfig(_ config: ReshardConfig) throws -> MigrationTarget {
+        let plan = try Planner(config: config).run()
+        var shards: [String: ConnectionString] = [:]
+        for shard in config.sources + config.targets { shards[shard.name] = shard.dsn }
+        return MigrationTarget(plan: plan, shards: shards, metadata: config.metadata)
+    }
+
+    public static func fromPlanFile(_ path: String) throws -> MigrationTarget {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ReshardError.badInput("\(path): cannot read the plan file") }
+        let plan: Plan
+        do { plan = try JSONDecoder().decode(Plan.self, from: data) } catch {
+            throw ReshardError.badInput("\(path): not a reshard plan file (\(error.localizedDescription))")
+        }
+        var shards: [String: ConnectionString] = [:]
+        for shard in plan.sources + plan.targets { shards[shard.name] = try ConnectionString(shard.dsn, label: shard.name) }
+        return MigrationTarget(plan: plan, shards: shards, metadata: try ConnectionString(plan.metadata, label: "metadata"))
+    }
+
+    /// Only the migration's name and metadata database, without touching the shards (`status`).
+    public static func metadataOnly(config: ReshardConfig) -> (name: String, metadata: ConnectionString) {
+        (config.migration, config.metadata)
+    }
+}

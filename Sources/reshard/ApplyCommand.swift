@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import ReshardCore
+
+/// `reshard apply`: installs the shim, backfills, and keeps the targets caught up. Resumable:
+/// run it again after a crash and it continues from the checkpoints in the metadata.
+struct ApplyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apply",
+        abstract: "Copy the rows and keep the targets in sync, resuming from checkpoints.",
+        discussion: """
+            Runs until the backfill is done and the catch-up has caught up, then keeps the targets in sync until \
+            stopped (Ctrl-C stops cleanly), unless --until says to return earlier.
+            """)
+
+    @OptionGroup var migration: MigrationOptions
+
+    @Option(name: .long, help: "Return once 'backfilled' or 'caught-up' instead of syncing until stopped.")
+    var until: String?
+
+    @Option(name: .long, help: "Backfill connections per shard.")
+    var maxConnectionsPerShard = 4
+
+    @Option(name: .long, help: "Backfill rate limit (change it while running with 'reshard throttle').")
+    var maxRowsPerSecond: Int?
+
+    @Option(name: .long, help: "Pause the backfill while more changes than this wait to be applied.")
+    var maxBacklog: Int64 = 500_000
+
+    @Option(name: .long, help: "Pause the backfill while a source's replicas lag more than this many seconds.")
+    var maxReplicationLag: Double = 30
+
+    @Flag(name: .long, help: "Create secondary indexes before the copy instead of after it.")
+    var keepIndexes = false
+
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        if let until, !["backfilled", "caught-up"].contains(until) {
+            throw ValidationError("--until must be backfilled or caught-up")
+        }
+        guard maxConnectionsPerShard >= 1 else { throw ValidationError("--max-connections-per-shard must be at least 1") }
+        if let maxRowsPerSecond, maxRowsPerSecond < 1 { throw ValidationError("--max-rows-per-second must be positive") }
+    }
+
+    func run() throws {
+        TerminationSignal.install()
+        let target = try migration.resolve()
+        var options = ApplyOptions()
+        options.goal = until.flatMap(MigrationStateMachine.Goal.init(rawValue:)) ?? .forever
+        options.maxConnectionsPerShard = maxConnectionsPerShard
+        options.maxRowsPerSecond = maxRowsPerSecond
+        options.maxBacklog = maxBacklog
+        options.maxReplicationLagSeconds = maxReplicationLag
+        options.keepIndexes = keepIndexes
+        let coordinator = Coordinator(plan: target.plan, shards: target.shards, metadata: target.metadata, options: options)
+        let progress = ProgressPrinter(json: output.json)
+        try coordinator.run(shouldStop: { TerminationSignal.received }, report: progress.show)
+        progress.finish()
+    }
+}
