@@ -74,14 +74,25 @@ final class ApplyTests: XCTestCase {
         let config = try fixture.writeConfig(tables: ReferenceData.tables)
         let load = WriteLoad(sources: fixture.sources)
         var phases: [String] = []
-        for _ in 0..<10 {
+        for kill in 0..<10 {
+            let before = try status(config)
             let apply = try ReshardCLI.start(["apply", "-c", config])
-            // A random moment to crash at: the point of the test, not a synchronisation.
-            usleep(UInt32.random(in: 200_000...1_800_000))
+            // The first five runs die during the backfill, once they have copied something of
+            // their own; the last five once the catch-up is running under the load.
+            XCTAssertTrue(try eventually(timeout: 120) {
+                guard let now = try status(config) else { return false }
+                if kill >= 5 { return now.phase == "in-sync" && now.lease?.pid == Int(apply.pid) }
+                guard let before else { return now.phase != "planned" }
+                return now.rowsCopied > before.rowsCopied || now.phase != before.phase
+            }, apply.stderr)
+            // ...and then dies at a random moment: the point of the test, not a synchronisation.
+            usleep(UInt32.random(in: 0...700_000))
             apply.signal(SIGKILL)
             XCTAssertEqual(apply.wait(), 128 + SIGKILL, apply.stderr)
             phases.append(try status(config)?.phase ?? "unregistered")
         }
+        XCTAssertTrue(phases.contains("backfilling"), "no kill landed during the backfill: \(phases)")
+        XCTAssertTrue(phases.contains("in-sync") || phases.contains("catching-up"), "no kill landed during the catch-up: \(phases)")
         let apply = try ReshardCLI.start(["apply", "-c", config])
         XCTAssertTrue(try eventually(timeout: 300) { try status(config)?.phase == "in-sync" }, apply.stderr)
         try drainAndStop(apply, load: load, fixture: fixture, config: config)
