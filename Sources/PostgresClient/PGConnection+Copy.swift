@@ -86,15 +86,33 @@ extension PGConnection {
                 }
                 var bytes = 0
                 var failure: PostgresError?
+                // COPY data is a byte stream: rows are gathered into messages of about 64 kB, which
+                // costs the receiving server far less than one message per row. Memory stays bounded.
+                var pending = CopyBuffer(capacity: 64 * 1024)
+                defer { pending.deallocate() }
+                func flush() {
+                    guard failure == nil, pending.count > 0 else { return }
+                    if PQputCopyData(destination.handle, pending.base, Int32(pending.count)) != 1 {
+                        failure = destination.error(code: .copyFailed, statement: copyInSQL)
+                        _ = source.cancel()
+                    }
+                    pending.count = 0
+                }
                 while true {
                     var buffer: UnsafeMutablePointer<CChar>?
                     let length = PQgetCopyData(source.handle, &buffer, 0)
                     if length > 0, let buffer {
                         defer { PQfreemem(buffer) }
                         bytes += Int(length)
-                        if failure == nil, PQputCopyData(destination.handle, buffer, length) != 1 {
-                            failure = destination.error(code: .copyFailed, statement: copyInSQL)
-                            _ = source.cancel()
+                        guard failure == nil else { continue }
+                        if pending.count + Int(length) > pending.capacity { flush() }
+                        if Int(length) > pending.capacity {
+                            if PQputCopyData(destination.handle, buffer, length) != 1 {
+                                failure = destination.error(code: .copyFailed, statement: copyInSQL)
+                                _ = source.cancel()
+                            }
+                        } else {
+                            pending.append(buffer, Int(length))
                         }
                         continue
                     }
@@ -102,6 +120,7 @@ extension PGConnection {
                     failure = failure ?? source.error(code: .copyFailed, statement: copyOutSQL)
                     break
                 }
+                flush()
                 if let sourceError = source.drainResults(statement: copyOutSQL), failure == nil {
                     failure = sourceError
                 }
@@ -183,4 +202,23 @@ public final class CopyInWriter {
         var text = text
         try text.withUTF8 { try write(UnsafeRawBufferPointer($0)) }
     }
+}
+
+/// A fixed-size byte buffer for gathering COPY rows into larger messages.
+struct CopyBuffer {
+    let base: UnsafeMutablePointer<CChar>
+    let capacity: Int
+    var count = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        base = .allocate(capacity: capacity)
+    }
+
+    mutating func append(_ bytes: UnsafePointer<CChar>, _ length: Int) {
+        (base + count).update(from: bytes, count: length)
+        count += length
+    }
+
+    func deallocate() { base.deallocate() }
 }

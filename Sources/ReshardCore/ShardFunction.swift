@@ -87,6 +87,22 @@ public struct ShardFunction: Sendable, Equatable, Codable {
         kind == .hash || type.isInteger
     }
 
+    /// A SQL condition true exactly for the rows of target `target`: for hash and range a plain
+    /// interval test on the hash or key (cheaper per row than `sqlShardIndex(...) = target`, and
+    /// an interval the planner can reason about).
+    public func sqlShardFilter(quotedColumn column: String, type: KeyType, target: Int) -> String {
+        switch kind {
+        case .modulo:
+            return "\(sqlShardIndex(quotedColumn: column, type: type)) = \(target)"
+        case .hash, .range:
+            let value = kind == .hash ? "\(type.hashFunction)(\(column))" : "(\(column))::bigint"
+            var parts: [String] = []
+            if target > 0 { parts.append("\(value) >= \(boundaries[target - 1])") }
+            if target < boundaries.count { parts.append("\(value) < \(boundaries[target])") }
+            return parts.isEmpty ? "true" : "(" + parts.joined(separator: " AND ") + ")"
+        }
+    }
+
     /// A SQL expression giving the target shard index (0-based) of `quotedColumn` of `type`.
     public func sqlShardIndex(quotedColumn column: String, type: KeyType) -> String {
         switch kind {

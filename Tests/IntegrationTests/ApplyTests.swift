@@ -11,9 +11,15 @@ final class ApplyTests: XCTestCase {
         return try JSONDecoder().decode(MigrationStatus.self, from: Data(outcome.stdout.utf8))
     }
 
+    /// Whether every change logged on the sources has been applied (the logs are emptied only
+    /// after the targets committed the change).
     private func changelogIsEmpty(_ fixture: PlanFixture) throws -> Bool {
         try fixture.sources.allSatisfy { dsn in
-            try PGConnection.connect(dsn).query("SELECT count(*) FROM reshard_shim.changelog").get(0, 0, as: Int.self) == 0
+            let conn = try PGConnection.connect(dsn)
+            let logs = try conn.query(
+                "SELECT format('SELECT count(*) FROM %s', c.oid::regclass) FROM pg_class c WHERE c.relnamespace = 'reshard_shim'::regnamespace AND c.relkind = 'r'")
+            XCTAssertEqual(logs.rowCount, ReferenceData.tables.count)
+            return try (0..<logs.rowCount).allSatisfy { try conn.query(logs[$0, 0]!).get(0, 0, as: Int.self) == 0 }
         }
     }
 

@@ -73,7 +73,14 @@ final class ShardFunctionParityTests: XCTestCase {
     ) throws {
         let column = try conn.quoteIdentifier("v")
         let indexes = functions.filter { $0.supports(type) }
-        let select = (["id", "v", "\(type.hashFunction)(v)"] + indexes.map { $0.sqlShardIndex(quotedColumn: column, type: type) })
+        // Each function's index, and the index again as the per-target filters see it.
+        let select = (["id", "v", "\(type.hashFunction)(v)"] + indexes.map { $0.sqlShardIndex(quotedColumn: column, type: type) }
+            + indexes.map { f in
+                // sum of t over the filters that hold, plus 1000 unless exactly one holds
+                let holds = (0..<f.shardCount).map { "(\(f.sqlShardFilter(quotedColumn: column, type: type, target: $0)))::int" }
+                let index = holds.enumerated().map { "\($0.element) * \($0.offset)" }.joined(separator: " + ")
+                return "(\(index) + CASE WHEN \(holds.joined(separator: " + ")) = 1 THEN 0 ELSE 1000 END)"
+            })
             .joined(separator: ", ")
         var rows = 0
         var mismatches: [String] = []
@@ -95,6 +102,11 @@ final class ShardFunctionParityTests: XCTestCase {
                 let swiftIndex = try function.shard(for: key)
                 if sqlIndex != swiftIndex, mismatches.count < 5 {
                     mismatches.append("\(type) \(text.debugDescription) \(function.kind) M=\(function.shardCount): swift \(swiftIndex), sql \(sqlIndex)")
+                }
+                // Exactly one filter holds, and it is the one of the row's shard.
+                let filtered = try result.get(row, 3 + indexes.count + i, as: Int.self)
+                if filtered != swiftIndex, mismatches.count < 5 {
+                    mismatches.append("\(type) \(text.debugDescription) \(function.kind) M=\(function.shardCount): filters say \(filtered), swift \(swiftIndex)")
                 }
             }
             rows += 1

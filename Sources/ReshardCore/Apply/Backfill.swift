@@ -18,6 +18,33 @@ struct SliceCopier {
     let source: PGConnection
     let target: PGConnection
 
+    /// For a single integer key: batches are cut by value, `batchSize x spacing` wide, which
+    /// spares the per-batch query that would otherwise find where the next batch ends.
+    struct IntegerKeyRange {
+        var min: Int64
+        var max: Int64
+        /// Average distance between consecutive keys.
+        var spacing: Double
+    }
+
+    /// Measures the key range once per slice; nil when the key is not a single integer column.
+    func integerKeyRange() throws -> IntegerKeyRange? {
+        guard table.uniqueKey.count == 1,
+            let type = table.columns.first(where: { $0.name == table.uniqueKey[0] })?.type,
+            ["bigint", "integer", "smallint"].contains(type)
+        else { return nil }
+        let src = try TableSQL(table, on: source)
+        let key = src.keyColumns[0]
+        let row = try source.query(
+            "SELECT min(\(key))::bigint, max(\(key))::bigint, greatest((SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)), 1)::float8 FROM \(src.name)",
+            [src.name])
+        guard let min = row[0, 0].flatMap({ Int64($0) }), let max = row[0, 1].flatMap({ Int64($0) }) else {
+            return IntegerKeyRange(min: 0, max: 0, spacing: 1)
+        }
+        let count = try row.get(0, 2, as: Double.self)
+        return IntegerKeyRange(min: min, max: max, spacing: Swift.max(1, (Double(max) - Double(min) + 1) / count))
+    }
+
     struct Batch {
         var rows: Int
         var lastKey: [String]?
@@ -25,13 +52,21 @@ struct SliceCopier {
     }
 
     /// Copies the rows after `lastKey` up to `batchSize` keys further on the source.
-    func copyBatch(after lastKey: [String]?, batchSize: Int) throws -> Batch {
+    func copyBatch(after lastKey: [String]?, batchSize: Int, integerRange: IntegerKeyRange? = nil) throws -> Batch {
         let src = try TableSQL(table, on: source)
         let lower = try lastKey.map { "\(src.keyRow) > \(try src.keyLiteral($0))" } ?? "true"
-        // Where this batch ends: the batchSize-th key after lastKey, or the end of the table.
-        let bound = try source.query(
-            "SELECT \(src.keyColumns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(src.name) WHERE \(lower) ORDER BY \(src.keyColumns.joined(separator: ", ")) OFFSET \(batchSize - 1) LIMIT 1")
-        let upperKey: [String]? = bound.rowCount == 0 ? nil : (0..<bound.columnCount).map { bound[0, $0] ?? "" }
+        // Where this batch ends; nil for the last batch, which reads to the end of the table
+        // (rows inserted later are in the changelog).
+        let upperKey: [String]?
+        if let range = integerRange {
+            let start = lastKey.flatMap { Int64($0[0]) } ?? (range.min == Int64.min ? Int64.min : range.min - 1)
+            let end = Double(start) + Double(batchSize) * range.spacing
+            upperKey = end >= Double(range.max) ? nil : [String(Int64(end))]
+        } else {
+            let bound = try source.query(
+                "SELECT \(src.keyColumns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(src.name) WHERE \(lower) ORDER BY \(src.keyColumns.joined(separator: ", ")) OFFSET \(batchSize - 1) LIMIT 1")
+            upperKey = bound.rowCount == 0 ? nil : (0..<bound.columnCount).map { bound[0, $0] ?? "" }
+        }
         let upper = try upperKey.map { " AND \(src.keyRow) <= \(try src.keyLiteral($0))" } ?? ""
         let select = "SELECT \(src.columns) FROM \(src.name) WHERE \(lower)\(upper) AND \(src.shardFilter(plan.function, target: targetIndex))"
         let dst = try TableSQL(table, on: target)

@@ -3,8 +3,8 @@ import PostgresClient
 
 /// Applies one source's changelog to the targets.
 ///
-/// The changelog is a queue, not a stream: each round reads the oldest entries still there,
-/// applies them, and deletes exactly the entries it applied. A transaction that commits late
+/// Each table's log is a queue, not a stream: each round reads entries still there, applies
+/// them, and deletes exactly the entries it applied (by `ctid`). A transaction that commits late
 /// (its ids are lower than entries already applied) simply shows up in a later round, so no
 /// change is lost to id order. Applying is idempotent and order-safe: for each key the current
 /// row is re-read from the source and upserted on the target it now belongs to, and the row is
@@ -23,8 +23,7 @@ struct CatchUpApplier {
     var batchLimit = 5000
 
     struct Entry: Decodable {
-        let id: Int64
-        let table: String
+        let ctid: String
         let pk: [String]
         let shardKey: String
     }
@@ -36,24 +35,24 @@ struct CatchUpApplier {
         var drained: Bool
     }
 
-    /// Applies one round of entries for `tables` (by their description, as recorded).
+    /// Applies one round of entries for `tables` (those already copied from this source).
     func applyRound(tables: [Plan.Table]) throws -> Round {
         guard !tables.isEmpty else { return Round(applied: 0, drained: false) }
-        let names = tables.map(\.name.description)
-        let result = try source.query(
-            """
-            SELECT json_build_object('id', id, 'table', table_name, 'pk', pk, 'shardKey', shard_key)::text
-            FROM \(Shim.schema).changelog WHERE migration = $1 AND table_name = ANY($2::text[]) ORDER BY id LIMIT \(batchLimit)
-            """, [plan.migration, names])
+        var applied = 0
+        var drained = true
         let decoder = JSONDecoder()
-        let entries = try (0..<result.rowCount).map { try decoder.decode(Entry.self, from: Data(result[$0, 0]!.utf8)) }
-        guard !entries.isEmpty else { return Round(applied: 0, drained: true) }
         for table in tables {
-            let mine = entries.filter { $0.table == table.name.description }
-            if !mine.isEmpty { try apply(mine, table: table) }
+            let log = Shim.logTable(migration: plan.migration, table: table)
+            let result = try source.query(
+                "SELECT json_build_object('ctid', ctid::text, 'pk', pk, 'shardKey', shard_key)::text FROM \(log) LIMIT \(batchLimit)")
+            let entries = try (0..<result.rowCount).map { try decoder.decode(Entry.self, from: Data(result[$0, 0]!.utf8)) }
+            guard !entries.isEmpty else { continue }
+            try apply(entries, table: table)
+            try source.query("DELETE FROM \(log) WHERE ctid = ANY($1::tid[])", [entries.map(\.ctid)])
+            applied += entries.count
+            if entries.count >= batchLimit { drained = false }
         }
-        try source.query("DELETE FROM \(Shim.schema).changelog WHERE id = ANY($1::bigint[])", [entries.map { String($0.id) }])
-        return Round(applied: entries.count, drained: entries.count < batchLimit)
+        return Round(applied: applied, drained: drained)
     }
 
     private func apply(_ entries: [Entry], table: Plan.Table) throws {
@@ -89,8 +88,8 @@ struct CatchUpApplier {
 
     /// How many entries wait, and since when, for `status`.
     func backlog() throws -> (count: Int64, oldest: String?) {
-        let result = try source.query(
-            "SELECT count(*), min(at)::text FROM \(Shim.schema).changelog WHERE migration = $1", [plan.migration])
+        let parts = plan.tables.map { "SELECT count(*) AS n, min(at) AS at FROM \(Shim.logTable(migration: plan.migration, table: $0))" }
+        let result = try source.query("SELECT coalesce(sum(n), 0)::bigint, min(at)::text FROM (\(parts.joined(separator: " UNION ALL "))) logs")
         return (try result.get(0, 0, as: Int64.self), result[0, 1])
     }
 }

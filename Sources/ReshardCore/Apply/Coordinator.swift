@@ -278,9 +278,9 @@ public final class Coordinator: @unchecked Sendable {
 
     // MARK: - Actions
 
-    func connect(_ shard: String) throws -> PGConnection {
+    func connect(_ shard: String, settings: [String: String] = [:]) throws -> PGConnection {
         guard let dsn = shards[shard] else { throw ReshardError.badInput("no connection string for shard \(shard)") }
-        return try PGConnection.connect(dsn, applicationName: "reshard apply")
+        return try PGConnection.connect(dsn, applicationName: "reshard apply", settings: settings)
     }
 
     /// Creates missing target tables and installs the shim on every source table. Idempotent.
@@ -372,10 +372,12 @@ public final class Coordinator: @unchecked Sendable {
         else { return }
         var connections: (source: PGConnection, target: PGConnection, meta: PGConnection)?
         var batchSize = options.initialBatchSize
+        var integerRange: SliceCopier.IntegerKeyRange??
         withRetry("copy \(key.table) \(key.source) -> \(key.target)") {
             if connections == nil || !(connections!.source.isHealthy && connections!.target.isHealthy && connections!.meta.isHealthy) {
                 connections = nil
-                connections = (try connect(key.source), try connect(key.target),
+                // Slices already run side by side: parallel query workers would only compete with them.
+                connections = (try connect(key.source, settings: ["max_parallel_workers_per_gather": "0"]), try connect(key.target),
                                try PGConnection.connect(metadataDSN, applicationName: "reshard apply"))
             }
             let (source, target, meta) = connections!
@@ -386,7 +388,8 @@ public final class Coordinator: @unchecked Sendable {
             let wait = state.throttleDelay(rows: batchSize)
             if wait > 0 { usleep(UInt32(min(wait, 5) * 1_000_000)) }
             let started = Date()
-            let batch = try copier.copyBatch(after: slice.lastKey, batchSize: batchSize)
+            if integerRange == nil { integerRange = .some(try copier.integerKeyRange()) }
+            let batch = try copier.copyBatch(after: slice.lastKey, batchSize: batchSize, integerRange: integerRange!)
             // Only now, with the batch committed on the target, does the checkpoint move.
             try meta.query(
                 """

@@ -2,9 +2,13 @@ import Foundation
 import PostgresClient
 
 /// The dual-write shim: a row trigger on every source table that records, inside the writing
-/// transaction, the unique key and shard key of each row written, in `reshard_shim.changelog` on
-/// the same source. Nothing committed on a source can escape it, and it needs no logical
-/// decoding, so it works on managed PostgreSQL as it is.
+/// transaction, the unique key and shard key of each row written, in a log table of its own
+/// (`reshard_shim.log_<id>`) on the same source. Nothing committed on a source can escape it, and
+/// it needs no logical decoding, so it works on managed PostgreSQL as it is.
+///
+/// The log is a bare heap: no index, no sequence, no name columns. Each write pays one small heap
+/// insert, which keeps the shim's cost on the application's writes low; the catch-up reads it
+/// as a queue and deletes what it applied by `ctid` (log rows are never updated).
 ///
 /// An UPDATE that changes the unique key or the shard key records the old values too, so the
 /// catch-up also removes the row from where it was. Writes made by reshard itself (sessions with
@@ -20,32 +24,26 @@ public enum Shim {
         migration: String, table: Plan.Table, on connection: PGConnection, lockTimeoutMilliseconds: Int = 2000,
         attempts: Int = 30
     ) throws {
+        let names = objectNames(migration: migration, table: table)
         try connection.transaction { conn in
             try conn.execute(
                 """
                 SET LOCAL client_min_messages = warning;
                 CREATE SCHEMA IF NOT EXISTS \(schema);
-                CREATE TABLE IF NOT EXISTS \(schema).changelog (
-                    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                    migration  text NOT NULL,
-                    table_name text NOT NULL,
-                    pk         text[] NOT NULL,
-                    shard_key  text NOT NULL,
-                    at         timestamptz NOT NULL DEFAULT clock_timestamp()
-                );
-                CREATE INDEX IF NOT EXISTS changelog_migration_table ON \(schema).changelog (migration, table_name, id);
+                CREATE TABLE IF NOT EXISTS \(schema).\(names.log) (
+                    pk        text[] NOT NULL,
+                    shard_key text NOT NULL,
+                    at        timestamptz NOT NULL DEFAULT clock_timestamp()
+                ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000);
                 """)
         }
-        let names = objectNames(migration: migration, table: table)
         let quotedTable = try connection.quote(table.name)
         func columns(_ row: String) throws -> String {
             try table.uniqueKey.map { "\(row).\(try connection.quoteIdentifier($0))::text" }.joined(separator: ", ")
         }
         let key = try connection.quoteIdentifier(table.key)
-        let values = { (row: String) throws -> String in
-            "(\(try connection.quoteLiteral(migration)), \(try connection.quoteLiteral(table.name.description)), ARRAY[\(try columns(row))], \(row).\(key)::text)"
-        }
-        let insert = "INSERT INTO \(schema).changelog (migration, table_name, pk, shard_key) VALUES"
+        let values = { (row: String) throws -> String in "(ARRAY[\(try columns(row))], \(row).\(key)::text)" }
+        let insert = "INSERT INTO \(schema).\(names.log) (pk, shard_key) VALUES"
         let keyColumns = try (table.uniqueKey + [table.key]).map { try connection.quoteIdentifier($0) }
         let oldRow = keyColumns.map { "OLD.\($0)" }.joined(separator: ", ")
         let newRow = keyColumns.map { "NEW.\($0)" }.joined(separator: ", ")
@@ -90,30 +88,34 @@ public enum Shim {
         }
     }
 
-    /// Removes the trigger and this migration's changelog rows; drops the shim schema when no
+    /// Removes the triggers, functions and logs of this migration; drops the shim schema when no
     /// other migration uses it. Idempotent.
     public static func remove(migration: String, tables: [Plan.Table], on connection: PGConnection) throws {
         for table in tables {
             let names = objectNames(migration: migration, table: table)
             try connection.transaction { conn in
-                try conn.execute("SET LOCAL lock_timeout = '5s'")
+                try conn.execute("SET LOCAL lock_timeout = '5s'; SET LOCAL client_min_messages = warning")
                 if try conn.query("SELECT to_regclass($1) IS NOT NULL", [try conn.quote(table.name)]).get(0, 0, as: Bool.self) {
                     try conn.execute("DROP TRIGGER IF EXISTS \(names.trigger) ON \(try conn.quote(table.name))")
                 }
-                try conn.execute("DROP FUNCTION IF EXISTS \(schema).\(names.function)()")
+                try conn.execute("DROP FUNCTION IF EXISTS \(schema).\(names.function)(); DROP TABLE IF EXISTS \(schema).\(names.log)")
             }
         }
-        guard try connection.query("SELECT to_regclass($1) IS NOT NULL", ["\(schema).changelog"]).get(0, 0, as: Bool.self) else { return }
-        try connection.query("DELETE FROM \(schema).changelog WHERE migration = $1", [migration])
-        let others = try connection.query("SELECT count(*) FROM pg_proc WHERE pronamespace = $1::regnamespace", [schema])
+        guard try connection.query("SELECT to_regnamespace($1) IS NOT NULL", [schema]).get(0, 0, as: Bool.self) else { return }
+        let others = try connection.query("SELECT count(*) FROM pg_class WHERE relnamespace = $1::regnamespace", [schema])
         if try others.get(0, 0, as: Int.self) == 0 {
-            try connection.execute("SET client_min_messages = warning; DROP SCHEMA IF EXISTS \(schema) CASCADE; RESET client_min_messages")
+            try connection.execute("SET client_min_messages = warning; DROP SCHEMA IF EXISTS \(schema); RESET client_min_messages")
         }
     }
 
+    /// The log table of one (migration, table), schema-qualified; safe unquoted.
+    public static func logTable(migration: String, table: Plan.Table) -> String {
+        "\(schema).\(objectNames(migration: migration, table: table).log)"
+    }
+
     /// Short, fixed names per (migration, table), safe as unquoted identifiers.
-    static func objectNames(migration: String, table: Plan.Table) -> (function: String, trigger: String) {
+    static func objectNames(migration: String, table: Plan.Table) -> (function: String, trigger: String, log: String) {
         let id = fnv1a64Hex("\(migration)\u{0}\(table.name.schema ?? "")\u{0}\(table.name.name)")
-        return ("capture_\(id)", "reshard_capture_\(id)")
+        return ("capture_\(id)", "reshard_capture_\(id)", "log_\(id)")
     }
 }

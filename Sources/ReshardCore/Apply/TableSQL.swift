@@ -37,7 +37,7 @@ struct TableSQL {
 
     /// `... AND shard index = t`, or nothing when the function is the identity of one target.
     func shardFilter(_ function: ShardFunction, target: Int) -> String {
-        "\(function.sqlShardIndex(quotedColumn: shardKey, type: table.keyType)) = \(target)"
+        function.sqlShardFilter(quotedColumn: shardKey, type: table.keyType, target: target)
     }
 
     /// `SET col = EXCLUDED.col` for every column outside the key, for upserts.
