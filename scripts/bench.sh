@@ -107,7 +107,7 @@ echo "write throughput with/without shim: $(ratio $with $without)   [goal >= 0.7
 
 # --- 3. Catch-up lag at 1,000 writes/s ------------------------------------------------------------
 logs=$(psql -qAtX "$SRC" -c "SELECT string_agg(format('SELECT min(at) AS at FROM %s', oid::regclass), ' UNION ALL ') FROM pg_class WHERE relnamespace = 'reshard_shim'::regnamespace AND relkind = 'r'")
-psql -qAtX "$SRC" -c "SELECT format('TRUNCATE %s', oid::regclass) FROM pg_class WHERE relnamespace = 'reshard_shim'::regnamespace AND relkind = 'r'" | psql -qX "$SRC" > /dev/null
+psql -qAtX "$SRC" -c "SELECT format('TRUNCATE %s;', oid::regclass) FROM pg_class WHERE relnamespace = 'reshard_shim'::regnamespace AND relkind = 'r'" | psql -qX "$SRC" > /dev/null
 "$BIN" apply -c "$work/reshard.yml" > /dev/null 2> "$work/catchup.err" &
 apply=$!
 for _ in $(seq 1 300); do
