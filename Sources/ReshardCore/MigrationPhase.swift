@@ -72,7 +72,8 @@ public struct MigrationStateMachine: Sendable, Equatable {
             case .planned, .prepared: return [.prepare]
             case .backfilling: return [.prepare, .runBackfillAndCatchUp]
             case .catchingUp: return goal == .backfilled ? [.stop] : [.prepare, .runCatchUp]
-            case .inSync: return goal == .forever ? [.prepare, .runCatchUp] : [.stop]
+            // In sync when last seen, but writes went on since: catch up again before returning.
+            case .inSync: return goal == .backfilled ? [.stop] : [.prepare, .runCatchUp]
             }
         case (.prepared, .planned), (.prepared, .prepared):
             phase = .backfilling
@@ -89,6 +90,8 @@ public struct MigrationStateMachine: Sendable, Equatable {
             return [.record(.inSync)] + (goal == .forever ? [] : [.stop])
         case (.caughtUp, .inSync):
             return goal == .forever ? [] : [.stop]
+        case (.caughtUp, .backfilling), (.caughtUp, .planned), (.caughtUp, .prepared):
+            return []
         default:
             return []
         }

@@ -8,6 +8,12 @@ public struct ReshardConfig: Sendable {
         public var dsn: ConnectionString
         /// Where it was written, for messages.
         public var line: Int
+
+        public init(name: String, dsn: ConnectionString, line: Int) {
+            self.name = name
+            self.dsn = dsn
+            self.line = line
+        }
     }
 
     public struct Table: Sendable {
@@ -15,6 +21,12 @@ public struct ReshardConfig: Sendable {
         /// The shard key column, as PostgreSQL names it (unquoted names fold to lower case).
         public var key: String
         public var line: Int
+
+        public init(name: QualifiedName, key: String, line: Int) {
+            self.name = name
+            self.key = key
+            self.line = line
+        }
     }
 
     public var file: String
@@ -24,6 +36,20 @@ public struct ReshardConfig: Sendable {
     public var targets: [Shard]
     public var function: ShardFunction
     public var tables: [Table]
+
+    /// Builds a config in code (the demo, tests); `load(path:)` reads one from YAML.
+    public init(
+        file: String, migration: String, metadata: ConnectionString, sources: [Shard], targets: [Shard],
+        function: ShardFunction, tables: [Table]
+    ) {
+        self.file = file
+        self.migration = migration
+        self.metadata = metadata
+        self.sources = sources
+        self.targets = targets
+        self.function = function
+        self.tables = tables
+    }
 }
 
 extension QualifiedName {

@@ -1,13 +1,16 @@
 import Foundation
 import ReshardCore
 
-/// Shows apply progress: one redrawn line on a terminal, a plain line every few seconds
-/// otherwise, or a JSON object per line with `--json`.
+/// Shows apply progress: on a terminal, a live bar per table with rows/s and ETA, redrawn in
+/// place; otherwise a plain line every few seconds; with `--json`, one JSON object per line.
 final class ProgressPrinter {
     let json: Bool
     let terminal = isatty(2) == 1
     private var lastPlain = Date.distantPast
     private var lastPhase: MigrationPhase?
+    private var drawnLines = 0
+    /// Per table: rows copied at the previous report and a smoothed rate.
+    private var previous: [String: (copied: Int64, at: Date, rate: Double)] = [:]
 
     init(json: Bool) { self.json = json }
 
@@ -16,23 +19,60 @@ final class ProgressPrinter {
             if let data = try? JSONEncoder().encode(p) { Console.out(String(decoding: data, as: UTF8.self)) }
             return
         }
-        let percent = p.rowsEstimated > 0 ? min(100, Double(p.rowsCopied) * 100 / Double(p.rowsEstimated)) : 100
         let eta = p.etaSeconds.map { " eta \(Self.duration($0))" } ?? ""
-        let line = String(
-            format: "%@ %@: %lld/%lld rows (%.0f%%), %.0f rows/s%@, backlog %lld, applied %lld%@",
-            p.migration, p.phase.rawValue, p.rowsCopied, p.rowsEstimated, percent, p.rowsPerSecond, eta, p.backlog,
+        let summary = String(
+            format: "%@ %@: %@/%@ rows (%.0f%%), %@ rows/s%@, backlog %lld, applied %lld%@",
+            p.migration, p.phase.rawValue, Self.count(p.rowsCopied), Self.count(p.rowsEstimated),
+            Self.percent(p.rowsCopied, p.rowsEstimated), Self.count(Int64(p.rowsPerSecond)), eta, p.backlog,
             p.changesApplied, p.paused ? " (paused)" : "")
         if terminal {
-            FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
+            var lines = [summary]
+            for table in p.tables { lines.append(bar(table)) }
+            var out = drawnLines > 0 ? "\u{1B}[\(drawnLines)A" : ""
+            for line in lines { out += "\r\u{1B}[K" + line + "\n" }
+            drawnLines = lines.count
+            FileHandle.standardError.write(Data(out.utf8))
         } else if Date().timeIntervalSince(lastPlain) >= 5 || p.phase != lastPhase {
             lastPlain = Date()
-            Console.plain(line)
+            Console.plain(summary)
         }
         lastPhase = p.phase
     }
 
-    func finish() {
-        if terminal && !json { FileHandle.standardError.write(Data("\n".utf8)) }
+    /// `users      [##########..........]  51%  153,000/300,000  61,200 rows/s  eta 2s`
+    private func bar(_ table: ApplyProgress.Table) -> String {
+        let now = Date()
+        var rate = 0.0
+        if let before = previous[table.name], now > before.at {
+            let instant = Double(table.rowsCopied - before.copied) / now.timeIntervalSince(before.at)
+            rate = before.rate == 0 ? instant : 0.7 * before.rate + 0.3 * instant
+        }
+        previous[table.name] = (table.rowsCopied, now, rate)
+        let fraction = table.rowsEstimated > 0 ? min(1, Double(table.rowsCopied) / Double(table.rowsEstimated)) : 1
+        let width = 24
+        let filled = table.done ? width : Int(fraction * Double(width))
+        let name = table.name.count > 16 ? String(table.name.prefix(15)) + "…" : table.name.padding(toLength: 16, withPad: " ", startingAt: 0)
+        let tail = table.done
+            ? "done"
+            : "\(Self.count(Int64(rate))) rows/s" + (rate > 1 && table.rowsEstimated > table.rowsCopied
+                ? "  eta \(Self.duration(Double(table.rowsEstimated - table.rowsCopied) / rate))" : "")
+        return "  \(name) [\(String(repeating: "#", count: filled))\(String(repeating: ".", count: width - filled))] "
+            + String(format: "%3.0f%%", table.done ? 100 : fraction * 100)
+            + "  \(Self.count(table.rowsCopied))/\(Self.count(table.rowsEstimated))  \(tail)"
+    }
+
+    func finish() {}
+
+    static func percent(_ part: Int64, _ whole: Int64) -> Double { whole > 0 ? min(100, Double(part) * 100 / Double(whole)) : 100 }
+
+    static func count(_ n: Int64) -> String {
+        let digits = String(n)
+        var out = ""
+        for (i, c) in digits.reversed().enumerated() {
+            if i > 0, i % 3 == 0 { out.append(",") }
+            out.append(c)
+        }
+        return String(out.reversed())
     }
 
     static func duration(_ seconds: Double) -> String {

@@ -32,8 +32,14 @@ final class MigrationStateMachineTests: XCTestCase {
         XCTAssertEqual(machine.handle(.prepared), [])
         XCTAssertEqual(machine.phase, .backfilling)
 
+        // Writes went on since it was last in sync: catch up again before returning.
         var synced = MigrationStateMachine(goal: .caughtUp)
-        XCTAssertEqual(synced.handle(.resumed(.inSync)), [.stop])
+        XCTAssertEqual(synced.handle(.resumed(.inSync)), [.prepare, .runCatchUp])
+        XCTAssertEqual(synced.handle(.prepared), [])
+        XCTAssertEqual(synced.handle(.caughtUp), [.stop])
+
+        var backfilled = MigrationStateMachine(goal: .backfilled)
+        XCTAssertEqual(backfilled.handle(.resumed(.inSync)), [.stop])
 
         var aborted = MigrationStateMachine(goal: .forever)
         guard case .refuse = aborted.handle(.resumed(.aborted)).first else { return XCTFail("aborted must refuse") }

@@ -24,6 +24,13 @@ public struct ApplyOptions: Sendable {
 
 /// One look at a running apply, for progress lines and `--json`.
 public struct ApplyProgress: Sendable, Codable {
+    public struct Table: Sendable, Codable {
+        public var name: String
+        public var rowsCopied: Int64
+        public var rowsEstimated: Int64
+        public var done: Bool
+    }
+
     public var migration: String
     public var phase: MigrationPhase
     public var rowsCopied: Int64
@@ -33,4 +40,5 @@ public struct ApplyProgress: Sendable, Codable {
     public var backlog: Int64
     public var changesApplied: Int64
     public var paused: Bool
+    public var tables: [Table]
 }

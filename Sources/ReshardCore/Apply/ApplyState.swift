@@ -101,6 +101,23 @@ final class ApplyState: @unchecked Sendable {
 
     var estimatedRows: Int64 { lock.withLock { slices.values.filter { !$0.staysInPlace }.reduce(0) { $0 + $1.estimated } } }
 
+    /// Per table (moving slices only): rows copied, rows estimated, all copied.
+    var tableProgress: [(name: String, copied: Int64, estimated: Int64, done: Bool)] {
+        lock.withLock {
+            var byTable: [String: (Int64, Int64, Bool)] = [:]
+            for (key, slice) in slices {
+                var entry = byTable[key.table] ?? (0, 0, true)
+                if !slice.staysInPlace {
+                    entry.0 += slice.copied
+                    entry.1 += slice.estimated
+                }
+                entry.2 = entry.2 && slice.done
+                byTable[key.table] = entry
+            }
+            return byTable.sorted { $0.key < $1.key }.map { ($0.key, $0.value.0, $0.value.1, $0.value.2) }
+        }
+    }
+
     /// Tables whose slices from `source` are all copied: their changes can be applied.
     func copiedTables(from source: String) -> Set<String> {
         lock.withLock {

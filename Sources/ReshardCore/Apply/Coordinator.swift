@@ -122,7 +122,8 @@ public final class Coordinator: @unchecked Sendable {
             migration: plan.migration, phase: phase, rowsCopied: copied, rowsEstimated: estimated,
             rowsPerSecond: max(rate, 0), etaSeconds: rate > 1 && estimated > copied ? Double(estimated - copied) / rate : nil,
             backlog: catchUp.reduce(0) { $0 + $1.backlog }, changesApplied: catchUp.reduce(0) { $0 + $1.applied },
-            paused: state.isPaused)
+            paused: state.isPaused,
+            tables: state.tableProgress.map { .init(name: $0.name, rowsCopied: $0.copied, rowsEstimated: $0.estimated, done: $0.done) })
     }
 
     // MARK: - Lease and registration
@@ -241,15 +242,21 @@ public final class Coordinator: @unchecked Sendable {
         try meta.query("UPDATE reshard.leases SET heartbeat_at = now() WHERE migration = $1", [plan.migration])
     }
 
+    /// Changes applied per source as last persisted, so the metadata's total accumulates across runs.
+    private var persistedApplied: [String: Int64] = [:]
+
     func persistProgress(_ meta: PGConnection) throws {
         for (source, figures) in state.catchUp {
+            let delta = figures.applied - persistedApplied[source, default: 0]
             try meta.query(
                 """
                 INSERT INTO reshard.catchup (migration, source, backlog, oldest_change_at, applied_total, updated_at)
                 VALUES ($1, $2, $3, $4::timestamptz, $5, now())
                 ON CONFLICT (migration, source) DO UPDATE SET backlog = EXCLUDED.backlog,
-                    oldest_change_at = EXCLUDED.oldest_change_at, applied_total = EXCLUDED.applied_total, updated_at = now()
-                """, [plan.migration, source, figures.backlog, figures.oldest, figures.applied])
+                    oldest_change_at = EXCLUDED.oldest_change_at,
+                    applied_total = reshard.catchup.applied_total + EXCLUDED.applied_total, updated_at = now()
+                """, [plan.migration, source, figures.backlog, figures.oldest, delta])
+            persistedApplied[source] = figures.applied
         }
     }
 
