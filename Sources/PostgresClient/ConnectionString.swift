@@ -53,13 +53,6 @@ public struct ConnectionString: Sendable, Hashable, CustomStringConvertible {
         return a.host == b.host && a.port == b.port && a.database == b.database
     }
 
-    /// The same connection with a different database name, e.g. to reach `postgres` for CREATE DATABASE.
-    public func replacingDatabase(_ database: String) throws -> ConnectionString {
-        var opts = options
-        opts["dbname"] = database
-        return try ConnectionString(Self.keywordString(opts), label: label)
-    }
-
     /// Builds a `key='value'` connection string, quoting as libpq requires.
     public static func keywordString(_ options: [String: String]) -> String {
         options.sorted { $0.key < $1.key }.map { key, value in

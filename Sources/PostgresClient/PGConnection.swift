@@ -75,9 +75,6 @@ public final class PGConnection: @unchecked Sendable {
         return conn
     }
 
-    /// The server's version number, e.g. 150018.
-    public var serverVersion: Int { Int(PQserverVersion(handle)) }
-
     /// The backend process id, as in `pg_stat_activity.pid`.
     public var backendPID: Int32 { PQbackendPID(handle) }
 

@@ -48,7 +48,4 @@ public final class PGResult: @unchecked Sendable {
         }
         return try get(row, index, as: type)
     }
-
-    /// Every value of one column as text.
-    public func column(_ column: Int) -> [String?] { (0..<rowCount).map { self[$0, column] } }
 }

@@ -26,9 +26,4 @@ public struct MigrationTarget: Sendable {
         for shard in plan.sources + plan.targets { shards[shard.name] = try ConnectionString(shard.dsn, label: shard.name) }
         return MigrationTarget(plan: plan, shards: shards, metadata: try ConnectionString(plan.metadata, label: "metadata"))
     }
-
-    /// Only the migration's name and metadata database, without touching the shards (`status`).
-    public static func metadataOnly(config: ReshardConfig) -> (name: String, metadata: ConnectionString) {
-        (config.migration, config.metadata)
-    }
 }

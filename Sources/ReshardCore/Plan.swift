@@ -82,15 +82,7 @@ extension Plan {
         return lines.joined(separator: "\n")
     }
 
-    private func count(_ n: Int64) -> String {
-        let digits = String(n)
-        var out = ""
-        for (i, c) in digits.reversed().enumerated() {
-            if i > 0, i % 3 == 0 { out.append(",") }
-            out.append(c)
-        }
-        return String(out.reversed())
-    }
+    private func count(_ n: Int64) -> String { n.grouped }
 
     private func bytes(_ n: Int64) -> String {
         let units = ["B", "kB", "MB", "GB", "TB"]
@@ -101,6 +93,19 @@ extension Plan {
             unit += 1
         }
         return unit == 0 ? "\(n) B" : String(format: "%.1f %@", value, units[unit])
+    }
+}
+
+extension Int64 {
+    /// `1234567` -> `1,234,567`, for people reading row counts.
+    public var grouped: String {
+        let digits = String(self.magnitude)
+        var out = ""
+        for (i, c) in digits.reversed().enumerated() {
+            if i > 0, i % 3 == 0 { out.append(",") }
+            out.append(c)
+        }
+        return (self < 0 ? "-" : "") + String(out.reversed())
     }
 }
 

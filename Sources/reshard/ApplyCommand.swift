@@ -56,6 +56,5 @@ struct ApplyCommand: ParsableCommand {
         let coordinator = Coordinator(plan: target.plan, shards: target.shards, metadata: target.metadata, options: options)
         let progress = ProgressPrinter(json: output.json)
         try coordinator.run(shouldStop: { TerminationSignal.received }, report: progress.show)
-        progress.finish()
     }
 }

@@ -61,19 +61,9 @@ final class ProgressPrinter {
             + "  \(Self.count(table.rowsCopied))/\(Self.count(table.rowsEstimated))  \(tail)"
     }
 
-    func finish() {}
-
     static func percent(_ part: Int64, _ whole: Int64) -> Double { whole > 0 ? min(100, Double(part) * 100 / Double(whole)) : 100 }
 
-    static func count(_ n: Int64) -> String {
-        let digits = String(n)
-        var out = ""
-        for (i, c) in digits.reversed().enumerated() {
-            if i > 0, i % 3 == 0 { out.append(",") }
-            out.append(c)
-        }
-        return String(out.reversed())
-    }
+    static func count(_ n: Int64) -> String { n.grouped }
 
     static func duration(_ seconds: Double) -> String {
         let s = Int(seconds.rounded())

@@ -16,7 +16,6 @@ import PostgresClient
 /// a batch read before the change.
 struct CatchUpApplier {
     let plan: Plan
-    let sourceName: String
     let source: PGConnection
     /// Target connections by index; nil for a target that is this source's own database.
     let targets: [PGConnection?]
@@ -81,7 +80,7 @@ struct CatchUpApplier {
                     from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: conn,
                     "COPY reshard_staging (\(dst.columns)) FROM STDIN (FORMAT binary)")
                 try conn.execute(
-                    "INSERT INTO \(dst.name) (\(dst.columns)) SELECT \(dst.columns) FROM reshard_staging ON CONFLICT \(dst.conflictTarget) DO \(try dst.updateSet)")
+                    "INSERT INTO \(dst.name) (\(dst.columns)) SELECT \(dst.columns) FROM reshard_staging ON CONFLICT \(dst.keyRow) DO \(try dst.updateSet)")
             }
         }
     }

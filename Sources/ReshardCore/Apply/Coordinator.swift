@@ -419,7 +419,7 @@ public final class Coordinator: @unchecked Sendable {
                 applier = nil
                 let source = try connect(sourceName)
                 let targets = try plan.targets.map { $0.sameAsSource == sourceName ? nil : try connect($0.name) }
-                applier = CatchUpApplier(plan: plan, sourceName: sourceName, source: source, targets: targets)
+                applier = CatchUpApplier(plan: plan, source: source, targets: targets)
             }
             let copied = state.copiedTables(from: sourceName)
             let tables = plan.tables.filter { copied.contains($0.name.description) }

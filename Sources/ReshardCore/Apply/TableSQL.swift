@@ -48,6 +48,4 @@ struct TableSQL {
             return "UPDATE SET " + others.map { "\($0) = EXCLUDED.\($0)" }.joined(separator: ", ")
         }
     }
-
-    var conflictTarget: String { keyRow }
 }
