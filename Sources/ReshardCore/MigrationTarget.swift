@@ -24,6 +24,28 @@ public struct MigrationTarget: Sendable {
         }
         var shards: [String: ConnectionString] = [:]
         for shard in plan.sources + plan.targets { shards[shard.name] = try ConnectionString(shard.dsn, label: shard.name) }
+        try checkFingerprints(plan, shards: shards, file: path)
         return MigrationTarget(plan: plan, shards: shards, metadata: try ConnectionString(plan.metadata, label: "metadata"))
+    }
+
+    /// A plan file is only good for the schemas it was made for: every table on every source must
+    /// still have the fingerprint recorded in the plan (columns, types, nullability, key).
+    static func checkFingerprints(_ plan: Plan, shards: [String: ConnectionString], file: String) throws {
+        var problems: [String] = []
+        for source in plan.sources {
+            let conn = try PGConnection.connect(
+                shards[source.name]!, applicationName: "reshard", settings: ["default_transaction_read_only": "on"])
+            for table in plan.tables {
+                guard let schema = try TableSchema.read(table.name, on: conn) else {
+                    problems.append("\(file): table \(table.name) no longer exists on source \(source.name)")
+                    continue
+                }
+                if schema.fingerprint != table.fingerprint {
+                    problems.append(
+                        "\(file): table \(table.name) on source \(source.name) changed since the plan was made (run 'reshard plan' again)")
+                }
+            }
+        }
+        guard problems.isEmpty else { throw ReshardError.refused(problems.joined(separator: "\n")) }
     }
 }

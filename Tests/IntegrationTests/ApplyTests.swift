@@ -158,3 +158,33 @@ final class ApplyTests: XCTestCase {
         XCTAssertTrue(again.stderr.contains("aborted"), again.stderr)
     }
 }
+
+final class ApplyFromPlanFileTests: XCTestCase {
+    /// `apply --plan` runs the plan `plan --output` wrote (its connection strings carry no
+    /// password; the local clusters' password file is named in them), refuses one whose schema
+    /// changed since, and Ctrl-C (SIGINT) stops a running apply cleanly.
+    func testApplyFromAPlanFileRefusesAStalePlanAndStopsOnCtrlC() throws {
+        let fixture = try PlanFixture(self)
+        try ReferenceData.load(fixture, scale: 0.02)
+        let config = try fixture.writeConfig(tables: ReferenceData.tables)
+        let planFile = fixture.directory + "/plan.json"
+        XCTAssertEqual(try ReshardCLI.run(["plan", "-c", config, "--output", planFile]).status, 0)
+
+        try PGConnection.connect(fixture.sources[1]).execute("ALTER TABLE posts ADD COLUMN extra int")
+        let stale = try ReshardCLI.run(["apply", "--plan", planFile])
+        XCTAssertEqual(stale.status, 2, stale.stderr)
+        XCTAssertTrue(stale.stderr.contains("table posts on source s1 changed since the plan was made"), stale.stderr)
+        try PGConnection.connect(fixture.sources[1]).execute("ALTER TABLE posts DROP COLUMN extra")
+        // Dropping the column leaves the catalog as it was for the fingerprint: the plan is good again.
+
+        let apply = try ReshardCLI.start(["apply", "--plan", planFile])
+        XCTAssertTrue(try eventually(timeout: 120) {
+            let outcome = try ReshardCLI.run(["status", "--plan", planFile, "--json"])
+            guard outcome.status == 0 else { return false }
+            return try JSONDecoder().decode(MigrationStatus.self, from: Data(outcome.stdout.utf8)).phase == "in-sync"
+        }, apply.stderr)
+        apply.signal(SIGINT)
+        XCTAssertEqual(apply.wait(), 0, apply.stderr)
+        try ReferenceData.assertTargetsMatchSources(fixture)
+    }
+}
