@@ -181,7 +181,11 @@ public struct Planner {
             var total = try stats.get(0, 0, as: Int64.self)
             if total < 0 { total = try conn.query("SELECT count(*) FROM \(quoted)").get(0, 0, as: Int64.self) }
             let percent = total > 0 ? min(100.0, 100.0 * Double(sampleRows) / Double(total)) : 100
-            let sample = percent < 100 ? " TABLESAMPLE BERNOULLI (\(percent)) REPEATABLE (20261121)" : ""
+            // Hash and modulo scatter keys across pages, so sampling whole pages (SYSTEM) is as
+            // good as sampling rows and reads only the sampled pages. Range keys often follow the
+            // physical order, where only a row-level sample (BERNOULLI, a full read) is unbiased.
+            let method = config.function.kind == .range ? "BERNOULLI" : "SYSTEM"
+            let sample = percent < 100 ? " TABLESAMPLE \(method) (\(percent)) REPEATABLE (20261121)" : ""
             let rows = try conn.query(
                 "SELECT \(index), count(*), sum(pg_column_size(x.*))::bigint FROM \(quoted) AS x\(sample) GROUP BY 1")
             var counts = [Int64](repeating: 0, count: config.targets.count)
