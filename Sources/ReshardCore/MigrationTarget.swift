@@ -16,7 +16,15 @@ public struct MigrationTarget: Sendable {
         return MigrationTarget(plan: plan, shards: shards, metadata: config.metadata)
     }
 
+    /// Reads a plan file and checks it still fits the sources' schemas.
     public static func fromPlanFile(_ path: String) throws -> MigrationTarget {
+        let target = try readPlanFile(path)
+        try checkFingerprints(target.plan, shards: target.shards, file: path)
+        return target
+    }
+
+    /// Reads a plan file without touching any shard (`status`, `throttle`: metadata only).
+    public static func readPlanFile(_ path: String) throws -> MigrationTarget {
         guard let data = FileManager.default.contents(atPath: path) else { throw ReshardError.badInput("\(path): cannot read the plan file") }
         let plan: Plan
         do { plan = try JSONDecoder().decode(Plan.self, from: data) } catch {
@@ -24,7 +32,6 @@ public struct MigrationTarget: Sendable {
         }
         var shards: [String: ConnectionString] = [:]
         for shard in plan.sources + plan.targets { shards[shard.name] = try ConnectionString(shard.dsn, label: shard.name) }
-        try checkFingerprints(plan, shards: shards, file: path)
         return MigrationTarget(plan: plan, shards: shards, metadata: try ConnectionString(plan.metadata, label: "metadata"))
     }
 

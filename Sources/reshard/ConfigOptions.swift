@@ -32,7 +32,7 @@ struct MigrationOptions: ParsableArguments {
     /// The migration's name and metadata database, reading nothing from the shards.
     func metadataOnly() throws -> (name: String, metadata: ConnectionString) {
         if let plan {
-            let target = try MigrationTarget.fromPlanFile(plan)
+            let target = try MigrationTarget.readPlanFile(plan)
             return (target.plan.migration, target.metadata)
         }
         let config = try ReshardConfig.load(path: config ?? "reshard.yml")

@@ -57,6 +57,8 @@ struct CatchUpApplier {
     private func apply(_ entries: [Entry], table: Plan.Table) throws {
         var seen = Set<[String]>()
         let keys = entries.map(\.pk).filter { seen.insert($0).inserted }
+        let src = try TableSQL(table, on: source)
+        let currentRows = "SELECT \(src.columns) FROM \(src.name) WHERE \(src.keyRow) IN (\(try src.keyList(keys)))"
         for (index, target) in targets.enumerated() {
             guard let target else { continue }
             // Where each entry says the row was, for this target.
@@ -64,9 +66,8 @@ struct CatchUpApplier {
                 guard let key = ShardKey(text: entry.shardKey, type: table.keyType) else { return false }
                 return try plan.function.shard(for: key) == index
             }
-            let src = try TableSQL(table, on: source)
             let dst = try TableSQL(table, on: target)
-            let select = "SELECT \(src.columns) FROM \(src.name) WHERE \(src.keyRow) IN (\(try src.keyList(keys))) AND \(src.shardFilter(plan.function, target: index))"
+            let select = "\(currentRows) AND \(src.shardFilter(plan.function, target: index))"
             try target.transaction { conn in
                 try conn.execute(
                     "SET LOCAL reshard.applying = on; CREATE TEMP TABLE reshard_staging (LIKE \(dst.name)) ON COMMIT DROP")
