@@ -34,6 +34,20 @@ public struct MigrationStatus: Sendable, Codable {
         public var updatedAt: String
     }
 
+    /// Each table's last verification (`reshard verify`).
+    public struct Verification: Sendable, Codable {
+        public var table: String
+        /// running, identical or different.
+        public var outcome: String
+        public var startedAt: String
+        public var finishedAt: String?
+        public var chunksDone: Int
+        public var chunksTotal: Int
+        public var sourceRows: Int64
+        public var targetRows: Int64
+        public var differences: Int64
+    }
+
     public var migration: String
     public var phase: String
     public var updatedAt: String
@@ -45,6 +59,7 @@ public struct MigrationStatus: Sendable, Codable {
     public var rowsCopied: Int64
     public var estimatedRows: Int64
     public var backlog: Int64
+    public var verification: [Verification] = []
 
     public static func read(migration: String, from meta: PGConnection) throws -> MigrationStatus {
         guard try meta.query("SELECT to_regclass('reshard.slices') IS NOT NULL").get(0, 0, as: Bool.self) else {
@@ -100,6 +115,22 @@ public struct MigrationStatus: Sendable, Codable {
                 appliedTotal: try catchUp.get(r, 3), updatedAt: catchUp[r, 4]!))
             status.backlog += backlog
         }
+        if try meta.query("SELECT to_regclass('reshard.verify_tables') IS NOT NULL").get(0, 0, as: Bool.self) {
+            let verified = try meta.query(
+                """
+                SELECT t.table_name, t.outcome, t.started_at::text, t.finished_at::text,
+                       (SELECT count(*) FILTER (WHERE done) FROM reshard.verify_chunks c
+                        WHERE c.migration = t.migration AND c.table_name = t.table_name)::int,
+                       t.chunks_total, t.source_rows, t.target_rows, t.differences
+                FROM reshard.verify_tables t WHERE t.migration = $1 ORDER BY t.table_name
+                """, [migration])
+            for r in 0..<verified.rowCount {
+                status.verification.append(Verification(
+                    table: verified[r, 0]!, outcome: verified[r, 1]!, startedAt: verified[r, 2]!, finishedAt: verified[r, 3],
+                    chunksDone: try verified.get(r, 4), chunksTotal: try verified.get(r, 5), sourceRows: try verified.get(r, 6),
+                    targetRows: try verified.get(r, 7), differences: try verified.get(r, 8)))
+            }
+        }
         return status
     }
 
@@ -117,6 +148,11 @@ public struct MigrationStatus: Sendable, Codable {
         for c in catchUp {
             let age = c.oldestChangeAgeSeconds.map { String(format: ", oldest %.1fs old", $0) } ?? ""
             lines.append("changelog \(c.source): \(c.backlog) waiting\(age), \(c.appliedTotal) applied")
+        }
+        for v in verification {
+            let when = v.finishedAt.map { "at \($0)" } ?? "\(v.chunksDone)/\(v.chunksTotal) chunks, started \(v.startedAt)"
+            let figures = "\(v.sourceRows.grouped) source rows, \(v.targetRows.grouped) target rows, \(v.differences.grouped) difference(s)"
+            lines.append("verify \(v.table): \(v.outcome) \(when) (\(figures))")
         }
         if let lastError { lines.append("last error (\(lastErrorAt ?? "?")): \(lastError)") }
         return lines.joined(separator: "\n")

@@ -33,6 +33,10 @@ public struct Plan: Sendable, Codable, Equatable {
         /// How the estimates were made: `exact` (small tables) or `sample` (statistics and a row sample).
         public var estimateMethod: String
         public var slices: [Slice]
+        /// The column today's placement reads (`key` unless the config names another), and its
+        /// type; nil when the config does not describe today's placement.
+        public var sourceKey: String? = nil
+        public var sourceKeyType: KeyType? = nil
 
         public var estimatedRows: Int64 { slices.reduce(0) { $0 + $1.estimatedRows } }
         public var estimatedBytes: Int64 { slices.reduce(0) { $0 + $1.estimatedBytes } }
@@ -45,6 +49,8 @@ public struct Plan: Sendable, Codable, Equatable {
     /// The metadata database's connection string, without its password.
     public var metadata: String
     public var function: ShardFunction
+    /// How rows are placed on the sources today (`source.function`), when the config says.
+    public var sourceFunction: ShardFunction? = nil
     public var sources: [Shard]
     public var targets: [Shard]
     public var tables: [Table]

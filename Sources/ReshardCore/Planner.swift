@@ -59,7 +59,20 @@ public struct Planner {
                     underWay: recordedPhase != nil)
                 problems += tableProblems
                 guard tableProblems.isEmpty, let schema, let keyType else { continue }
-                tables.append(try estimate(table, schema: schema, keyType: keyType, sources: connectedSources, sameAs: sameAs))
+                var planned = try estimate(table, schema: schema, keyType: keyType, sources: connectedSources, sameAs: sameAs)
+                if let sourceFunction = config.sourceFunction {
+                    let column = table.sourceKey ?? table.key
+                    if let type = schema.column(column).flatMap({ KeyType(formatType: $0.type) }), sourceFunction.supports(type) {
+                        planned.sourceKey = column
+                        planned.sourceKeyType = type
+                    } else if schema.column(column) == nil {
+                        problems.append("table \(table.name): source_key column \(column) does not exist")
+                    } else {
+                        problems.append(
+                            "table \(table.name): source_key column \(column) is \(schema.column(column)!.type), which source.function \(sourceFunction.kind.rawValue) cannot place")
+                    }
+                }
+                tables.append(planned)
             } catch let error as PostgresError {
                 problems.append("table \(table.name): \(error.summary)")
             }
@@ -67,6 +80,7 @@ public struct Planner {
         guard problems.isEmpty else { throw ReshardError.badInput(problems.joined(separator: "\n")) }
         return Plan(
             migration: config.migration, metadata: config.metadata.withoutPassword, function: config.function,
+            sourceFunction: config.sourceFunction,
             sources: connectedSources.map {
                 Plan.Shard(name: $0.shard.name, endpoint: $0.shard.dsn.endpoint.description, dsn: $0.shard.dsn.withoutPassword, sameAsSource: nil)
             },

@@ -30,45 +30,16 @@ extension ReshardConfig {
         let metadataNode = try reader.required(top, "metadata")
         let metadata = try reader.dsn(metadataNode, label: "metadata")
 
-        let sourceNode = try reader.mapping(try reader.required(top, "source"), "source", keys: ["shards"])
+        let sourceNode = try reader.mapping(
+            try reader.required(top, "source"), "source", keys: ["shards", "function", "split_points", "boundaries"])
         let sources = try reader.shards(try reader.required(sourceNode, "shards", in: "source"), prefix: "s", list: "source")
+        let sourceFunction = sourceNode["function"] == nil
+            ? nil : try reader.function(sourceNode, shardCount: sources.count, what: "source", fallback: top["source"]!)
 
         let targetNode = try reader.mapping(
             try reader.required(top, "target"), "target", keys: ["function", "shards", "split_points", "boundaries"])
         let targets = try reader.shards(try reader.required(targetNode, "shards", in: "target"), prefix: "t", list: "target")
-        var kind = ShardFunction.Kind.hash
-        if let node = targetNode["function"] {
-            let text = try reader.scalar(node, "target.function")
-            guard let parsed = ShardFunction.Kind(rawValue: text) else {
-                throw ReshardError.badInput("\(reader.at(node)): target.function must be hash, modulo or range, not '\(text)'")
-            }
-            kind = parsed
-        }
-        let splitPoints = try targetNode["split_points"].map { try reader.integers($0, "target.split_points") }
-        let boundaries = try targetNode["boundaries"].map { try reader.integers($0, "target.boundaries") }
-        let function: ShardFunction
-        do {
-            switch kind {
-            case .hash:
-                if let node = targetNode["boundaries"] {
-                    throw ReshardError.badInput("\(reader.at(node)): target.boundaries is for range; hash takes split_points")
-                }
-                function = try ShardFunction(kind: .hash, shardCount: targets.count, boundaries: splitPoints)
-            case .range:
-                if let node = targetNode["split_points"] {
-                    throw ReshardError.badInput("\(reader.at(node)): target.split_points is for hash; range takes boundaries")
-                }
-                function = try ShardFunction(kind: .range, shardCount: targets.count, boundaries: boundaries)
-            case .modulo:
-                if let node = targetNode["split_points"] ?? targetNode["boundaries"] {
-                    throw ReshardError.badInput("\(reader.at(node)): modulo takes neither split_points nor boundaries")
-                }
-                function = try ShardFunction(kind: .modulo, shardCount: targets.count)
-            }
-        } catch let error as ReshardError where !error.description.hasPrefix(file) {
-            let node = targetNode["split_points"] ?? targetNode["boundaries"] ?? targetNode["function"] ?? top["target"]!
-            throw ReshardError.badInput("\(reader.at(node)): target: \(error.description)")
-        }
+        let function = try reader.function(targetNode, shardCount: targets.count, what: "target", fallback: top["target"]!)
 
         let tablesNode = try reader.required(top, "tables")
         guard case .sequence(let tableList) = tablesNode, !tableList.isEmpty else {
@@ -76,24 +47,28 @@ extension ReshardConfig {
         }
         var tables: [Table] = []
         for item in tableList {
-            let entry = try reader.mapping(item, "tables entry", keys: ["name", "key"])
+            let entry = try reader.mapping(item, "tables entry", keys: ["name", "key", "source_key"])
             let nameNode = try reader.required(entry, "name", in: "tables entry")
             let keyNode = try reader.required(entry, "key", in: "tables entry")
-            let name: QualifiedName, key: String
+            let name: QualifiedName, key: String, sourceKey: String?
             do {
                 name = try QualifiedName.parse(try reader.scalar(nameNode, "tables.name"))
                 key = try QualifiedName.parseIdentifier(try reader.scalar(keyNode, "tables.key"))
+                sourceKey = try entry["source_key"].map { try QualifiedName.parseIdentifier(try reader.scalar($0, "tables.source_key")) }
             } catch let error as ReshardError where !error.description.hasPrefix(file) {
                 throw ReshardError.badInput("\(reader.at(item)): \(error.description)")
             }
             if let earlier = tables.first(where: { $0.name == name }) {
                 throw ReshardError.badInput("\(reader.at(item)): table \(name) is listed twice (first at line \(earlier.line))")
             }
-            tables.append(Table(name: name, key: key, line: item.mark?.line ?? 0))
+            if let node = entry["source_key"], sourceFunction == nil {
+                throw ReshardError.badInput("\(reader.at(node)): source_key needs source.function (how rows are placed today)")
+            }
+            tables.append(Table(name: name, key: key, sourceKey: sourceKey, line: item.mark?.line ?? 0))
         }
         return ReshardConfig(
             file: file, migration: migration, metadata: metadata, sources: sources, targets: targets, function: function,
-            tables: tables)
+            sourceFunction: sourceFunction, tables: tables)
     }
 
     private static func yamlErrorLocation(_ error: YamlError) -> String {
@@ -159,6 +134,42 @@ struct YAMLReader {
                 throw ReshardError.badInput("\(at(item)): \(what) must hold integers, not '\(item.string ?? "?")'")
             }
             return value
+        }
+    }
+
+    /// `function` with its `split_points` or `boundaries`, for the shards of `what` (source or target).
+    func function(_ node: [String: Node], shardCount: Int, what: String, fallback: Node) throws -> ShardFunction {
+        var kind = ShardFunction.Kind.hash
+        if let functionNode = node["function"] {
+            let text = try scalar(functionNode, "\(what).function")
+            guard let parsed = ShardFunction.Kind(rawValue: text) else {
+                throw ReshardError.badInput("\(at(functionNode)): \(what).function must be hash, modulo or range, not '\(text)'")
+            }
+            kind = parsed
+        }
+        let splitPoints = try node["split_points"].map { try integers($0, "\(what).split_points") }
+        let boundaries = try node["boundaries"].map { try integers($0, "\(what).boundaries") }
+        do {
+            switch kind {
+            case .hash:
+                if let misplaced = node["boundaries"] {
+                    throw ReshardError.badInput("\(at(misplaced)): \(what).boundaries is for range; hash takes split_points")
+                }
+                return try ShardFunction(kind: .hash, shardCount: shardCount, boundaries: splitPoints)
+            case .range:
+                if let misplaced = node["split_points"] {
+                    throw ReshardError.badInput("\(at(misplaced)): \(what).split_points is for hash; range takes boundaries")
+                }
+                return try ShardFunction(kind: .range, shardCount: shardCount, boundaries: boundaries)
+            case .modulo:
+                if let misplaced = node["split_points"] ?? node["boundaries"] {
+                    throw ReshardError.badInput("\(at(misplaced)): modulo takes neither split_points nor boundaries")
+                }
+                return try ShardFunction(kind: .modulo, shardCount: shardCount)
+            }
+        } catch let error as ReshardError where !error.description.hasPrefix(file) {
+            let culprit = node["split_points"] ?? node["boundaries"] ?? node["function"] ?? fallback
+            throw ReshardError.badInput("\(at(culprit)): \(what): \(error.description)")
         }
     }
 

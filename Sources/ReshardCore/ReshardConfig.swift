@@ -20,11 +20,14 @@ public struct ReshardConfig: Sendable {
         public var name: QualifiedName
         /// The shard key column, as PostgreSQL names it (unquoted names fold to lower case).
         public var key: String
+        /// The column today's placement (`sourceFunction`) reads, when it is not `key`.
+        public var sourceKey: String?
         public var line: Int
 
-        public init(name: QualifiedName, key: String, line: Int) {
+        public init(name: QualifiedName, key: String, sourceKey: String? = nil, line: Int) {
             self.name = name
             self.key = key
+            self.sourceKey = sourceKey
             self.line = line
         }
     }
@@ -35,13 +38,17 @@ public struct ReshardConfig: Sendable {
     public var sources: [Shard]
     public var targets: [Shard]
     public var function: ShardFunction
+    /// How rows are placed on the sources today, when the config says (`source.function`). Verify
+    /// needs it to tell a source's own rows from the copies reshard wrote into it as a target.
+    public var sourceFunction: ShardFunction?
     public var tables: [Table]
 
     /// Builds a config in code (the demo, tests); `load(path:)` reads one from YAML.
     public init(
         file: String, migration: String, metadata: ConnectionString, sources: [Shard], targets: [Shard],
-        function: ShardFunction, tables: [Table]
+        function: ShardFunction, sourceFunction: ShardFunction? = nil, tables: [Table]
     ) {
+        self.sourceFunction = sourceFunction
         self.file = file
         self.migration = migration
         self.metadata = metadata

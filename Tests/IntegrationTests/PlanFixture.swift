@@ -32,15 +32,19 @@ struct PlanFixture {
     /// Writes reshard.yml and returns its path.
     func writeConfig(
         tables: [(String, String)] = [("users", "id")], function: String = "hash", extraTarget: String = "",
-        sources: [ConnectionString]? = nil, targets: [ConnectionString]? = nil
+        sources: [ConnectionString]? = nil, targets: [ConnectionString]? = nil, sourceFunction: String? = nil,
+        sourceKeys: [String: String] = [:]
     ) throws -> String {
         func quoted(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
-        var yaml = "migration: plan-test\nmetadata: \(quoted(metadata.unsafeRawValue))\nsource:\n  shards:\n"
+        var yaml = "migration: plan-test\nmetadata: \(quoted(metadata.unsafeRawValue))\nsource:\n" + (sourceFunction.map { "  function: \($0)\n" } ?? "") + "  shards:\n"
         for s in sources ?? self.sources { yaml += "    - \(quoted(s.unsafeRawValue))\n" }
         yaml += "target:\n  function: \(function)\n\(extraTarget)  shards:\n"
         for t in targets ?? self.targets { yaml += "    - \(quoted(t.unsafeRawValue))\n" }
         yaml += "tables:\n"
-        for (name, key) in tables { yaml += "  - name: \(quoted(name))\n    key: \(quoted(key))\n" }
+        for (name, key) in tables {
+            yaml += "  - name: \(quoted(name))\n    key: \(quoted(key))\n"
+            if let sourceKey = sourceKeys[name] { yaml += "    source_key: \(quoted(sourceKey))\n" }
+        }
         let path = directory + "/reshard.yml"
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
         return path

@@ -1,0 +1,221 @@
+import Foundation
+import PostgresClient
+
+/// What one chunk's verification found.
+struct ChunkOutcome {
+    var sources = RowSet()
+    var targets = RowSet()
+    var differences: [RowDifference] = []
+    var rechecks = 0
+}
+
+extension Verifier {
+    /// Compares one chunk: sums first; while they differ, waits for the chunk's pending changes and
+    /// scans again; then narrows what still differs down to keys, and re-checks those keys the same
+    /// way, so a row caught between its source commit and the catch-up is not reported.
+    func verify(_ chunk: VerifyState.Chunk, with conns: ChunkConnections, drainer: PendingDrainer) throws -> ChunkOutcome {
+        let sql = conns.sql(chunk.table)
+        guard let table = tables.first(where: { $0.name.description == chunk.table }) else { return ChunkOutcome() }
+        let ranges = try sql.map { try $0.rangeCondition(lower: chunk.lower, upper: chunk.upper) }
+        var outcome = ChunkOutcome()
+        var sums = try scanSums(conns, sql, ranges)
+        var differing = sums.filter { $0.value.sources != $0.value.target }.map(\.key).sorted()
+        while !differing.isEmpty && outcome.rechecks < options.rechecks {
+            outcome.rechecks += 1
+            state.recheck()
+            try waitForPending(table, conns, sql, try sql.map { try $0.logCondition(lower: chunk.lower, upper: chunk.upper) }, drainer)
+            sums = try scanSums(conns, sql, ranges)
+            differing = sums.filter { $0.value.sources != $0.value.target }.map(\.key).sorted()
+        }
+        for (_, figures) in sums {
+            outcome.sources += figures.sources
+            outcome.targets += figures.target
+        }
+        guard !differing.isEmpty else { return outcome }
+
+        var differences = try rowDifferences(table, conns, sql, ranges, targets: differing)
+        for _ in 0..<options.rechecks where !differences.isEmpty {
+            outcome.rechecks += 1
+            state.recheck()
+            let keys = Array(Set(differences.map(\.key)))
+            try waitForPending(table, conns, sql, try sql.map { try $0.logKeyCondition(keys) }, drainer)
+            let again = try rowDifferences(
+                table, conns, sql, try sql.map { try $0.keyCondition(keys) }, targets: Array(Set(differences.map { targetIndex($0.target) })).sorted())
+            if again == differences { break }
+            differences = again
+        }
+        outcome.differences = differences
+        return outcome
+    }
+
+    private func targetIndex(_ name: String) -> Int { plan.targets.firstIndex { $0.name == name } ?? 0 }
+
+    /// Per target: the sources' rows for it and its own rows, as sums.
+    func scanSums(_ conns: ChunkConnections, _ sql: [VerifySQL], _ conditions: [String]) throws -> [Int: (sources: RowSet, target: RowSet)] {
+        var sums: [Int: (sources: RowSet, target: RowSet)] = [:]
+        for (i, (place, conn)) in conns.places.enumerated() {
+            let result = try conn.query(sql[i].sums(where: conditions[i]))
+            for r in 0..<result.rowCount {
+                let t = try result.get(r, 0, as: Int.self)
+                guard let sum = RowSet.hashSum(fromServer: result[r, 3] ?? "") else {
+                    throw ReshardError.failed("unexpected hash sum '\(result[r, 3] ?? "")' from \(place.shard)")
+                }
+                let set = RowSet(rows: try result.get(r, 2, as: Int64.self), hashSum: sum)
+                let own = try result.get(r, 1, as: Bool.self)
+                var entry = sums[t] ?? (RowSet(), RowSet())
+                if place.countsForSources(target: t, own: own) { entry.sources += set }
+                if place.countsForTarget(t) { entry.target += set }
+                sums[t] = entry
+            }
+        }
+        return sums
+    }
+
+    /// The keys that differ, for the given targets, among the rows matching `conditions`.
+    func rowDifferences(
+        _ table: Plan.Table, _ conns: ChunkConnections, _ sql: [VerifySQL], _ conditions: [String], targets: [Int]
+    ) throws -> [RowDifference] {
+        var sourceRows: [Int: [RowComparison.SourceRow]] = [:]
+        var targetRows: [Int: [(key: [String], hash: Int64)]] = [:]
+        let decoder = JSONDecoder()
+        let wanted = Set(targets)
+        for (i, (place, conn)) in conns.places.enumerated() {
+            let only = "\(sql[i].targetIndex) IN (\(targets.map(String.init).joined(separator: ", ")))"
+            let result = try conn.query(sql[i].rows(where: "\(conditions[i]) AND \(only)"))
+            for r in 0..<result.rowCount {
+                let t = try result.get(r, 0, as: Int.self)
+                guard wanted.contains(t) else { continue }
+                let key = try decoder.decode([String].self, from: Data(result[r, 2]!.utf8))
+                let hash = try result.get(r, 3, as: Int64.self)
+                if let source = place.source, place.countsForSources(target: t, own: try result.get(r, 1, as: Bool.self)) {
+                    sourceRows[t, default: []].append(.init(source: source.name, key: key, hash: hash))
+                }
+                if place.countsForTarget(t) { targetRows[t, default: []].append((key, hash)) }
+            }
+        }
+        return targets.flatMap { t in
+            RowComparison.differences(
+                table: table.name.description, target: plan.targets[t].name, sourceRows: sourceRows[t] ?? [], targetRows: targetRows[t] ?? [])
+        }
+    }
+
+    /// Waits until no source's changelog holds an entry matching `conditions` (per place), applying
+    /// them itself when no coordinator runs; gives up after `pendingTimeoutSeconds`.
+    func waitForPending(
+        _ table: Plan.Table, _ conns: ChunkConnections, _ sql: [VerifySQL], _ conditions: [String], _ drainer: PendingDrainer
+    ) throws {
+        let log = Shim.logTable(migration: plan.migration, table: table)
+        let deadline = Date().addingTimeInterval(options.pendingTimeoutSeconds)
+        while true {
+            var pending = 0
+            for (i, (place, conn)) in conns.places.enumerated() where place.source != nil {
+                guard try conn.query("SELECT to_regclass($1) IS NOT NULL", [log]).get(0, 0, as: Bool.self) else { continue }
+                pending += try conn.query("SELECT count(*) FROM \(log) WHERE \(conditions[i])").get(0, 0, as: Int.self)
+            }
+            if pending == 0 || Date() > deadline || state.isStopping { return }
+            if try !drainer.drain(table) { usleep(50_000) }
+        }
+    }
+}
+
+/// Applies pending changelog entries on verify's behalf when no `apply` runs: under the apply
+/// lease (never beside a running coordinator, whose catch-up would race it), with the catch-up's
+/// own code. One at a time.
+final class PendingDrainer: @unchecked Sendable {
+    let plan: Plan
+    let shards: [String: ConnectionString]
+    let metadataDSN: ConnectionString
+    private let lock = NSLock()
+    private var meta: PGConnection?
+    private var appliers: [CatchUpApplier] = []
+
+    init(plan: Plan, shards: [String: ConnectionString], metadata: ConnectionString) {
+        self.plan = plan
+        self.shards = shards
+        self.metadataDSN = metadata
+    }
+
+    /// Applies `table`'s pending entries from every source. Returns false when a coordinator holds
+    /// the lease (its catch-up will apply them).
+    func drain(_ table: Plan.Table) throws -> Bool {
+        try lock.withLock {
+            if meta == nil || !meta!.isHealthy || appliers.contains(where: { !$0.source.isHealthy }) {
+                meta = nil
+                appliers = []
+                func connect(_ name: String) throws -> PGConnection {
+                    try PGConnection.connect(shards[name]!, applicationName: "reshard verify")
+                }
+                meta = try PGConnection.connect(metadataDSN, applicationName: "reshard verify")
+                appliers = try plan.sources.map { source in
+                    CatchUpApplier(
+                        plan: plan, source: try connect(source.name),
+                        targets: try plan.targets.map { $0.sameAsSource == source.name ? nil : try connect($0.name) })
+                }
+            }
+            let lease = [Coordinator.leaseKey, plan.migration]
+            guard try meta!.query("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", lease).get(0, 0, as: Bool.self) else {
+                return false
+            }
+            defer { _ = try? meta!.query("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", lease) }
+            for applier in appliers {
+                for _ in 0..<20 where !(try applier.applyRound(tables: [table]).drained) {}
+            }
+            return true
+        }
+    }
+}
+
+/// The chunks still to verify and the figures for progress, shared by the workers.
+final class VerifyState: @unchecked Sendable {
+    struct Chunk: Sendable {
+        let table: String
+        let index: Int
+        let lower: [String]?
+        let upper: [String]?
+    }
+
+    private let lock = NSLock()
+    private var queue: [Chunk] = []
+    private var total = 0, done = 0, doneThisRun = 0, rechecks = 0
+    private var rows: Int64 = 0, differences: Int64 = 0
+    private var startedAt = Date()
+    private var stopping = false
+    private(set) var firstFailure: Error?
+
+    func start(chunks: [Chunk], total: Int, done: Int, rows: Int64) {
+        lock.withLock {
+            queue = chunks.reversed()
+            self.total = total
+            self.done = done
+            self.rows = rows
+            startedAt = Date()
+        }
+    }
+
+    func claim() -> Chunk? { lock.withLock { stopping ? nil : queue.popLast() } }
+
+    func finished(_ chunk: Chunk, _ outcome: ChunkOutcome) {
+        lock.withLock {
+            done += 1
+            doneThisRun += 1
+            rows += outcome.sources.rows
+            differences += Int64(outcome.differences.count)
+        }
+    }
+
+    func recheck() { lock.withLock { rechecks += 1 } }
+
+    func progress() -> (done: Int, doneThisRun: Int, total: Int, rows: Int64, differences: Int64, rechecks: Int, startedAt: Date) {
+        lock.withLock { (done, doneThisRun, total, rows, differences, rechecks, startedAt) }
+    }
+
+    func stop() { lock.withLock { stopping = true } }
+    var isStopping: Bool { lock.withLock { stopping } }
+
+    func fail(_ error: Error) {
+        lock.withLock {
+            if firstFailure == nil { firstFailure = error }
+            stopping = true
+        }
+    }
+}

@@ -1,0 +1,116 @@
+import PostgresClient
+
+/// One database verify reads: a source, a target, or both at once (a source whose database is
+/// also a target, read once for both roles).
+struct VerifyPlace: Sendable {
+    /// The shard name to connect with.
+    let shard: String
+    /// The source's name and index, when it is a source.
+    let source: (name: String, index: Int)?
+    /// The target index, when it is a target.
+    let target: Int?
+
+    static func all(_ plan: Plan) -> [VerifyPlace] {
+        var places = plan.sources.enumerated().map { index, source in
+            VerifyPlace(
+                shard: source.name, source: (source.name, index),
+                target: plan.targets.firstIndex { $0.sameAsSource == source.name })
+        }
+        for (index, target) in plan.targets.enumerated() where target.sameAsSource == nil {
+            places.append(VerifyPlace(shard: target.name, source: nil, target: index))
+        }
+        return places
+    }
+
+    /// Whether a row found here, destined for target `t`, counts on the sources' side: every row
+    /// of a pure source does; in a database that is also target `place.target`, rows destined
+    /// there count only when today's placement puts them here (`own`), the rest being copies.
+    func countsForSources(target t: Int, own: Bool) -> Bool {
+        source != nil && (target == nil || own || t != target)
+    }
+
+    /// Whether a row found here, destined for target `t`, counts on the target's side. Rows that
+    /// belong to another target are left out (a source keeps the rows leaving it until cleanup).
+    func countsForTarget(_ t: Int) -> Bool { target == t }
+}
+
+/// The SQL verify runs for one table in one place, quoted through that place's connection.
+struct VerifySQL {
+    let place: VerifyPlace
+    let table: TableSQL
+    /// The target index of a row.
+    let targetIndex: String
+    /// True for rows today's placement puts in this source (only asked where it matters).
+    let own: String
+    /// The strong per-row hash over every column, in the plan's column order, of the row's
+    /// canonical text (the session settings that change how values print are pinned).
+    let rowHash: String
+    /// The unique key as text[], as the shim logs it.
+    let keyArray: String
+    /// Only rows this place can count: a pure target reads only its own rows.
+    let placeFilter: String
+
+    init(_ plan: Plan, _ table: Plan.Table, place: VerifyPlace, on connection: PGConnection) throws {
+        self.place = place
+        self.table = try TableSQL(table, on: connection)
+        let sql = self.table
+        if place.source == nil, let t = place.target {
+            targetIndex = "\(t)"
+            placeFilter = sql.shardFilter(plan.function, target: t)
+        } else {
+            targetIndex = plan.function.sqlShardIndex(quotedColumn: sql.shardKey, type: table.keyType)
+            placeFilter = "true"
+        }
+        if let source = place.source, place.target != nil {
+            guard let function = plan.sourceFunction, let column = table.sourceKey, let type = table.sourceKeyType else {
+                throw ReshardError.badInput("verify needs today's placement (source.function)")
+            }
+            own = "\(function.sqlShardIndex(quotedColumn: try connection.quoteIdentifier(column), type: type)) = \(source.index)"
+        } else {
+            own = "true"
+        }
+        rowHash = "hashtextextended(ROW(\(sql.columns))::text, 0)"
+        keyArray = "ARRAY[" + sql.keyColumns.map { "\($0)::text" }.joined(separator: ", ") + "]"
+    }
+
+    /// `lower <= key < upper`, either end open.
+    func rangeCondition(lower: [String]?, upper: [String]?) throws -> String {
+        var parts: [String] = []
+        if let lower { parts.append("\(table.keyRow) >= \(try table.keyLiteral(lower))") }
+        if let upper { parts.append("\(table.keyRow) < \(try table.keyLiteral(upper))") }
+        return parts.isEmpty ? "true" : parts.joined(separator: " AND ")
+    }
+
+    func keyCondition(_ keys: [[String]]) throws -> String {
+        keys.isEmpty ? "false" : "\(table.keyRow) IN (\(try table.keyList(keys)))"
+    }
+
+    /// Per (target, own): row count and hash sum modulo 2^64.
+    func sums(where condition: String) -> String {
+        """
+        SELECT \(targetIndex), \(own), count(*), (coalesce(sum(\(rowHash)), 0) % 18446744073709551616)::text
+        FROM \(table.name) WHERE \(condition) AND \(placeFilter) GROUP BY 1, 2
+        """
+    }
+
+    /// The rows themselves: target, own, key as JSON, hash.
+    func rows(where condition: String) -> String {
+        "SELECT \(targetIndex), \(own), array_to_json(\(keyArray))::text, \(rowHash) FROM \(table.name) WHERE \(condition) AND \(placeFilter)"
+    }
+
+    /// The same conditions over the shim's log (`pk` is the key as text[]), cast to the key's types.
+    func logCondition(lower: [String]?, upper: [String]?) throws -> String {
+        var parts: [String] = []
+        if let lower { parts.append("\(logKeyRow) >= \(try table.keyLiteral(lower))") }
+        if let upper { parts.append("\(logKeyRow) < \(try table.keyLiteral(upper))") }
+        return parts.isEmpty ? "true" : parts.joined(separator: " AND ")
+    }
+
+    func logKeyCondition(_ keys: [[String]]) throws -> String {
+        keys.isEmpty ? "false" : "\(logKeyRow) IN (\(try table.keyList(keys)))"
+    }
+
+    private var logKeyRow: String {
+        "(" + table.keyTypes.enumerated().map { "(pk[\($0.offset + 1)])::\($0.element)" }.joined(separator: ", ") + ")"
+    }
+}

@@ -1,0 +1,164 @@
+import Foundation
+import PostgresClient
+import ReshardCore
+import XCTest
+
+final class VerifyTests: XCTestCase {
+    /// The hash layout of the three targets, to pick keys that land on a given target.
+    private let targets = try! ShardFunction(kind: .hash, shardCount: 3)
+
+    private func target(of id: Int64) -> Int { try! targets.shard(for: .int(id, .bigint)) }
+
+    /// The first id of `parity` (0: on s0, 1: on s1) in 1...4000 that lands on `target`, not yet used.
+    private func pick(parity: Int64, target t: Int, _ used: inout Set<Int64>) -> Int64 {
+        let id = (1...4000).first { Int64($0) % 2 == parity && target(of: Int64($0)) == t && !used.contains(Int64($0)) }.map(Int64.init)!
+        used.insert(id)
+        return id
+    }
+
+    private func verify(_ config: String, _ extra: [String] = []) throws -> (ReshardCLI.Outcome, VerifyResult?) {
+        let outcome = try ReshardCLI.run(["verify", "-c", config, "--json"] + extra)
+        return (outcome, try? JSONDecoder().decode(VerifyResult.self, from: Data(outcome.stdout.utf8)))
+    }
+
+    /// Items on two sources (split by id % 2 today), moved to three hash targets, the first being
+    /// s0's database; `--chunk-rows` small enough for several chunks.
+    private func movedItems() throws -> (PlanFixture, String) {
+        let fixture = try PlanFixture(self)
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                """
+                CREATE TABLE items (id bigint PRIMARY KEY, body text NOT NULL, note text, at timestamptz NOT NULL,
+                                    price numeric NOT NULL, tags text[] NOT NULL, doc jsonb NOT NULL);
+                INSERT INTO items SELECT g, repeat(md5(g::text), 300), CASE WHEN g % 3 = 0 THEN NULL ELSE 'n' || g END,
+                       timestamptz '2026-01-01 00:00:00.5+00' + g * interval '1 minute', round(g / 7.0, 1),
+                       ARRAY['a' || g, 'b' || g, 'c'], jsonb_build_object('g', g, 'list', jsonb_build_array(1, 2, 3))
+                  FROM generate_series(1, 4000) g WHERE g % 2 = \(k);
+                """)
+        }
+        let config = try fixture.writeConfig(tables: [("items", "id")], sourceFunction: "modulo")
+        let apply = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"])
+        XCTAssertEqual(apply.status, 0, apply.stderr)
+        return (fixture, config)
+    }
+
+    /// Acceptance: every kind of difference is found and reported with its key, source and target:
+    /// a missing row, an extra row, a key held by two sources, one byte deep in a long text, a
+    /// timestamp off by 1 µs, NULL against '', 1.0 against 1.00, an array element, a jsonb element,
+    /// and a copy in the target that is also a source database. Exit code 3; status shows it.
+    func testFindsEveryKindOfDifferenceDownToTheRow() throws {
+        let (fixture, config) = try movedItems()
+        let clean = try verify(config, ["--chunk-rows", "500"])
+        XCTAssertEqual(clean.0.status, 0, clean.0.stderr + clean.0.stdout)
+        XCTAssertEqual(clean.1?.tables.first?.sourceRows, 4000)
+        XCTAssertGreaterThan(clean.1?.tables.first?.chunks ?? 0, 4)
+
+        var used = Set<Int64>()
+        let s0 = try PGConnection.connect(fixture.sources[0]), s1 = try PGConnection.connect(fixture.sources[1])
+        let t1 = try PGConnection.connect(fixture.targets[1]), t2 = try PGConnection.connect(fixture.targets[2])
+        var expected: [RowDifference] = []
+        func expect(_ kind: RowDifference.Kind, _ id: Int64, _ source: String?, _ target: Int) {
+            expected.append(RowDifference(table: "items", kind: kind, key: ["\(id)"], source: source, target: "t\(target)"))
+        }
+        let missing = pick(parity: 1, target: 1, &used)
+        try t1.query("DELETE FROM items WHERE id = $1", [missing])
+        expect(.missing, missing, "s1", 1)
+        let extra = (100_001...200_000).first { target(of: Int64($0)) == 2 }.map(Int64.init)!
+        try t2.query("INSERT INTO items SELECT $1, body, note, at, price, tags, doc FROM items LIMIT 1", [extra])
+        expect(.extra, extra, nil, 2)
+        let duplicate = pick(parity: 0, target: 2, &used)
+        try s1.query(
+            "INSERT INTO items VALUES ($1, 'the same key on s1', NULL, now(), 0, '{}', '{}')", [duplicate])
+        expect(.duplicate, duplicate, "s0,s1", 2)
+        let longText = pick(parity: 0, target: 1, &used)
+        try t1.query("UPDATE items SET body = overlay(body PLACING 'X' FROM 7000 FOR 1) WHERE id = $1", [longText])
+        expect(.different, longText, "s0", 1)
+        let microsecond = pick(parity: 1, target: 2, &used)
+        try t2.query("UPDATE items SET at = at + interval '1 microsecond' WHERE id = $1", [microsecond])
+        expect(.different, microsecond, "s1", 2)
+        var nullID: Int64 = 6
+        while nullID % 6 != 0 || target(of: nullID) != 2 || used.contains(nullID) { nullID += 1 }
+        used.insert(nullID)
+        try t2.query("UPDATE items SET note = '' WHERE id = $1 AND note IS NULL", [nullID])
+        expect(.different, nullID, "s0", 2)
+        let scale = pick(parity: 1, target: 1, &used)
+        try t1.query("UPDATE items SET price = round(price, 2) WHERE id = $1", [scale])
+        expect(.different, scale, "s1", 1)
+        let array = pick(parity: 0, target: 1, &used)
+        try t1.query("UPDATE items SET tags[2] = 'B' WHERE id = $1", [array])
+        expect(.different, array, "s0", 1)
+        let json = pick(parity: 1, target: 2, &used)
+        try t2.query("UPDATE items SET doc = jsonb_set(doc, '{list,1}', '20') WHERE id = $1", [json])
+        expect(.different, json, "s1", 2)
+        // A row copied from s1 into s0's database (target t0), changed behind the shim's back.
+        let copy = pick(parity: 1, target: 0, &used)
+        try s0.transaction { c in
+            try c.execute("SET LOCAL reshard.applying = on")
+            try c.query("UPDATE items SET note = 'changed' WHERE id = $1", [copy])
+        }
+        expect(.different, copy, "s1", 0)
+        // Values that print differently but are equal are not differences: s0's own rows that
+        // stay are compared with themselves, and rows leaving s0 are not extra rows on t0.
+
+        let (outcome, result) = try verify(config, ["--chunk-rows", "500"])
+        XCTAssertEqual(outcome.status, 3, outcome.stderr)
+        let found = try XCTUnwrap(result, outcome.stdout + outcome.stderr).tables.flatMap(\.rows)
+        XCTAssertEqual(Set(found), Set(expected), "found: \(found)")
+        XCTAssertEqual(found.count, expected.count)
+        XCTAssertEqual(result?.tables.first?.differences, Int64(expected.count))
+        XCTAssertEqual(result?.tables.first?.outcome, "different")
+
+        let text = try ReshardCLI.run(["verify", "-c", config, "--chunk-rows", "500"])
+        XCTAssertEqual(text.status, 3)
+        XCTAssertTrue(text.stdout.contains("missing   key (\(missing)) source s1 -> target t1"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("extra     key (\(extra)) target t2"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("duplicate key (\(duplicate)) source s0,s1 -> target t2"), text.stdout)
+
+        let status = try ReshardCLI.run(["status", "-c", config, "--json"])
+        let verification = try JSONDecoder().decode(MigrationStatus.self, from: Data(status.stdout.utf8)).verification
+        XCTAssertEqual(verification.map(\.outcome), ["different"])
+        XCTAssertEqual(verification.first?.differences, Int64(expected.count))
+        XCTAssertNotNil(verification.first?.finishedAt)
+    }
+
+    /// Acceptance: identical data hashed through sessions whose TimeZone, DateStyle and other
+    /// output settings differ (set per database here) is identical.
+    func testSessionSettingsDoNotChangeTheOutcome() throws {
+        let fixture = try PlanFixture(self)
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                """
+                CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz NOT NULL, day date NOT NULL, span interval NOT NULL,
+                                     ratio float8 NOT NULL, raw bytea NOT NULL, local timestamp NOT NULL);
+                INSERT INTO events SELECT g, timestamptz '2026-03-29 00:30:00+00' + g * interval '17 minutes 0.25 seconds',
+                       date '2026-01-01' + g, g * interval '1 day 2 hours 3.5 seconds', g / 3.0, decode(md5(g::text), 'hex'),
+                       timestamp '2026-01-01' + g * interval '1 hour'
+                  FROM generate_series(1, 2000) g WHERE g % 2 = \(k);
+                """)
+        }
+        let settings: [(ConnectionString, [String])] = [
+            (fixture.sources[1], ["TimeZone = 'Asia/Kolkata'", "DateStyle = 'SQL, DMY'", "IntervalStyle = 'sql_standard'",
+                                  "extra_float_digits = 0", "bytea_output = 'escape'"]),
+            (fixture.targets[1], ["TimeZone = 'America/New_York'", "DateStyle = 'German'", "IntervalStyle = 'iso_8601'"]),
+            (fixture.targets[2], ["TimeZone = 'Pacific/Chatham'", "DateStyle = 'Postgres, MDY'", "extra_float_digits = -3"]),
+        ]
+        let config = try fixture.writeConfig(tables: [("events", "id")], sourceFunction: "modulo")
+        XCTAssertEqual(try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"]).status, 0)
+        for (dsn, assignments) in settings {
+            let conn = try PGConnection.connect(dsn)
+            let database = try conn.quoteIdentifier(try conn.query("SELECT current_database()")[0, 0]!)
+            for assignment in assignments { try conn.execute("ALTER DATABASE \(database) SET \(assignment)") }
+        }
+        // The settings do change what the servers print for the same row.
+        let printed = try [fixture.sources[0], fixture.sources[1]].map { dsn in
+            try PGConnection.connect(dsn).query("SELECT ROW(at, day, span, ratio)::text FROM events WHERE id = 1 OR id = 2 ORDER BY id")[0, 0]!
+        }
+        XCTAssertNotEqual(printed[0].split(separator: ",").dropFirst().first, printed[1].split(separator: ",").dropFirst().first)
+
+        let (outcome, result) = try verify(config, ["--chunk-rows", "300"])
+        XCTAssertEqual(outcome.status, 0, outcome.stdout + outcome.stderr)
+        XCTAssertEqual(result?.identical, true)
+        XCTAssertEqual(result?.tables.first?.sourceRows, 2000)
+        XCTAssertEqual(result?.tables.first?.targetRows, 2000)
+    }
+}
