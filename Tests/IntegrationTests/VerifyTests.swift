@@ -161,4 +161,89 @@ final class VerifyTests: XCTestCase {
         XCTAssertEqual(result?.tables.first?.sourceRows, 2000)
         XCTAssertEqual(result?.tables.first?.targetRows, 2000)
     }
+
+    /// The reference data moved 2 -> 3 by `apply` (t0 = s0), today's placement described.
+    private func movedReferenceData(scale: Double, load: Bool) throws -> (PlanFixture, String, WriteLoad?, ReshardCLI.Running?) {
+        let fixture = try PlanFixture(self)
+        try ReferenceData.load(fixture, scale: scale)
+        let config = try fixture.writeConfig(
+            tables: ReferenceData.tables, sourceFunction: "modulo", sourceKeys: ["handles": "user_id"])
+        guard load else {
+            let apply = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"])
+            XCTAssertEqual(apply.status, 0, apply.stderr)
+            return (fixture, config, nil, nil)
+        }
+        let writes = WriteLoad(sources: fixture.sources)
+        let apply = try ReshardCLI.start(["apply", "-c", config])
+        XCTAssertTrue(try eventually(timeout: 300) {
+            let status = try ReshardCLI.run(["status", "-c", config, "--json"])
+            return status.status == 0 && (try? JSONDecoder().decode(MigrationStatus.self, from: Data(status.stdout.utf8)))?.phase == "in-sync"
+        }, apply.stderr)
+        return (fixture, config, writes, apply)
+    }
+
+    /// Acceptance: zero differences after a clean 2 -> 3 migration while the application keeps
+    /// writing (inserts, updates, deletes, shard-key moves, long transactions): first with the
+    /// coordinator catching up, then with it stopped, verify applying the pending changes itself.
+    func testNoDifferencesWhileTheApplicationKeepsWriting() throws {
+        let (_, config, load, apply) = try movedReferenceData(scale: 0.1, load: true)
+        let writes = try XCTUnwrap(load), coordinator = try XCTUnwrap(apply)
+        defer { writes.stop() }
+        let before = writes.committed
+        let (outcome, result) = try verify(config, ["--chunk-rows", "5000"])
+        XCTAssertEqual(outcome.status, 0, outcome.stdout + outcome.stderr)
+        XCTAssertEqual(result?.identical, true)
+        XCTAssertEqual(result?.tables.count, ReferenceData.tables.count)
+        XCTAssertGreaterThan(writes.committed, before, "the application must have written during verification")
+        print("verify under load: \(result?.tables.map { "\($0.name) \($0.rechecks) re-check(s)" } ?? [])")
+
+        coordinator.signal(SIGTERM)
+        XCTAssertEqual(coordinator.wait(), 0, coordinator.stderr)
+        let stopped = writes.committed
+        let (again, secondResult) = try verify(config, ["--chunk-rows", "5000"])
+        XCTAssertEqual(again.status, 0, again.stdout + again.stderr)
+        XCTAssertEqual(secondResult?.identical, true)
+        XCTAssertEqual(secondResult?.run, (result?.run ?? 0) + 1, "a finished verification is followed by a new run")
+        XCTAssertGreaterThan(writes.committed, stopped)
+    }
+
+    /// Acceptance: `kill -9` during verification, then `verify` again continues with the chunks
+    /// not yet verified (same run, same chunks, finished chunks left alone).
+    func testKill9DuringVerifyThenVerifyContinues() throws {
+        let (fixture, config, _, _) = try movedReferenceData(scale: 0.1, load: false)
+        let meta = try PGConnection.connect(fixture.metadata)
+        func chunks() throws -> (done: Int, total: Int) {
+            guard try meta.query("SELECT to_regclass('reshard.verify_chunks') IS NOT NULL").get(0, 0, as: Bool.self) else { return (0, 0) }
+            let row = try meta.query("SELECT count(*) FILTER (WHERE done)::int, count(*)::int FROM reshard.verify_chunks")
+            return (try row.get(0, 0), try row.get(0, 1))
+        }
+        let first = try ReshardCLI.start(["verify", "-c", config, "--chunk-rows", "500", "--jobs", "1"])
+        XCTAssertTrue(try eventually(timeout: 120) { try chunks().done >= 5 }, first.stderr)
+        first.signal(SIGKILL)
+        XCTAssertEqual(first.wait(), 128 + SIGKILL)
+        let (doneBefore, total) = try chunks()
+        XCTAssertLessThan(doneBefore, total, "the kill must land mid-way")
+        let snapshot = "SELECT table_name, chunk, lower_key::text, upper_key::text, verified_at::text FROM reshard.verify_chunks WHERE done ORDER BY 1, 2"
+        let finishedBefore = try meta.query(snapshot)
+        let boundaries = "SELECT string_agg(table_name || chunk || coalesce(lower_key::text, '-'), ',' ORDER BY table_name, chunk) FROM reshard.verify_chunks"
+        let chunkingBefore = try meta.query(boundaries)[0, 0]
+
+        let second = try ReshardCLI.run(["verify", "-c", config, "--chunk-rows", "500", "--json"])
+        XCTAssertEqual(second.status, 0, second.stdout + second.stderr)
+        let result = try JSONDecoder().decode(VerifyResult.self, from: Data(second.stdout.utf8))
+        XCTAssertEqual(result.run, 1, "the interrupted run continues")
+        XCTAssertEqual(try chunks().done, total)
+        XCTAssertEqual(try meta.query(boundaries)[0, 0], chunkingBefore, "the same chunks")
+        let finishedAfter = try meta.query(snapshot)
+        // Every chunk finished before the kill is still there, untouched (same verified_at).
+        var after = Set<String>()
+        for r in 0..<finishedAfter.rowCount { after.insert((0..<5).map { finishedAfter[r, $0] ?? "" }.joined(separator: "|")) }
+        for r in 0..<finishedBefore.rowCount {
+            XCTAssertTrue(after.contains((0..<5).map { finishedBefore[r, $0] ?? "" }.joined(separator: "|")), "chunk \(r) was verified again")
+        }
+        // The progress of the second run starts from the chunks already done.
+        let firstProgress = second.stderr.split(separator: "\n").first.flatMap { try? JSONDecoder().decode(VerifyProgress.self, from: Data($0.utf8)) }
+        XCTAssertGreaterThanOrEqual(firstProgress?.chunksDone ?? 0, doneBefore, second.stderr)
+        XCTAssertEqual(result.tables.map(\.outcome), Array(repeating: "identical", count: ReferenceData.tables.count))
+    }
 }

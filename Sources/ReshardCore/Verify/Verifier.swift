@@ -271,8 +271,10 @@ public final class Verifier: @unchecked Sendable {
         for table in tables {
             let row = try meta.query(
                 """
-                SELECT outcome, source_rows, target_rows, chunks_total, differences, started_at::text, finished_at::text
-                FROM reshard.verify_tables WHERE migration = $1 AND table_name = $2
+                SELECT outcome, source_rows, target_rows, chunks_total, differences, started_at::text, finished_at::text,
+                       (SELECT coalesce(sum(rechecks), 0)::int FROM reshard.verify_chunks c
+                        WHERE c.migration = t.migration AND c.table_name = t.table_name)
+                FROM reshard.verify_tables t WHERE migration = $1 AND table_name = $2
                 """, [plan.migration, table.name.description])
             guard row.rowCount == 1 else { continue }
             let differences = try meta.query(
@@ -288,7 +290,7 @@ public final class Verifier: @unchecked Sendable {
             }
             let entry = VerifyResult.Table(
                 name: table.name.description, outcome: row[0, 0]!, sourceRows: try row.get(0, 1), targetRows: try row.get(0, 2),
-                chunks: try row.get(0, 3), differences: try row.get(0, 4), startedAt: row[0, 5]!, finishedAt: row[0, 6], rows: rows)
+                chunks: try row.get(0, 3), differences: try row.get(0, 4), rechecks: try row.get(0, 7), startedAt: row[0, 5]!, finishedAt: row[0, 6], rows: rows)
             if entry.outcome != "identical" { result.identical = false }
             result.tables.append(entry)
         }

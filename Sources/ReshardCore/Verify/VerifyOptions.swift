@@ -51,6 +51,8 @@ public struct VerifyResult: Sendable, Codable {
         public var targetRows: Int64
         public var chunks: Int
         public var differences: Int64
+        /// Chunk and key re-checks made because writes were in flight.
+        public var rechecks: Int
         public var startedAt: String
         public var finishedAt: String?
         /// Up to `maxReportedDifferences` of them.
@@ -67,6 +69,7 @@ public struct VerifyResult: Sendable, Codable {
         var lines: [String] = []
         for table in tables {
             let counts = "\(table.sourceRows.grouped) rows on the sources, \(table.targetRows.grouped) on the targets, \(table.chunks) chunk(s)"
+                + (table.rechecks > 0 ? ", \(table.rechecks) re-check(s)" : "")
             if table.outcome == "identical" {
                 lines.append("table \(table.name): identical (\(counts))")
                 continue
