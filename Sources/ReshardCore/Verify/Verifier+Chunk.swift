@@ -17,35 +17,48 @@ extension Verifier {
         let sql = conns.sql(chunk.table)
         guard let table = tables.first(where: { $0.name.description == chunk.table }) else { return ChunkOutcome() }
         let ranges = try sql.map { try $0.rangeCondition(lower: chunk.lower, upper: chunk.upper) }
+        let pendingInRange = try sql.map { try $0.logCondition(lower: chunk.lower, upper: chunk.upper) }
         var outcome = ChunkOutcome()
-        var sums = try scanSums(conns, sql, ranges)
-        var differing = sums.filter { $0.value.sources != $0.value.target }.map(\.key).sorted()
-        while !differing.isEmpty && outcome.rechecks < options.rechecks {
-            outcome.rechecks += 1
-            state.recheck()
-            try waitForPending(table, conns, sql, try sql.map { try $0.logCondition(lower: chunk.lower, upper: chunk.upper) }, drainer)
-            sums = try scanSums(conns, sql, ranges)
-            differing = sums.filter { $0.value.sources != $0.value.target }.map(\.key).sorted()
-        }
-        for (_, figures) in sums {
-            outcome.sources += figures.sources
-            outcome.targets += figures.target
-        }
-        guard !differing.isEmpty else { return outcome }
+        // A second pass only when the keys all settled: its scan gives the chunk's counts as of a
+        // moment the layouts agreed, rather than those of a scan caught mid-write.
+        for pass in 0..<2 {
+            var sums = try scanSums(conns, sql, ranges)
+            var differing = sums.filter { $0.value.sources != $0.value.target }.map(\.key).sorted()
+            var chunkRechecks = 0
+            while !differing.isEmpty && chunkRechecks < options.rechecks {
+                chunkRechecks += 1
+                recheck(&outcome)
+                try waitForPending(table, conns, sql, pendingInRange, drainer)
+                sums = try scanSums(conns, sql, ranges)
+                differing = sums.filter { $0.value.sources != $0.value.target }.map(\.key).sorted()
+            }
+            outcome.sources = RowSet()
+            outcome.targets = RowSet()
+            for (_, figures) in sums {
+                outcome.sources += figures.sources
+                outcome.targets += figures.target
+            }
+            guard !differing.isEmpty else { return outcome }
 
-        var differences = try rowDifferences(table, conns, sql, ranges, targets: differing)
-        for _ in 0..<options.rechecks where !differences.isEmpty {
-            outcome.rechecks += 1
-            state.recheck()
-            let keys = Array(Set(differences.map(\.key)))
-            try waitForPending(table, conns, sql, try sql.map { try $0.logKeyCondition(keys) }, drainer)
-            let again = try rowDifferences(
-                table, conns, sql, try sql.map { try $0.keyCondition(keys) }, targets: Array(Set(differences.map { targetIndex($0.target) })).sorted())
-            if again == differences { break }
-            differences = again
+            var differences = try rowDifferences(table, conns, sql, ranges, targets: differing)
+            for _ in 0..<options.rechecks where !differences.isEmpty {
+                recheck(&outcome)
+                let keys = Array(Set(differences.map(\.key)))
+                try waitForPending(table, conns, sql, try sql.map { try $0.logKeyCondition(keys) }, drainer)
+                let targets = Array(Set(differences.map { targetIndex($0.target) })).sorted()
+                let again = try rowDifferences(table, conns, sql, try sql.map { try $0.keyCondition(keys) }, targets: targets)
+                if again == differences { break }
+                differences = again
+            }
+            outcome.differences = differences
+            if !differences.isEmpty || pass == 1 { break }
         }
-        outcome.differences = differences
         return outcome
+    }
+
+    private func recheck(_ outcome: inout ChunkOutcome) {
+        outcome.rechecks += 1
+        state.recheck()
     }
 
     private func targetIndex(_ name: String) -> Int { plan.targets.firstIndex { $0.name == name } ?? 0 }
