@@ -89,7 +89,32 @@ echo "  reshard apply:    ${r1}s, ${r2}s (whole command: plan, shim, copy)"
 echo "backfill ratio reshard/pipes (best of 2): $(ratio $rbest $pbest)   [goal <= 1.15]"
 echo "coordinator peak RSS during backfill: $(( $(python3 -c "print(max($rss1, $rss2))") / 1024 )) MB   [goal < 150 MB]"
 
-# --- 2. Shim cost on single-row writes ----------------------------------------------------------
+# --- 2. Verify vs a plain server-side checksum scan -----------------------------------------------
+# The baseline reads the same tables on the source and both targets at once, one session each:
+# SELECT count(*), sum(hashtextextended(t::text, 0)) FROM t. Verify needs the catch-up done first.
+"$BIN" apply -c "$work/reshard.yml" --until caught-up > /dev/null 2>&1
+scan() {
+  local start=$(now)
+  for dsn in "$SRC" "$T0" "$T1"; do
+    psql -qAtX "$dsn" -c "SELECT count(*), sum(hashtextextended(t::text, 0)) FROM users t" \
+                      -c "SELECT count(*), sum(hashtextextended(t::text, 0)) FROM posts t" > /dev/null &
+  done
+  wait
+  python3 -c "print($(now) - $start)"
+}
+reshard_verify() {
+  local start=$(now)
+  "$BIN" verify -c "$work/reshard.yml" > "$work/verify.out" 2> "$work/verify.err" || { cat "$work/verify.out" "$work/verify.err"; exit 1; }
+  python3 -c "print($(now) - $start)"
+}
+echo "verify: users + posts on the source and both targets, scan and verify alternately, best of 2..."
+s1=$(scan); v1=$(reshard_verify); s2=$(scan); v2=$(reshard_verify)
+sbest=$(python3 -c "print(min($s1, $s2))"); vbest=$(python3 -c "print(min($v1, $v2))")
+echo "  checksum scans:   ${s1}s, ${s2}s"
+echo "  reshard verify:   ${v1}s, ${v2}s (whole command: plan, chunking, compare; $(tail -n 1 "$work/verify.out"))"
+echo "verify ratio reshard/scan (best of 2): $(ratio $vbest $sbest)   [goal <= 1.4]"
+
+# --- 3. Shim cost on single-row writes ----------------------------------------------------------
 cat > "$work/writes.sql" <<'SQL'
 \set id random(1, 1000000)
 \set fresh random(2000000, 2000000000)
@@ -105,7 +130,7 @@ without=$(python3 -c "print(($a1 + $a2) / 2)"); with=$(python3 -c "print(($b1 + 
 echo "  tps without shim: $a1, $a2; with shim: $b1, $b2"
 echo "write throughput with/without shim: $(ratio $with $without)   [goal >= 0.75]"
 
-# --- 3. Catch-up lag at 1,000 writes/s ------------------------------------------------------------
+# --- 4. Catch-up lag at 1,000 writes/s ------------------------------------------------------------
 logs=$(psql -qAtX "$SRC" -c "SELECT string_agg(format('SELECT min(at) AS at FROM %s', oid::regclass), ' UNION ALL ') FROM pg_class WHERE relnamespace = 'reshard_shim'::regnamespace AND relkind = 'r'")
 psql -qAtX "$SRC" -c "SELECT format('TRUNCATE %s;', oid::regclass) FROM pg_class WHERE relnamespace = 'reshard_shim'::regnamespace AND relkind = 'r'" | psql -qX "$SRC" > /dev/null
 "$BIN" apply -c "$work/reshard.yml" > /dev/null 2> "$work/catchup.err" &

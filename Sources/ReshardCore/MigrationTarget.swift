@@ -9,8 +9,12 @@ public struct MigrationTarget: Sendable {
     public var shards: [String: ConnectionString]
     public var metadata: ConnectionString
 
-    public static func fromConfig(_ config: ReshardConfig) throws -> MigrationTarget {
-        let plan = try Planner(config: config).run()
+    /// - Parameter sampleRows: rows sampled per table and source for the slice estimates; a
+    ///   command that does not use the estimates (`verify`) asks for few.
+    public static func fromConfig(_ config: ReshardConfig, sampleRows: Int = 100_000) throws -> MigrationTarget {
+        var planner = Planner(config: config)
+        planner.sampleRows = sampleRows
+        let plan = try planner.run()
         var shards: [String: ConnectionString] = [:]
         for shard in config.sources + config.targets { shards[shard.name] = shard.dsn }
         return MigrationTarget(plan: plan, shards: shards, metadata: config.metadata)

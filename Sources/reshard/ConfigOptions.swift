@@ -24,9 +24,9 @@ struct MigrationOptions: ParsableArguments {
     }
 
     /// Validates against the shards and returns the plan with its connections.
-    func resolve() throws -> MigrationTarget {
+    func resolve(sampleRows: Int = 100_000) throws -> MigrationTarget {
         if let plan { return try MigrationTarget.fromPlanFile(plan) }
-        return try MigrationTarget.fromConfig(try ReshardConfig.load(path: config ?? "reshard.yml"))
+        return try MigrationTarget.fromConfig(try ReshardConfig.load(path: config ?? "reshard.yml"), sampleRows: sampleRows)
     }
 
     /// The migration's name and metadata database, reading nothing from the shards.

@@ -176,25 +176,29 @@ public final class Verifier: @unchecked Sendable {
 
     /// Key boundaries that cut the table into chunks of about `chunkRows` rows, from a sample of
     /// keys taken from every source (sources may hold disjoint key ranges) sorted by the server.
+    /// The sample reads whole pages (cheap) and keeps one key per page (keys are often clustered
+    /// by page), from about 40 pages per chunk.
     func chunkBoundaries(_ table: Plan.Table, sources: [PGConnection]) throws -> [[String]] {
-        var total: Int64 = 0
+        var sizes: [(rows: Int64, pages: Int64)] = []
         for conn in sources {
             let quoted = try conn.quote(table.name)
-            var rows = try conn.query("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)", [quoted]).get(0, 0, as: Int64.self)
+            let stats = try conn.query("SELECT reltuples::bigint, relpages::bigint FROM pg_class WHERE oid = to_regclass($1)", [quoted])
+            var rows = try stats.get(0, 0, as: Int64.self)
             if rows < 0 { rows = try conn.query("SELECT count(*) FROM \(quoted)").get(0, 0, as: Int64.self) }
-            total += rows
+            sizes.append((rows, max(1, try stats.get(0, 1, as: Int64.self))))
         }
+        let total = sizes.reduce(0) { $0 + $1.rows }
         let chunks = Int(max(1, (total + options.chunkRows - 1) / options.chunkRows))
         guard chunks > 1 else { return [] }
-        let wanted = Double(min(chunks * 50, 200_000))
         var sample: [[String]] = []
         let decoder = JSONDecoder()
-        for conn in sources {
+        for (conn, size) in zip(sources, sizes) {
             let sql = try TableSQL(table, on: conn)
             let keys = "ARRAY[" + sql.keyColumns.map { "\($0)::text" }.joined(separator: ", ") + "]"
-            let percent = min(100, 100 * wanted / Double(max(total, 1)))
+            let share = Double(size.rows) / Double(max(total, 1))
+            let percent = min(100, 100 * Double(chunks) * share * 40 / Double(size.pages))
             let result = try conn.query(
-                "SELECT coalesce(json_agg(\(keys)), '[]')::text FROM \(sql.name) TABLESAMPLE SYSTEM (\(percent)) REPEATABLE (20261121)")
+                "SELECT coalesce(json_agg(\(keys)), '[]')::text FROM \(sql.name) TABLESAMPLE SYSTEM (\(percent)) REPEATABLE (20261121) WHERE (ctid::text::point)[1] = 1")
             sample += try decoder.decode([[String]].self, from: Data(result[0, 0]!.utf8))
         }
         let sql = try TableSQL(table, on: sources[0])
