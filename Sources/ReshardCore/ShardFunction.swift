@@ -52,7 +52,7 @@ public struct ShardFunction: Sendable, Equatable, Codable {
 
     private static func check(_ values: [Int64], count: Int, name: String) throws {
         guard values.count == count - 1 else {
-            throw ReshardError.badInput("\(name) must have \(count - 1) values for \(count) target shards, found \(values.count)")
+            throw ReshardError.badInput("\(name) must have \(count - 1) values for \(count) shards, found \(values.count)")
         }
         for (previous, next) in zip(values, values.dropFirst()) where next <= previous {
             throw ReshardError.badInput("\(name) must be strictly ascending: \(next) follows \(previous)")

@@ -52,6 +52,9 @@ final class ReshardConfigTests: XCTestCase {
             ("source:\n", "source:\n  shard: x\n", "reshard.yml:4: unknown key 'shard' in source"),
             ("- name: users", "- name: users\n    extra: 1", "reshard.yml:16: unknown key 'extra' in tables entry"),
             ("metadata: postgres", "metadata: [postgres", "reshard.yml:"),
+            ("source:\n", "source:\n  function: modulus\n", "reshard.yml:4: source.function must be hash, modulo or range"),
+            ("source:\n", "source:\n  function: range\n  boundaries: [1, 2]\n", "source: boundaries must have 1 values for 2 shards"),
+            ("    key: id\n", "    key: id\n    source_key: user_id\n", "reshard.yml:17: source_key needs source.function"),
         ]
         for (old, new, expected) in cases {
             let yaml = valid.replacingOccurrences(of: old, with: new)
@@ -62,6 +65,18 @@ final class ReshardConfigTests: XCTestCase {
                 XCTAssertFalse("\(error)".contains("\n"), "one line: \(error)")
             }
         }
+    }
+
+    /// Today's placement is optional; when given it is a function over the sources, and a table
+    /// may name the column it reads.
+    func testParsesTodaysPlacement() throws {
+        let plain = try ReshardConfig.parse(valid, file: "reshard.yml", environment: ["APP_PASSWORD": "pw"])
+        XCTAssertNil(plain.sourceFunction)
+        let yaml = valid.replacingOccurrences(of: "source:\n", with: "source:\n  function: modulo\n")
+            .replacingOccurrences(of: "    key: id\n", with: "    key: id\n    source_key: Region\n")
+        let config = try ReshardConfig.parse(yaml, file: "reshard.yml", environment: ["APP_PASSWORD": "pw"])
+        XCTAssertEqual(config.sourceFunction, try ShardFunction(kind: .modulo, shardCount: 2))
+        XCTAssertEqual(config.tables.map(\.sourceKey), ["region", nil])
     }
 
     func testTableNamesParseLikeSQL() throws {

@@ -1,0 +1,64 @@
+import XCTest
+
+@testable import ReshardCore
+
+final class VerifyLogicTests: XCTestCase {
+    func testHashSumsWrapAndReadNegativeServerRemainders() {
+        XCTAssertEqual(RowSet.hashSum(fromServer: "5"), 5)
+        XCTAssertEqual(RowSet.hashSum(fromServer: "-1"), UInt64.max)
+        XCTAssertEqual(RowSet.hashSum(fromServer: "18446744073709551615"), UInt64.max)
+        XCTAssertNil(RowSet.hashSum(fromServer: "1.5"))
+        // Sums from two sources add up to the same total as the rows on one target, in any order.
+        var sources = RowSet(rows: 2, hashSum: UInt64.max)
+        sources += RowSet(rows: 1, hashSum: 3)
+        XCTAssertEqual(sources, RowSet(rows: 3, hashSum: 2))
+    }
+
+    func testRowComparisonNamesEveryKindOfDifference() {
+        let sources: [RowComparison.SourceRow] = [
+            .init(source: "s0", key: ["1"], hash: 10), .init(source: "s1", key: ["2"], hash: 20),
+            .init(source: "s0", key: ["3"], hash: 30), .init(source: "s1", key: ["4"], hash: 40),
+            .init(source: "s0", key: ["5"], hash: 50), .init(source: "s1", key: ["5"], hash: 50),
+        ]
+        let target: [(key: [String], hash: Int64)] = [(["1"], 10), (["3"], 31), (["4"], 40), (["5"], 50), (["9"], 90)]
+        let found = RowComparison.differences(table: "t", target: "t1", sourceRows: sources, targetRows: target)
+        XCTAssertEqual(found, [
+            RowDifference(table: "t", kind: .missing, key: ["2"], source: "s1", target: "t1"),
+            RowDifference(table: "t", kind: .extra, key: ["9"], source: nil, target: "t1"),
+            RowDifference(table: "t", kind: .different, key: ["3"], source: "s0", target: "t1"),
+            RowDifference(table: "t", kind: .duplicate, key: ["5"], source: "s0,s1", target: "t1"),
+        ])
+        XCTAssertEqual(RowComparison.differences(table: "t", target: "t1", sourceRows: [], targetRows: []), [])
+    }
+
+    func testChunkBoundariesAreEvenAndDistinct() {
+        let sample = (0..<100).map { [String($0)] }
+        XCTAssertEqual(ChunkBoundaries.pick(sortedSample: sample, chunks: 4), [["25"], ["50"], ["75"]])
+        XCTAssertEqual(ChunkBoundaries.pick(sortedSample: sample, chunks: 1), [])
+        XCTAssertEqual(ChunkBoundaries.pick(sortedSample: [], chunks: 4), [])
+        // Repeated keys (a small sample) never make an empty chunk.
+        XCTAssertEqual(ChunkBoundaries.pick(sortedSample: [["a"], ["a"], ["a"], ["b"]], chunks: 4), [["b"]])
+        let ranges = ChunkBoundaries.ranges([["25"], ["50"]])
+        XCTAssertEqual(ranges.map(\.lower), [nil, ["25"], ["50"]])
+        XCTAssertEqual(ranges.map(\.upper), [["25"], ["50"], nil])
+    }
+
+    /// A source whose database is also target t0: its own rows count for both sides, copies only
+    /// for the target, its rows leaving for t1 only for the sources.
+    func testWhichSideARowCountsFor() throws {
+        let shard = { (name: String, same: String?) in Plan.Shard(name: name, endpoint: "", dsn: "", sameAsSource: same) }
+        let plan = Plan(
+            migration: "m", metadata: "", function: try ShardFunction(kind: .hash, shardCount: 3),
+            sources: [shard("s0", nil), shard("s1", nil)], targets: [shard("t0", "s0"), shard("t1", nil), shard("t2", nil)], tables: [])
+        let places = VerifyPlace.all(plan)
+        XCTAssertEqual(places.map(\.shard), ["s0", "s1", "t1", "t2"])
+        let shared = places[0], source = places[1], target = places[2]
+        XCTAssertTrue(shared.countsForSources(target: 0, own: true) && shared.countsForTarget(0))
+        XCTAssertFalse(shared.countsForSources(target: 0, own: false), "a copy is not a source row")
+        XCTAssertTrue(shared.countsForTarget(0))
+        XCTAssertTrue(shared.countsForSources(target: 1, own: true) && !shared.countsForTarget(1), "leaving rows")
+        XCTAssertTrue(source.countsForSources(target: -1, own: true) && !source.countsForTarget(-1))
+        XCTAssertTrue(target.countsForTarget(1) && !target.countsForSources(target: 1, own: true))
+        XCTAssertFalse(target.countsForTarget(2))
+    }
+}
