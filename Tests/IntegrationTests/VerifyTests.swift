@@ -128,9 +128,9 @@ final class VerifyTests: XCTestCase {
         for (k, source) in fixture.sources.enumerated() {
             try PGConnection.connect(source).execute(
                 """
-                CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz NOT NULL, day date NOT NULL, span interval NOT NULL,
+                CREATE TABLE "Ev""ents; x" ("I d" bigint PRIMARY KEY, at timestamptz NOT NULL, day date NOT NULL, span interval NOT NULL,
                                      ratio float8 NOT NULL, raw bytea NOT NULL, local timestamp NOT NULL);
-                INSERT INTO events SELECT g, timestamptz '2026-03-29 00:30:00+00' + g * interval '17 minutes 0.25 seconds',
+                INSERT INTO "Ev""ents; x" SELECT g, timestamptz '2026-03-29 00:30:00+00' + g * interval '17 minutes 0.25 seconds',
                        date '2026-01-01' + g, g * interval '1 day 2 hours 3.5 seconds', g / 3.0, decode(md5(g::text), 'hex'),
                        timestamp '2026-01-01' + g * interval '1 hour'
                   FROM generate_series(1, 2000) g WHERE g % 2 = \(k);
@@ -142,24 +142,58 @@ final class VerifyTests: XCTestCase {
             (fixture.targets[1], ["TimeZone = 'America/New_York'", "DateStyle = 'German'", "IntervalStyle = 'iso_8601'"]),
             (fixture.targets[2], ["TimeZone = 'Pacific/Chatham'", "DateStyle = 'Postgres, MDY'", "extra_float_digits = -3"]),
         ]
-        let config = try fixture.writeConfig(tables: [("events", "id")], sourceFunction: "modulo")
+        let config = try fixture.writeConfig(tables: [(#""Ev""ents; x""#, #""I d""#)], sourceFunction: "modulo")
         XCTAssertEqual(try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"]).status, 0)
         for (dsn, assignments) in settings {
             let conn = try PGConnection.connect(dsn)
             let database = try conn.quoteIdentifier(try conn.query("SELECT current_database()")[0, 0]!)
             for assignment in assignments { try conn.execute("ALTER DATABASE \(database) SET \(assignment)") }
         }
-        // The settings do change what the servers print for the same row.
-        let printed = try [fixture.sources[0], fixture.sources[1]].map { dsn in
-            try PGConnection.connect(dsn).query("SELECT ROW(at, day, span, ratio)::text FROM events WHERE id = 1 OR id = 2 ORDER BY id")[0, 0]!
-        }
-        XCTAssertNotEqual(printed[0].split(separator: ",").dropFirst().first, printed[1].split(separator: ",").dropFirst().first)
+        // The settings do change what a server prints for the same row.
+        let s1 = try PGConnection.connect(fixture.sources[1])
+        let row = #"SELECT ROW(at, day, span, ratio, raw)::text FROM "Ev""ents; x" WHERE "I d" = 1"#
+        let asConfigured = try s1.query(row)[0, 0]
+        try s1.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'")
+        XCTAssertNotEqual(asConfigured, try s1.query(row)[0, 0])
 
         let (outcome, result) = try verify(config, ["--chunk-rows", "300"])
         XCTAssertEqual(outcome.status, 0, outcome.stdout + outcome.stderr)
         XCTAssertEqual(result?.identical, true)
         XCTAssertEqual(result?.tables.first?.sourceRows, 2000)
         XCTAssertEqual(result?.tables.first?.targetRows, 2000)
+    }
+
+    /// Bad input and wrong moments are refused with one line and exit code 2, changing nothing.
+    func testRefusalsNameTheProblem() throws {
+        let fixture = try PlanFixture(self)
+        try fixture.onSources("CREATE TABLE users (id bigint PRIMARY KEY, name text)")
+        let config = try fixture.writeConfig(sourceFunction: "modulo")
+        let before = try fixture.snapshot()
+        let notYet = try ReshardCLI.run(["verify", "-c", config])
+        XCTAssertEqual(notYet.status, 2, notYet.stderr)
+        XCTAssertTrue(notYet.stderr.contains("migration plan-test is not registered; run 'reshard apply' first"), notYet.stderr)
+        XCTAssertEqual(try fixture.snapshot(), before, "nothing may change, not even the metadata schema")
+
+        let unknown = try ReshardCLI.run(["verify", "-c", config, "--table", "nope"])
+        XCTAssertEqual(unknown.status, 2)
+        XCTAssertTrue(unknown.stderr.contains("table nope is not part of migration plan-test"), unknown.stderr)
+        // The same file without today's placement (writeConfig rewrites it).
+        let noPlacement = try ReshardCLI.run(["verify", "-c", try fixture.writeConfig()])
+        XCTAssertEqual(noPlacement.status, 2)
+        XCTAssertTrue(noPlacement.stderr.contains("target t0 is the database of source s0: verify needs today's placement"), noPlacement.stderr)
+        _ = try fixture.writeConfig(sourceFunction: "modulo")
+        for outcome in [notYet, noPlacement, unknown] {
+            XCTAssertEqual(outcome.stderr.split(separator: "\n").count, 1, outcome.stderr)
+        }
+        XCTAssertEqual(try fixture.snapshot(), before)
+
+        let apply = try ReshardCLI.run(["apply", "-c", config, "--until", "backfilled"])
+        XCTAssertEqual(apply.status, 0, apply.stderr)
+        // As a coordinator killed mid-backfill leaves it.
+        try PGConnection.connect(fixture.metadata).execute("UPDATE reshard.migrations SET phase = 'backfilling'")
+        let early = try ReshardCLI.run(["verify", "-c", config])
+        XCTAssertEqual(early.status, 2, early.stderr)
+        XCTAssertTrue(early.stderr.contains("verify needs the backfill done"), early.stderr)
     }
 
     /// The reference data moved 2 -> 3 by `apply` (t0 = s0), today's placement described.

@@ -51,8 +51,10 @@ public final class Verifier: @unchecked Sendable {
     public func run(shouldStop: () -> Bool, report: (VerifyProgress) -> Void) throws -> VerifyResult {
         let started = Date()
         let meta = try PGConnection.connect(metadataDSN, applicationName: "reshard verify")
-        _ = try MetadataSchema.current.apply(to: meta)
+        // Refuse before writing anything, even the schema, to a metadata database that has no
+        // such migration.
         try checkPhase(meta)
+        _ = try MetadataSchema.current.apply(to: meta)
         let locked = try meta.query("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", ["reshard.verify", plan.migration])
         guard try locked.get(0, 0, as: Bool.self) else {
             throw ReshardError.refused("migration \(plan.migration) is already being verified by another 'reshard verify'")
@@ -118,8 +120,9 @@ public final class Verifier: @unchecked Sendable {
 
     /// Verify compares a finished backfill: before it, every chunk would differ.
     func checkPhase(_ meta: PGConnection) throws {
-        let row = try meta.query("SELECT phase FROM reshard.migrations WHERE name = $1", [plan.migration])
-        guard row.rowCount == 1, let phase = row[0, 0] else {
+        let registered = try meta.query("SELECT to_regclass('reshard.migrations') IS NOT NULL").get(0, 0, as: Bool.self)
+        let row = registered ? try meta.query("SELECT phase FROM reshard.migrations WHERE name = $1", [plan.migration]) : nil
+        guard let row, row.rowCount == 1, let phase = row[0, 0] else {
             throw ReshardError.refused("migration \(plan.migration) is not registered; run 'reshard apply' first")
         }
         guard phase == MigrationPhase.catchingUp.rawValue || phase == MigrationPhase.inSync.rawValue else {
