@@ -25,6 +25,9 @@ struct TableSQL {
         shardKey = try connection.quoteIdentifier(table.key)
     }
 
+    /// `ARRAY[a::text, b::text]`: the unique key as text[], as the shim logs it.
+    var keyTextArray: String { "ARRAY[" + keyColumns.map { "\($0)::text" }.joined(separator: ", ") + "]" }
+
     /// `('1'::bigint, 'x'::text)`: a key value as a row of typed literals.
     func keyLiteral(_ values: [String]) throws -> String {
         "(" + (try zip(values, keyTypes).map { "\(try connection.quoteLiteral($0))::\($1)" }).joined(separator: ", ") + ")"

@@ -197,11 +197,10 @@ public final class Verifier: @unchecked Sendable {
         let decoder = JSONDecoder()
         for (conn, size) in zip(sources, sizes) {
             let sql = try TableSQL(table, on: conn)
-            let keys = "ARRAY[" + sql.keyColumns.map { "\($0)::text" }.joined(separator: ", ") + "]"
             let share = Double(size.rows) / Double(max(total, 1))
             let percent = min(100, 100 * Double(chunks) * share * 40 / Double(size.pages))
             let result = try conn.query(
-                "SELECT coalesce(json_agg(\(keys)), '[]')::text FROM \(sql.name) TABLESAMPLE SYSTEM (\(percent)) REPEATABLE (20261121) WHERE (ctid::text::point)[1] = 1")
+                "SELECT coalesce(json_agg(\(sql.keyTextArray)), '[]')::text FROM \(sql.name) TABLESAMPLE SYSTEM (\(percent)) REPEATABLE (20261121) WHERE (ctid::text::point)[1] = 1")
             sample += try decoder.decode([[String]].self, from: Data(result[0, 0]!.utf8))
         }
         let sql = try TableSQL(table, on: sources[0])
@@ -231,9 +230,12 @@ public final class Verifier: @unchecked Sendable {
     /// Records a verified chunk, its differences and the table's running totals, atomically.
     func record(_ chunk: VerifyState.Chunk, _ outcome: ChunkOutcome, on meta: PGConnection) throws {
         try meta.transaction { conn in
-            let stored = try conn.query(
-                "SELECT count(*) FROM reshard.verify_differences WHERE migration = $1 AND table_name = $2", [plan.migration, chunk.table])
-            let room = max(0, options.maxReportedDifferences - (try stored.get(0, 0, as: Int.self)))
+            var room = 0
+            if !outcome.differences.isEmpty {
+                let stored = try conn.query(
+                    "SELECT count(*) FROM reshard.verify_differences WHERE migration = $1 AND table_name = $2", [plan.migration, chunk.table])
+                room = max(0, options.maxReportedDifferences - (try stored.get(0, 0, as: Int.self)))
+            }
             for difference in outcome.differences.prefix(room) {
                 try conn.query(
                     """

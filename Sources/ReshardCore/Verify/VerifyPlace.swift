@@ -82,20 +82,15 @@ struct VerifySQL {
             [sql.name])[0, 0].flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
         rowHash = here == table.columns.map(\.name)
             ? "hashtextextended(\(alias)::text, 0)" : "hashtextextended(ROW(\(sql.columns))::text, 0)"
-        keyArray = "ARRAY[" + sql.keyColumns.map { "\($0)::text" }.joined(separator: ", ") + "]"
+        keyArray = sql.keyTextArray
     }
 
-    /// `lower <= key < upper`, either end open.
+    /// `lower <= key < upper`, either end open, over the table's key columns.
     func rangeCondition(lower: [String]?, upper: [String]?) throws -> String {
-        var parts: [String] = []
-        if let lower { parts.append("\(table.keyRow) >= \(try table.keyLiteral(lower))") }
-        if let upper { parts.append("\(table.keyRow) < \(try table.keyLiteral(upper))") }
-        return parts.isEmpty ? "true" : parts.joined(separator: " AND ")
+        try range(of: table.keyRow, lower: lower, upper: upper)
     }
 
-    func keyCondition(_ keys: [[String]]) throws -> String {
-        keys.isEmpty ? "false" : "\(table.keyRow) IN (\(try table.keyList(keys)))"
-    }
+    func keyCondition(_ keys: [[String]]) throws -> String { try self.keys(keys, in: table.keyRow) }
 
     /// Per (target, own): row count and hash sum modulo 2^64.
     /// Per (target, own): row count and hash sum modulo 2^64. Only a source that is also a
@@ -121,14 +116,20 @@ struct VerifySQL {
 
     /// The same conditions over the shim's log (`pk` is the key as text[]), cast to the key's types.
     func logCondition(lower: [String]?, upper: [String]?) throws -> String {
+        try range(of: logKeyRow, lower: lower, upper: upper)
+    }
+
+    func logKeyCondition(_ keys: [[String]]) throws -> String { try self.keys(keys, in: logKeyRow) }
+
+    private func range(of row: String, lower: [String]?, upper: [String]?) throws -> String {
         var parts: [String] = []
-        if let lower { parts.append("\(logKeyRow) >= \(try table.keyLiteral(lower))") }
-        if let upper { parts.append("\(logKeyRow) < \(try table.keyLiteral(upper))") }
+        if let lower { parts.append("\(row) >= \(try table.keyLiteral(lower))") }
+        if let upper { parts.append("\(row) < \(try table.keyLiteral(upper))") }
         return parts.isEmpty ? "true" : parts.joined(separator: " AND ")
     }
 
-    func logKeyCondition(_ keys: [[String]]) throws -> String {
-        keys.isEmpty ? "false" : "\(logKeyRow) IN (\(try table.keyList(keys)))"
+    private func keys(_ keys: [[String]], in row: String) throws -> String {
+        keys.isEmpty ? "false" : "\(row) IN (\(try table.keyList(keys)))"
     }
 
     private var logKeyRow: String {
