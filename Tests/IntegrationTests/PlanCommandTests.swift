@@ -204,7 +204,7 @@ final class PlanCommandTests: XCTestCase {
         try fixture.onSources(usersDDL)
         for (function, extra, expected) in [
             ("hash", "  split_points: [5, -5]\n", "reshard.yml:9: target: split_points must be strictly ascending"),
-            ("hash", "  split_points: [5]\n", "reshard.yml:9: target: split_points must have 2 values for 3 target shards"),
+            ("hash", "  split_points: [5]\n", "reshard.yml:9: target: split_points must have 2 values for 3 shards"),
             ("range", "  boundaries: [100]\n", "reshard.yml:9: target: boundaries must have 2 values"),
             ("range", "  boundaries: [100, 100]\n", "strictly ascending"),
             ("range", "", "range needs boundaries"),
