@@ -21,6 +21,12 @@ struct CatchUpApplier {
     let targets: [PGConnection?]
     var batchLimit = 5000
 
+    /// An applier for `source`, connected to it and to every target that is not its own database.
+    static func connecting(plan: Plan, source: String, connect: (String) throws -> PGConnection) throws -> CatchUpApplier {
+        CatchUpApplier(
+            plan: plan, source: try connect(source), targets: try plan.targets.map { $0.sameAsSource == source ? nil : try connect($0.name) })
+    }
+
     struct Entry: Decodable {
         let ctid: String
         let pk: [String]

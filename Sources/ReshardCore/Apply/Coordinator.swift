@@ -419,9 +419,7 @@ public final class Coordinator: @unchecked Sendable {
         withRetry("catch-up \(sourceName)") {
             if applier == nil || !applier!.source.isHealthy || applier!.targets.contains(where: { $0.map { !$0.isHealthy } ?? false }) {
                 applier = nil
-                let source = try connect(sourceName)
-                let targets = try plan.targets.map { $0.sameAsSource == sourceName ? nil : try connect($0.name) }
-                applier = CatchUpApplier(plan: plan, source: source, targets: targets)
+                applier = try CatchUpApplier.connecting(plan: plan, source: sourceName) { try connect($0) }
             }
             let copied = state.copiedTables(from: sourceName)
             let tables = plan.tables.filter { copied.contains($0.name.description) }

@@ -112,11 +112,15 @@ extension Verifier {
     ) throws {
         let log = Shim.logTable(migration: plan.migration, table: table)
         let deadline = Date().addingTimeInterval(options.pendingTimeoutSeconds)
+        // The sources whose changelog exists (once the shim is removed there is nothing to wait for).
+        var logged: [Int] = []
+        for (i, (place, conn)) in conns.places.enumerated() where place.source != nil {
+            if try conn.query("SELECT to_regclass($1) IS NOT NULL", [log]).get(0, 0, as: Bool.self) { logged.append(i) }
+        }
         while true {
             var pending = 0
-            for (i, (place, conn)) in conns.places.enumerated() where place.source != nil {
-                guard try conn.query("SELECT to_regclass($1) IS NOT NULL", [log]).get(0, 0, as: Bool.self) else { continue }
-                pending += try conn.query("SELECT count(*) FROM \(log) WHERE \(conditions[i])").get(0, 0, as: Int.self)
+            for i in logged {
+                pending += try conns.places[i].connection.query("SELECT count(*) FROM \(log) WHERE \(conditions[i])").get(0, 0, as: Int.self)
             }
             if pending == 0 || Date() > deadline || state.isStopping { return }
             if try !drainer.drain(table) { usleep(50_000) }
@@ -148,14 +152,11 @@ final class PendingDrainer: @unchecked Sendable {
             if meta == nil || !meta!.isHealthy || appliers.contains(where: { !$0.source.isHealthy }) {
                 meta = nil
                 appliers = []
-                func connect(_ name: String) throws -> PGConnection {
-                    try PGConnection.connect(shards[name]!, applicationName: "reshard verify")
-                }
                 meta = try PGConnection.connect(metadataDSN, applicationName: "reshard verify")
                 appliers = try plan.sources.map { source in
-                    CatchUpApplier(
-                        plan: plan, source: try connect(source.name),
-                        targets: try plan.targets.map { $0.sameAsSource == source.name ? nil : try connect($0.name) })
+                    try CatchUpApplier.connecting(plan: plan, source: source.name) {
+                        try PGConnection.connect(shards[$0]!, applicationName: "reshard verify")
+                    }
                 }
             }
             let lease = [Coordinator.leaseKey, plan.migration]
