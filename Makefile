@@ -13,6 +13,7 @@ release:
 
 ## Every test: unit tests and integration tests against real local PostgreSQL clusters.
 test: check-migrations
+	./scripts/check-routing-deps.sh
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	$(SWIFT) test --skip-build $(TEST_FLAGS)
 	./scripts/check-leftovers.sh
@@ -37,10 +38,10 @@ embed-migrations:
 	./scripts/embed-migrations.sh
 
 check-migrations:
-	@cp Sources/ReshardCore/EmbeddedMigrations.swift /tmp/reshard-embedded-check.swift
+	@cp Sources/ReshardCore/Metadata/EmbeddedMigrations.swift /tmp/reshard-embedded-check.swift
 	@./scripts/embed-migrations.sh
-	@if ! cmp -s Sources/ReshardCore/EmbeddedMigrations.swift /tmp/reshard-embedded-check.swift; then \
-		echo "migrations/ changed: Sources/ReshardCore/EmbeddedMigrations.swift was regenerated, commit it"; \
+	@if ! cmp -s Sources/ReshardCore/Metadata/EmbeddedMigrations.swift /tmp/reshard-embedded-check.swift; then \
+		echo "migrations/ changed: Sources/ReshardCore/Metadata/EmbeddedMigrations.swift was regenerated, commit it"; \
 		rm -f /tmp/reshard-embedded-check.swift; exit 1; fi
 	@rm -f /tmp/reshard-embedded-check.swift
 

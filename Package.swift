@@ -3,9 +3,11 @@ import PackageDescription
 
 let package = Package(
     name: "reshard",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "reshard", targets: ["reshard"]),
+        // What applications link to route keys the way reshard places them: no libpq, no YAML,
+        // no argument parsing (`scripts/check-routing-deps.sh` keeps it so).
+        .library(name: "ReshardRouting", targets: ["ReshardRouting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -20,24 +22,28 @@ let package = Package(
         ),
         // The libpq layer: connections, results, COPY streaming, cancellation, quoting, errors.
         .target(name: "PostgresClient", dependencies: ["CLibPQ"]),
+        // Shard functions, key types and PostgreSQL's hashes in Swift: pure, dependency-free.
+        .target(name: "ReshardRouting"),
         // Throwaway local PostgreSQL clusters for tests, demos and `reshard rehearse`.
         .target(name: "LocalCluster", dependencies: ["PostgresClient"]),
-        // Topology, shard functions, plans, phases and the metadata schema.
-        .target(name: "ReshardCore", dependencies: ["PostgresClient", "Yams"]),
+        // Config, plan, SQL, phases, metadata, apply and verify.
+        .target(name: "ReshardCore", dependencies: ["PostgresClient", "ReshardRouting", "Yams"]),
         // The command-line interface.
         .executableTarget(
             name: "reshard",
             dependencies: [
-                "ReshardCore", "LocalCluster", "PostgresClient",
+                "ReshardCore", "ReshardRouting", "LocalCluster", "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The routing module alone: builds and runs without libpq.
+        .testTarget(name: "ReshardRoutingTests", dependencies: ["ReshardRouting"]),
         // Pure logic, no database.
-        .testTarget(name: "ReshardCoreTests", dependencies: ["ReshardCore", "PostgresClient"]),
+        .testTarget(name: "ReshardCoreTests", dependencies: ["ReshardCore", "ReshardRouting", "PostgresClient"]),
         // Everything that talks to real PostgreSQL clusters started by LocalCluster.
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ReshardCore", "LocalCluster", "PostgresClient", "reshard"]
+            dependencies: ["ReshardCore", "ReshardRouting", "LocalCluster", "PostgresClient", "reshard"]
         ),
     ]
 )

@@ -1,3 +1,4 @@
+import ReshardRouting
 import ArgumentParser
 import Foundation
 import LocalCluster

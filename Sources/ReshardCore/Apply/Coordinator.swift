@@ -128,31 +128,9 @@ public final class Coordinator: @unchecked Sendable {
 
     // MARK: - Lease and registration
 
-    static let leaseKey = "reshard.lease"
-
-    /// A session advisory lock on the metadata database: it dies with the coordinator's
-    /// connection, so a dead holder's lease is simply taken over.
-    func acquireLease(_ meta: PGConnection) throws {
-        // A holder killed a moment ago on this host: its server session may need a moment to
-        // notice and release the lock. Wait for that, briefly, instead of refusing.
-        let deadline = Date().addingTimeInterval(15)
-        while true {
-            let locked = try meta.query("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", [Self.leaseKey, plan.migration])
-            if try locked.get(0, 0, as: Bool.self) { return }
-            let holder = try meta.query("SELECT holder_host, holder_pid FROM reshard.leases WHERE migration = $1", [plan.migration])
-            let holderPID = holder.rowCount == 1 ? try holder.get(0, 1, as: Int32.self) : 0
-            let deadLocalHolder = holder.rowCount == 1 && holder[0, 0] == ProcessInfo.processInfo.hostName
-                && kill(holderPID, 0) != 0 && errno == ESRCH
-            guard deadLocalHolder, Date() < deadline else { break }
-            usleep(100_000)
-        }
-        do {
-            let holder = try meta.query(
-                "SELECT holder_host, holder_pid, acquired_at::text FROM reshard.leases WHERE migration = $1", [plan.migration])
-            let who = holder.rowCount > 0 ? "host \(holder[0, 0] ?? "?") pid \(holder[0, 1] ?? "?") since \(holder[0, 2] ?? "?")" : "another coordinator"
-            throw ReshardError.refused("migration \(plan.migration) is already being applied by \(who)")
-        }
-    }
+    /// The apply lease (`ApplyLease`): a second coordinator refuses, a dead one's lock dies with
+    /// its connection.
+    func acquireLease(_ meta: PGConnection) throws { try ApplyLease.acquire(plan.migration, on: meta) }
 
     /// Registers a new migration, or checks that a registered one still matches the shards.
     /// Returns the recorded phase.
@@ -182,12 +160,7 @@ public final class Coordinator: @unchecked Sendable {
                 try checkStillMatches(registered)
                 try event("resumed in phase \(phase.rawValue) by \(ProcessInfo.processInfo.hostName) pid \(getpid())", on: conn)
             }
-            try conn.query(
-                """
-                INSERT INTO reshard.leases (migration, holder_host, holder_pid) VALUES ($1, $2, $3)
-                ON CONFLICT (migration) DO UPDATE SET holder_host = EXCLUDED.holder_host, holder_pid = EXCLUDED.holder_pid,
-                    acquired_at = now(), heartbeat_at = now()
-                """, [plan.migration, ProcessInfo.processInfo.hostName, Int(getpid())])
+            try ApplyLease.recordHolder(plan.migration, on: conn)
             return phase
         }
     }
@@ -239,7 +212,7 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     func heartbeat(_ meta: PGConnection) throws {
-        try meta.query("UPDATE reshard.leases SET heartbeat_at = now() WHERE migration = $1", [plan.migration])
+        try ApplyLease.heartbeat(plan.migration, on: meta)
     }
 
     /// Changes applied per source as last persisted, so the metadata's total accumulates across runs.

@@ -159,11 +159,8 @@ final class PendingDrainer: @unchecked Sendable {
                     }
                 }
             }
-            let lease = [Coordinator.leaseKey, plan.migration]
-            guard try meta!.query("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", lease).get(0, 0, as: Bool.self) else {
-                return false
-            }
-            defer { _ = try? meta!.query("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", lease) }
+            guard try MetadataLock.apply.tryLock(plan.migration, on: meta!) else { return false }
+            defer { try? MetadataLock.apply.unlock(plan.migration, on: meta!) }
             for applier in appliers {
                 for _ in 0..<20 where !(try applier.applyRound(tables: [table]).drained) {}
             }

@@ -55,8 +55,7 @@ public final class Verifier: @unchecked Sendable {
         // such migration.
         try checkPhase(meta)
         _ = try MetadataSchema.current.apply(to: meta)
-        let locked = try meta.query("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", ["reshard.verify", plan.migration])
-        guard try locked.get(0, 0, as: Bool.self) else {
+        guard try MetadataLock.verify.tryLock(plan.migration, on: meta) else {
             throw ReshardError.refused("migration \(plan.migration) is already being verified by another 'reshard verify'")
         }
         let run = try prepareRun(meta)

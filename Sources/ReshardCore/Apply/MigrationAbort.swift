@@ -8,8 +8,7 @@ public enum MigrationAbort {
         let plan = target.plan
         let meta = try PGConnection.connect(target.metadata, applicationName: "reshard abort")
         _ = try MetadataSchema.current.apply(to: meta)
-        let locked = try meta.query("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", [Coordinator.leaseKey, plan.migration])
-        guard try locked.get(0, 0, as: Bool.self) else {
+        guard try MetadataLock.apply.tryLock(plan.migration, on: meta) else {
             throw ReshardError.refused("migration \(plan.migration) is being applied right now; stop that coordinator first")
         }
         guard try meta.query("SELECT 1 FROM reshard.migrations WHERE name = $1", [plan.migration]).rowCount == 1 else {
@@ -35,7 +34,7 @@ public enum MigrationAbort {
             try conn.query("INSERT INTO reshard.events (migration, level, message) VALUES ($1, 'info', $2)",
                            [plan.migration, "aborted: " + done.joined(separator: "; ")])
         }
-        try meta.query("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", [Coordinator.leaseKey, plan.migration])
+        try MetadataLock.apply.unlock(plan.migration, on: meta)
         return done
     }
 }

@@ -21,23 +21,23 @@ public struct ShardFunction: Sendable, Equatable, Codable {
     /// - Parameter boundaries: `split_points` (hash) or `boundaries` (range); `nil` for the
     ///   default even split of the hash space.
     public init(kind: Kind, shardCount: Int, boundaries: [Int64]? = nil) throws {
-        guard shardCount >= 1 else { throw ReshardError.badInput("a shard function needs at least one target shard") }
+        guard shardCount >= 1 else { throw ShardFunctionError("a shard function needs at least one target shard") }
         self.kind = kind
         self.shardCount = shardCount
         switch kind {
         case .modulo:
-            guard boundaries == nil else { throw ReshardError.badInput("modulo takes no boundaries or split_points") }
+            guard boundaries == nil else { throw ShardFunctionError("modulo takes no boundaries or split_points") }
             self.boundaries = []
         case .hash:
             let points = boundaries ?? Self.evenHashSplit(shardCount)
             try Self.check(points, count: shardCount, name: "split_points")
             guard points.allSatisfy({ $0 > Int64(Int32.min) && $0 <= Int64(Int32.max) }) else {
-                throw ReshardError.badInput("split_points must lie inside the int32 hash space, above \(Int32.min)")
+                throw ShardFunctionError("split_points must lie inside the int32 hash space, above \(Int32.min)")
             }
             self.boundaries = points
         case .range:
             guard let boundaries else {
-                throw ReshardError.badInput("range needs boundaries: \(shardCount - 1) ascending key values")
+                throw ShardFunctionError("range needs boundaries: \(shardCount - 1) ascending key values")
             }
             try Self.check(boundaries, count: shardCount, name: "boundaries")
             self.boundaries = boundaries
@@ -52,16 +52,16 @@ public struct ShardFunction: Sendable, Equatable, Codable {
 
     private static func check(_ values: [Int64], count: Int, name: String) throws {
         guard values.count == count - 1 else {
-            throw ReshardError.badInput("\(name) must have \(count - 1) values for \(count) shards, found \(values.count)")
+            throw ShardFunctionError("\(name) must have \(count - 1) values for \(count) shards, found \(values.count)")
         }
         for (previous, next) in zip(values, values.dropFirst()) where next <= previous {
-            throw ReshardError.badInput("\(name) must be strictly ascending: \(next) follows \(previous)")
+            throw ShardFunctionError("\(name) must be strictly ascending: \(next) follows \(previous)")
         }
     }
 
     /// The shard owning a position (a hash for `hash`, a key for `range`): how many boundaries
     /// are at or below it, exactly as SQL's `width_bucket(value, thresholds)` counts.
-    func bucket(_ value: Int64) -> Int {
+    public func bucket(_ value: Int64) -> Int {
         var low = 0, high = boundaries.count
         while low < high {
             let mid = (low + high) / 2
@@ -78,48 +78,13 @@ public struct ShardFunction: Sendable, Equatable, Codable {
             let m = Int64(shardCount)
             return Int(((v % m) + m) % m)
         case (.range, .int(let v, _)): return bucket(v)
-        default: throw ReshardError.badInput("\(kind.rawValue) sharding needs an integer key")
+        default: throw ShardFunctionError("\(kind.rawValue) sharding needs an integer key")
         }
     }
 
     /// Whether this function can shard a key column of `type` (as `format_type` prints it).
     public func supports(_ type: KeyType) -> Bool {
         kind == .hash || type.isInteger
-    }
-
-    /// A SQL condition true exactly for the rows of target `target`: for hash and range a plain
-    /// interval test on the hash or key (cheaper per row than `sqlShardIndex(...) = target`, and
-    /// an interval the planner can reason about).
-    public func sqlShardFilter(quotedColumn column: String, type: KeyType, target: Int) -> String {
-        switch kind {
-        case .modulo:
-            return "\(sqlShardIndex(quotedColumn: column, type: type)) = \(target)"
-        case .hash, .range:
-            let value = kind == .hash ? "\(type.hashFunction)(\(column))" : "(\(column))::bigint"
-            var parts: [String] = []
-            if target > 0 { parts.append("\(value) >= \(boundaries[target - 1])") }
-            if target < boundaries.count { parts.append("\(value) < \(boundaries[target])") }
-            return parts.isEmpty ? "true" : "(" + parts.joined(separator: " AND ") + ")"
-        }
-    }
-
-    /// A SQL expression giving the target shard index (0-based) of `quotedColumn` of `type`. For
-    /// hash and range a binary search written out as nested CASEs: cheaper per row than
-    /// `width_bucket(value, array)`, which re-reads its array on every call.
-    public func sqlShardIndex(quotedColumn column: String, type: KeyType) -> String {
-        switch kind {
-        case .modulo:
-            return "(((\(column))::bigint % \(shardCount) + \(shardCount)) % \(shardCount))::int"
-        case .hash, .range:
-            let value = kind == .hash ? "\(type.hashFunction)(\(column))" : "(\(column))::bigint"
-            /// Shards `low...high`: shard i starts at boundaries[i - 1].
-            func search(_ low: Int, _ high: Int) -> String {
-                if low == high { return "\(low)" }
-                let mid = (low + high + 1) / 2
-                return "CASE WHEN \(value) < \(boundaries[mid - 1]) THEN \(search(low, mid - 1)) ELSE \(search(mid, high)) END"
-            }
-            return search(0, boundaries.count)
-        }
     }
 }
 
@@ -185,4 +150,12 @@ public enum ShardKey: Sendable, Equatable {
         case .uuid(let bytes): PostgresHash.uuid(bytes)
         }
     }
+}
+
+/// A shard function that cannot exist: too few shards, boundaries out of order. The config
+/// loader adds the file and line.
+public struct ShardFunctionError: Error, Sendable, CustomStringConvertible, Equatable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
 }

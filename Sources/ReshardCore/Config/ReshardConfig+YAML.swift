@@ -1,3 +1,4 @@
+import ReshardRouting
 import Foundation
 import PostgresClient
 import Yams
@@ -18,14 +19,14 @@ extension ReshardConfig {
             guard let node = try Yams.compose(yaml: yaml) else { throw ReshardError.badInput("\(file): the config file is empty") }
             root = node
         } catch let error as YamlError {
-            throw ReshardError.badInput("\(file):\(yamlErrorLocation(error)): invalid YAML: \(yamlErrorProblem(error))")
+            throw ReshardError.badInput("invalid YAML: \(yamlErrorProblem(error))", at: .init(file: file, line: yamlErrorLocation(error)))
         }
         let reader = YAMLReader(file: file, environment: environment)
         let top = try reader.mapping(root, "the config file", keys: ["migration", "metadata", "source", "target", "tables"])
 
         let migration = try reader.string(top, "migration")
         guard !migration.isEmpty, migration.count <= 63 else {
-            throw ReshardError.badInput("\(reader.at(top["migration"]!)): migration must be a name of 1 to 63 characters")
+            throw ReshardError.badInput("migration must be a name of 1 to 63 characters", at: reader.location(top["migration"]!))
         }
         let metadataNode = try reader.required(top, "metadata")
         let metadata = try reader.dsn(metadataNode, label: "metadata")
@@ -43,7 +44,7 @@ extension ReshardConfig {
 
         let tablesNode = try reader.required(top, "tables")
         guard case .sequence(let tableList) = tablesNode, !tableList.isEmpty else {
-            throw ReshardError.badInput("\(reader.at(tablesNode)): tables must be a list of {name, key}")
+            throw ReshardError.badInput("tables must be a list of {name, key}", at: reader.location(tablesNode))
         }
         var tables: [Table] = []
         for item in tableList {
@@ -55,14 +56,14 @@ extension ReshardConfig {
                 name = try QualifiedName.parse(try reader.scalar(nameNode, "tables.name"))
                 key = try QualifiedName.parseIdentifier(try reader.scalar(keyNode, "tables.key"))
                 sourceKey = try entry["source_key"].map { try QualifiedName.parseIdentifier(try reader.scalar($0, "tables.source_key")) }
-            } catch let error as ReshardError where !error.description.hasPrefix(file) {
-                throw ReshardError.badInput("\(reader.at(item)): \(error.description)")
+            } catch let error as ReshardError {
+                throw error.located(at: reader.location(item))
             }
             if let earlier = tables.first(where: { $0.name == name }) {
-                throw ReshardError.badInput("\(reader.at(item)): table \(name) is listed twice (first at line \(earlier.line))")
+                throw ReshardError.badInput("table \(name) is listed twice (first at line \(earlier.line))", at: reader.location(item))
             }
             if let node = entry["source_key"], sourceFunction == nil {
-                throw ReshardError.badInput("\(reader.at(node)): source_key needs source.function (how rows are placed today)")
+                throw ReshardError.badInput("source_key needs source.function (how rows are placed today)", at: reader.location(node))
             }
             tables.append(Table(name: name, key: key, sourceKey: sourceKey, line: item.mark?.line ?? 0))
         }
@@ -71,11 +72,11 @@ extension ReshardConfig {
             sourceFunction: sourceFunction, tables: tables)
     }
 
-    private static func yamlErrorLocation(_ error: YamlError) -> String {
+    private static func yamlErrorLocation(_ error: YamlError) -> Int {
         switch error {
         case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
-            return "\(mark.line)"
-        default: return "1"
+            return mark.line
+        default: return 1
         }
     }
 
@@ -92,18 +93,20 @@ struct YAMLReader {
     let file: String
     let environment: [String: String]
 
-    func at(_ node: Node) -> String { "\(file):\(node.mark?.line ?? 0)" }
+    func at(_ node: Node) -> String { location(node).description }
+
+    func location(_ node: Node) -> ReshardError.Location { .init(file: file, line: node.mark?.line ?? 0) }
 
     func mapping(_ node: Node, _ what: String, keys: Set<String>) throws -> [String: Node] {
-        guard case .mapping(let mapping) = node else { throw ReshardError.badInput("\(at(node)): \(what) must be a mapping") }
+        guard case .mapping(let mapping) = node else { throw ReshardError.badInput("\(what) must be a mapping", at: location(node)) }
         var result: [String: Node] = [:]
         for (keyNode, value) in mapping {
-            guard let key = keyNode.string else { throw ReshardError.badInput("\(at(keyNode)): keys must be strings") }
+            guard let key = keyNode.string else { throw ReshardError.badInput("keys must be strings", at: location(keyNode)) }
             guard keys.contains(key) else {
                 throw ReshardError.badInput(
                     "\(at(keyNode)): unknown key '\(key)' in \(what) (expected \(keys.sorted().joined(separator: ", ")))")
             }
-            guard result[key] == nil else { throw ReshardError.badInput("\(at(keyNode)): key '\(key)' appears twice") }
+            guard result[key] == nil else { throw ReshardError.badInput("key '\(key)' appears twice", at: location(keyNode)) }
             result[key] = value
         }
         return result
@@ -112,14 +115,14 @@ struct YAMLReader {
     func required(_ mapping: [String: Node], _ key: String, in what: String = "the config file") throws -> Node {
         guard let node = mapping[key] else {
             let line = mapping.values.compactMap { $0.mark?.line }.min().map { max($0 - 1, 1) } ?? 1
-            throw ReshardError.badInput("\(file):\(line): missing key '\(key)' in \(what)")
+            throw ReshardError.badInput("missing key '\(key)' in \(what)", at: .init(file: file, line: line))
         }
         return node
     }
 
     /// A scalar as text, with `${VAR}` replaced from the environment.
     func scalar(_ node: Node, _ what: String) throws -> String {
-        guard case .scalar(let scalar) = node else { throw ReshardError.badInput("\(at(node)): \(what) must be a single value") }
+        guard case .scalar(let scalar) = node else { throw ReshardError.badInput("\(what) must be a single value", at: location(node)) }
         return try expand(scalar.string, node)
     }
 
@@ -128,10 +131,10 @@ struct YAMLReader {
     }
 
     func integers(_ node: Node, _ what: String) throws -> [Int64] {
-        guard case .sequence(let items) = node else { throw ReshardError.badInput("\(at(node)): \(what) must be a list of integers") }
+        guard case .sequence(let items) = node else { throw ReshardError.badInput("\(what) must be a list of integers", at: location(node)) }
         return try items.map { item in
             guard let value = Int64(try scalar(item, what)) else {
-                throw ReshardError.badInput("\(at(item)): \(what) must hold integers, not '\(item.string ?? "?")'")
+                throw ReshardError.badInput("\(what) must hold integers, not '\(item.string ?? "?")'", at: location(item))
             }
             return value
         }
@@ -143,7 +146,7 @@ struct YAMLReader {
         if let functionNode = node["function"] {
             let text = try scalar(functionNode, "\(what).function")
             guard let parsed = ShardFunction.Kind(rawValue: text) else {
-                throw ReshardError.badInput("\(at(functionNode)): \(what).function must be hash, modulo or range, not '\(text)'")
+                throw ReshardError.badInput("\(what).function must be hash, modulo or range, not '\(text)'", at: location(functionNode))
             }
             kind = parsed
         }
@@ -153,37 +156,37 @@ struct YAMLReader {
             switch kind {
             case .hash:
                 if let misplaced = node["boundaries"] {
-                    throw ReshardError.badInput("\(at(misplaced)): \(what).boundaries is for range; hash takes split_points")
+                    throw ReshardError.badInput("\(what).boundaries is for range; hash takes split_points", at: location(misplaced))
                 }
                 return try ShardFunction(kind: .hash, shardCount: shardCount, boundaries: splitPoints)
             case .range:
                 if let misplaced = node["split_points"] {
-                    throw ReshardError.badInput("\(at(misplaced)): \(what).split_points is for hash; range takes boundaries")
+                    throw ReshardError.badInput("\(what).split_points is for hash; range takes boundaries", at: location(misplaced))
                 }
                 return try ShardFunction(kind: .range, shardCount: shardCount, boundaries: boundaries)
             case .modulo:
                 if let misplaced = node["split_points"] ?? node["boundaries"] {
-                    throw ReshardError.badInput("\(at(misplaced)): modulo takes neither split_points nor boundaries")
+                    throw ReshardError.badInput("modulo takes neither split_points nor boundaries", at: location(misplaced))
                 }
                 return try ShardFunction(kind: .modulo, shardCount: shardCount)
             }
-        } catch let error as ReshardError where !error.description.hasPrefix(file) {
+        } catch let error as ShardFunctionError {
             let culprit = node["split_points"] ?? node["boundaries"] ?? node["function"] ?? fallback
-            throw ReshardError.badInput("\(at(culprit)): \(what): \(error.description)")
+            throw ReshardError.badInput("\(what): \(error.message)", at: location(culprit))
         }
     }
 
     func dsn(_ node: Node, label: String) throws -> ConnectionString {
         let text = try scalar(node, label)
         do { return try ConnectionString(text, label: label) } catch let error as PostgresError {
-            throw ReshardError.badInput("\(at(node)): \(error.message)")
+            throw ReshardError.badInput("\(error.message)", at: location(node))
         }
     }
 
     /// A list of shards, each a connection string or `{name, dsn}`; default names s0, s1... / t0, t1...
     func shards(_ node: Node, prefix: String, list: String) throws -> [ReshardConfig.Shard] {
         guard case .sequence(let items) = node, !items.isEmpty else {
-            throw ReshardError.badInput("\(at(node)): \(list).shards must be a non-empty list")
+            throw ReshardError.badInput("\(list).shards must be a non-empty list", at: location(node))
         }
         var shards: [ReshardConfig.Shard] = []
         for (index, item) in items.enumerated() {
@@ -197,10 +200,10 @@ struct YAMLReader {
                 dsnNode = item
             }
             guard !name.isEmpty, !name.contains(where: { $0.isWhitespace }) else {
-                throw ReshardError.badInput("\(at(item)): shard name '\(name)' must be a non-empty word")
+                throw ReshardError.badInput("shard name '\(name)' must be a non-empty word", at: location(item))
             }
             if shards.contains(where: { $0.name == name }) {
-                throw ReshardError.badInput("\(at(item)): shard name '\(name)' is used twice in \(list).shards")
+                throw ReshardError.badInput("shard name '\(name)' is used twice in \(list).shards", at: location(item))
             }
             shards.append(.init(name: name, dsn: try dsn(dsnNode, label: name), line: item.mark?.line ?? 0))
         }
@@ -214,11 +217,11 @@ struct YAMLReader {
         while let start = rest.range(of: "${") {
             out += rest[..<start.lowerBound]
             guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
-                throw ReshardError.badInput("\(at(node)): unterminated ${ in value")
+                throw ReshardError.badInput("unterminated ${ in value", at: location(node))
             }
             let name = String(rest[start.upperBound..<end])
             guard let value = environment[name] else {
-                throw ReshardError.badInput("\(at(node)): environment variable \(name) is not set")
+                throw ReshardError.badInput("environment variable \(name) is not set", at: location(node))
             }
             out += value
             rest = rest[rest.index(after: end)...]

@@ -1,6 +1,6 @@
 import XCTest
 
-@testable import ReshardCore
+@testable import ReshardRouting
 
 final class ShardFunctionTests: XCTestCase {
     func testEvenHashSplitMatchesCitus() {

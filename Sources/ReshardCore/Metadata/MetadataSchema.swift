@@ -60,8 +60,6 @@ public struct MetadataSchemaReport: Sendable, Codable, Equatable {
 }
 
 extension MetadataSchema {
-    static let lockKey = "reshard.metadata-schema"
-
     /// Brings the metadata database up to `latestVersion`. Running it again is a no-op that
     /// writes nothing.
     public func apply(to connection: PGConnection) throws -> MetadataSchemaReport {
@@ -73,7 +71,7 @@ extension MetadataSchema {
         var appliedFiles: [String] = []
         for step in steps {
             let done: Bool = try connection.transaction { conn in
-                try conn.query("SELECT pg_advisory_xact_lock(hashtext($1))", [Self.lockKey])
+                try MetadataLock.schema.lockForTransaction(on: conn)
                 try conn.execute(
                     """
                     SET LOCAL client_min_messages = warning;

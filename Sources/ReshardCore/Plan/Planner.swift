@@ -1,3 +1,4 @@
+import ReshardRouting
 import Foundation
 import PostgresClient
 

@@ -1,3 +1,4 @@
+import ReshardRouting
 import PostgresClient
 
 /// What reshard needs to know about one table on one shard, read from the catalog.

@@ -71,11 +71,9 @@ public struct MigrationStatus: Sendable, Codable {
         let lease = try meta.query(
             """
             SELECT holder_host, holder_pid, acquired_at::text, heartbeat_at::text,
-                   EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2
-                             AND classid::bigint = (hashtext($2)::bigint & 4294967295)
-                             AND objid::bigint = (hashtext($1)::bigint & 4294967295))
+                   \(MetadataLock.apply.isHeldSQL(migrationParameter: 1))
             FROM reshard.leases WHERE migration = $1
-            """, [migration, "reshard.lease"])
+            """, [migration])
         let slices = try meta.query(
             """
             SELECT table_name, source, target, rows_copied, estimated_rows, done, stays_in_place,

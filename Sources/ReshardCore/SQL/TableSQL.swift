@@ -1,3 +1,4 @@
+import ReshardRouting
 import PostgresClient
 
 /// The SQL fragments one table needs on one connection, quoted through that connection.
