@@ -48,8 +48,10 @@ public final class PGConnection: @unchecked Sendable {
     public static func connect(
         _ connection: ConnectionString, applicationName: String = "reshard", settings: [String: String] = [:]
     ) throws -> PGConnection {
-        var keywords = ["dbname", "fallback_application_name"]
-        var values = [connection.raw, applicationName]
+        // reshard builds SQL text and compares keys as UTF-8 (the planner refuses other server
+        // encodings); the client side is pinned so no PGCLIENTENCODING can change that.
+        var keywords = ["dbname", "fallback_application_name", "client_encoding"]
+        var values = [connection.raw, applicationName, "UTF8"]
         // libpq waits forever by default; an unreachable shard should fail, not hang.
         if connection.options["connect_timeout"] == nil,
             ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT"] == nil

@@ -64,8 +64,8 @@ struct CatchUpApplier {
     private func apply(_ entries: [Entry], table: Plan.Table) throws {
         var seen = Set<[String]>()
         let keys = entries.map(\.pk).filter { seen.insert($0).inserted }
-        let src = try TableSQL(table, on: source)
-        let currentRows = "SELECT \(src.columns) FROM \(src.name) WHERE \(src.keyRow) IN (\(try src.keyList(keys)))"
+        let sql = TableSQL(table)
+        let currentRows = "SELECT \(sql.writableColumns) FROM \(sql.name) WHERE \(sql.keyRow) IN (\(sql.keyList(keys)))"
         for (index, target) in targets.enumerated() {
             guard let target else { continue }
             // Where each entry says the row was, for this target.
@@ -73,22 +73,21 @@ struct CatchUpApplier {
                 guard let key = ShardKey(text: entry.shardKey, type: table.keyType) else { return false }
                 return try plan.function.shard(for: key) == index
             }
-            let dst = try TableSQL(table, on: target)
-            let select = "\(currentRows) AND \(src.shardFilter(plan.function, target: index))"
+            let select = "\(currentRows) AND \(sql.shardFilter(plan.function, target: index))"
             try target.transaction { conn in
                 try conn.execute(
-                    "SET LOCAL reshard.applying = on; CREATE TEMP TABLE reshard_staging (LIKE \(dst.name)) ON COMMIT DROP")
+                    "SET LOCAL reshard.applying = on; CREATE TEMP TABLE reshard_staging (LIKE \(sql.name)) ON COMMIT DROP")
                 if !leaving.isEmpty {
                     let keyType = table.columns.first { $0.name == table.key }?.type ?? "text"
-                    let rows = try leaving.map { "(\(try dst.keyLiteral($0.pk).dropFirst().dropLast()), \(try conn.quoteLiteral($0.shardKey))::\(keyType))" }
+                    let rows = leaving.map { "(\(sql.keyLiteral($0.pk).dropFirst().dropLast()), \(SQLText.literal($0.shardKey))::\(keyType))" }
                     try conn.execute(
-                        "DELETE FROM \(dst.name) WHERE (\(dst.keyColumns.joined(separator: ", ")), \(dst.shardKey)) IN (\(rows.joined(separator: ", ")))")
+                        "DELETE FROM \(sql.name) WHERE (\(sql.keyColumns.joined(separator: ", ")), \(sql.shardKey)) IN (\(rows.joined(separator: ", ")))")
                 }
                 _ = try PGConnection.relayCopy(
                     from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: conn,
-                    "COPY reshard_staging (\(dst.columns)) FROM STDIN (FORMAT binary)")
+                    "COPY reshard_staging (\(sql.writableColumns)) FROM STDIN (FORMAT binary)")
                 try conn.execute(
-                    "INSERT INTO \(dst.name) (\(dst.columns)) SELECT \(dst.columns) FROM reshard_staging ON CONFLICT \(dst.keyRow) DO \(try dst.updateSet)")
+                    "INSERT INTO \(sql.name) (\(sql.writableColumns)) SELECT \(sql.writableColumns) FROM reshard_staging ON CONFLICT \(sql.keyRow) DO \(sql.updateSet)")
             }
         }
     }

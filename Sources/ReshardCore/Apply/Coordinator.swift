@@ -258,9 +258,12 @@ public final class Coordinator: @unchecked Sendable {
 
     // MARK: - Actions
 
+    /// A connection to a shard. Values print the same on every such connection
+    /// (`CanonicalText`), as the shim logs them, so keys read back from the changelog match.
     func connect(_ shard: String, settings: [String: String] = [:]) throws -> PGConnection {
         guard let dsn = shards[shard] else { throw ReshardError.badInput("no connection string for shard \(shard)") }
-        return try PGConnection.connect(dsn, applicationName: "reshard apply", settings: settings)
+        return try PGConnection.connect(
+            dsn, applicationName: "reshard apply", settings: CanonicalText.settings.merging(settings) { $1 })
     }
 
     /// Creates missing target tables and installs the shim on every source table. Idempotent.

@@ -33,7 +33,7 @@ struct SliceCopier {
             let type = table.columns.first(where: { $0.name == table.uniqueKey[0] })?.type,
             ["bigint", "integer", "smallint"].contains(type)
         else { return nil }
-        let src = try TableSQL(table, on: source)
+        let src = TableSQL(table)
         let key = src.keyColumns[0]
         let row = try source.query(
             "SELECT min(\(key))::bigint, max(\(key))::bigint, greatest((SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)), 1)::float8 FROM \(src.name)",
@@ -53,8 +53,7 @@ struct SliceCopier {
 
     /// Copies the rows after `lastKey` up to `batchSize` keys further on the source.
     func copyBatch(after lastKey: [String]?, batchSize: Int, integerRange: IntegerKeyRange? = nil) throws -> Batch {
-        let src = try TableSQL(table, on: source)
-        let lower = try lastKey.map { "\(src.keyRow) > \(try src.keyLiteral($0))" } ?? "true"
+        let sql = TableSQL(table)
         // Where this batch ends; nil for the last batch, which reads to the end of the table
         // (rows inserted later are in the changelog).
         let upperKey: [String]?
@@ -63,22 +62,19 @@ struct SliceCopier {
             let end = Double(start) + Double(batchSize) * range.spacing
             upperKey = end >= Double(range.max) ? nil : [String(Int64(end))]
         } else {
-            let bound = try source.query(
-                "SELECT \(src.keyColumns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(src.name) WHERE \(lower) ORDER BY \(src.keyColumns.joined(separator: ", ")) OFFSET \(batchSize - 1) LIMIT 1")
+            let (query, _) = sql.batchEndQuery(after: lastKey != nil)
+            let bound = try source.query(query, (lastKey ?? []) + [String(batchSize - 1)])
             upperKey = bound.rowCount == 0 ? nil : (0..<bound.columnCount).map { bound[0, $0] ?? "" }
         }
-        let upper = try upperKey.map { " AND \(src.keyRow) <= \(try src.keyLiteral($0))" } ?? ""
-        let select = "SELECT \(src.columns) FROM \(src.name) WHERE \(lower)\(upper) AND \(src.shardFilter(plan.function, target: targetIndex))"
-        let dst = try TableSQL(table, on: target)
-        let copyIn = "COPY \(dst.name) (\(dst.columns)) FROM STDIN (FORMAT binary)"
+        let select = sql.batchSelect(after: lastKey, upTo: upperKey, function: plan.function, target: targetIndex)
         var rows: Int
         do {
             try target.execute("BEGIN; SET LOCAL reshard.applying = on")
-            rows = try PGConnection.relayCopy(from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: target, copyIn).rows
+            rows = try PGConnection.relayCopy(from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: target, sql.copyIn).rows
             try target.execute("COMMIT")
         } catch let error as PostgresError where error.sqlState == "23505" {
             try target.execute("ROLLBACK")
-            rows = try copyThroughStaging(select: select, dst: dst)
+            rows = try copyThroughStaging(select: select, sql: sql)
         } catch {
             _ = try? target.execute("ROLLBACK")
             throw error
@@ -89,18 +85,18 @@ struct SliceCopier {
     }
 
     /// The re-run path: the batch was (partly) committed before a crash.
-    private func copyThroughStaging(select: String, dst: TableSQL) throws -> Int {
+    private func copyThroughStaging(select: String, sql: TableSQL) throws -> Int {
         try target.transaction { conn in
             try conn.execute(
                 """
                 SET LOCAL reshard.applying = on;
-                CREATE TEMP TABLE reshard_staging (LIKE \(dst.name)) ON COMMIT DROP;
+                CREATE TEMP TABLE reshard_staging (LIKE \(sql.name)) ON COMMIT DROP;
                 """)
             _ = try PGConnection.relayCopy(
                 from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: conn,
-                "COPY reshard_staging (\(dst.columns)) FROM STDIN (FORMAT binary)")
+                "COPY reshard_staging (\(sql.writableColumns)) FROM STDIN (FORMAT binary)")
             return try conn.execute(
-                "INSERT INTO \(dst.name) (\(dst.columns)) SELECT \(dst.columns) FROM reshard_staging ON CONFLICT DO NOTHING"
+                "INSERT INTO \(sql.name) (\(sql.writableColumns)) SELECT \(sql.writableColumns) FROM reshard_staging ON CONFLICT DO NOTHING"
             ).affectedRows
         }
     }

@@ -26,6 +26,11 @@ public struct Planner {
             do {
                 let connection = try PGConnection.connect(
                     shard.dsn, applicationName: "reshard plan", settings: ["default_transaction_read_only": "on"])
+                let encoding = try connection.query("SELECT current_setting('server_encoding')")[0, 0] ?? ""
+                guard encoding == "UTF8" else {
+                    problems.append("\(role) shard \(shard.name): server encoding is \(encoding); reshard supports UTF8 databases only")
+                    return nil
+                }
                 return Connected(shard: shard, connection: connection, identity: try Self.identity(of: connection))
             } catch let error as PostgresError {
                 problems.append("\(role) shard \(shard.name): cannot connect to \(error.endpoint?.description ?? "\(shard.dsn)"): \(error.message)")

@@ -8,6 +8,29 @@ public struct TableSchema: Sendable, Equatable, Codable {
         /// `format_type(atttypid, atttypmod)`, e.g. `character varying(40)`.
         public var type: String
         public var notNull: Bool
+        /// `GENERATED ALWAYS AS (...) STORED`: computed by each server, never written by reshard.
+        public var isGenerated = false
+        /// `always` or `by default` for identity columns (writes need `OVERRIDING SYSTEM VALUE`
+        /// for `always`); nil otherwise.
+        public var identity: String? = nil
+
+        public init(name: String, type: String, notNull: Bool, isGenerated: Bool = false, identity: String? = nil) {
+            self.name = name
+            self.type = type
+            self.notNull = notNull
+            self.isGenerated = isGenerated
+            self.identity = identity
+        }
+
+        // Plan files written before these fields existed still read.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(String.self, forKey: .name)
+            type = try c.decode(String.self, forKey: .type)
+            notNull = try c.decode(Bool.self, forKey: .notNull)
+            isGenerated = try c.decodeIfPresent(Bool.self, forKey: .isGenerated) ?? false
+            identity = try c.decodeIfPresent(String.self, forKey: .identity)
+        }
     }
 
     public var columns: [Column]
@@ -20,7 +43,7 @@ public struct TableSchema: Sendable, Equatable, Codable {
     /// Changes with any column, type, nullability or key change: lets `apply` refuse a stale plan.
     public var fingerprint: String {
         fnv1a64Hex(
-            columns.map { "\($0.name):\($0.type):\($0.notNull)" }.joined(separator: ";") + "|"
+            columns.map { "\($0.name):\($0.type):\($0.notNull)\($0.isGenerated ? ":generated" : "")" }.joined(separator: ";") + "|"
                 + uniqueKey.joined(separator: ","))
     }
 
@@ -51,13 +74,15 @@ extension TableSchema {
         guard let oid = oidResult[0, 0] else { return nil }
         let columnRows = try connection.query(
             """
-            SELECT attname, format_type(atttypid, atttypmod), attnotnull
+            SELECT attname, format_type(atttypid, atttypmod), attnotnull, attgenerated <> '',
+                   CASE attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END
             FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum
             """, [oid])
         var columns: [Column] = []
         for row in 0..<columnRows.rowCount {
             columns.append(Column(
-                name: columnRows[row, 0]!, type: columnRows[row, 1]!, notNull: try columnRows.get(row, 2, as: Bool.self)))
+                name: columnRows[row, 0]!, type: columnRows[row, 1]!, notNull: try columnRows.get(row, 2, as: Bool.self),
+                isGenerated: try columnRows.get(row, 3, as: Bool.self), identity: columnRows[row, 4]))
         }
         // Unique, valid, non-partial, non-expression indexes, primary key first, fewest columns next.
         let keyRows = try connection.query(

@@ -1,55 +1,94 @@
 import ReshardRouting
-import PostgresClient
 
-/// The SQL fragments one table needs on one connection, quoted through that connection.
-struct TableSQL {
+/// The SQL text one table needs, built once per table from the plan alone (no connection), so
+/// copy, catch-up and verify share it and tests can read it as text (`TableSQLTests`).
+///
+/// Identifiers are quoted by `SQLText` (UTF-8 rules, the same as libpq's). Statements run with
+/// `query(_:_:)` take key values as `$n` parameters; a COPY takes no parameters, so key values
+/// inside the `COPY (SELECT ...)` of a batch are quoted literals cast to the key's types.
+struct TableSQL: Sendable {
     let table: Plan.Table
+    /// `"schema"."table"`
     let name: String
-    /// Every column, in the source's order.
+    /// Every column, in the source's order: what a SELECT reads.
     let columns: String
+    /// The columns a COPY or INSERT writes: every column but generated ones, which the target
+    /// computes itself (PostgreSQL refuses values for them).
+    let writableColumns: String
     let keyColumns: [String]
     /// `(a, b)`: the unique key as a row, for keyset comparisons.
     let keyRow: String
-    /// The key's column types, for casting text literals.
+    /// The key's column types, for casting text literals and parameters.
     let keyTypes: [String]
+    /// The shard key column, quoted.
     let shardKey: String
-    let connection: PGConnection
 
-    init(_ table: Plan.Table, on connection: PGConnection) throws {
+    init(_ table: Plan.Table) {
         self.table = table
-        self.connection = connection
-        name = try connection.quote(table.name)
-        columns = try table.columns.map { try connection.quoteIdentifier($0.name) }.joined(separator: ", ")
-        keyColumns = try table.uniqueKey.map { try connection.quoteIdentifier($0) }
+        name = SQLText.name(table.name)
+        columns = table.columns.map { SQLText.identifier($0.name) }.joined(separator: ", ")
+        writableColumns = table.columns.filter { !$0.isGenerated }.map { SQLText.identifier($0.name) }.joined(separator: ", ")
+        keyColumns = table.uniqueKey.map(SQLText.identifier)
         keyRow = "(\(keyColumns.joined(separator: ", ")))"
         keyTypes = table.uniqueKey.map { key in table.columns.first { $0.name == key }?.type ?? "text" }
-        shardKey = try connection.quoteIdentifier(table.key)
+        shardKey = SQLText.identifier(table.key)
     }
 
     /// `ARRAY[a::text, b::text]`: the unique key as text[], as the shim logs it.
     var keyTextArray: String { "ARRAY[" + keyColumns.map { "\($0)::text" }.joined(separator: ", ") + "]" }
 
-    /// `('1'::bigint, 'x'::text)`: a key value as a row of typed literals.
-    func keyLiteral(_ values: [String]) throws -> String {
-        "(" + (try zip(values, keyTypes).map { "\(try connection.quoteLiteral($0))::\($1)" }).joined(separator: ", ") + ")"
+    /// `('1'::bigint, 'x'::text)`: a key value as a row of typed literals (for COPY, which takes
+    /// no parameters).
+    func keyLiteral(_ values: [String]) -> String {
+        "(" + zip(values, keyTypes).map { "\(SQLText.literal($0))::\($1)" }.joined(separator: ", ") + ")"
     }
 
-    /// The keys as a VALUES list of rows, for `(key) IN (...)`.
-    func keyList(_ keys: [[String]]) throws -> String {
-        try keys.map { try keyLiteral($0) }.joined(separator: ", ")
+    /// `($3::bigint, $4::text)`: a key value as a row of parameters starting at `$first`.
+    func keyParameters(from first: Int) -> String {
+        "(" + keyTypes.enumerated().map { "$\(first + $0.offset)::\($0.element)" }.joined(separator: ", ") + ")"
     }
 
-    /// `... AND shard index = t`, or nothing when the function is the identity of one target.
+    /// The keys as a list of rows, for `(key) IN (...)`.
+    func keyList(_ keys: [[String]]) -> String {
+        keys.map { keyLiteral($0) }.joined(separator: ", ")
+    }
+
+    /// The condition true exactly for the rows of `target` under `function`.
     func shardFilter(_ function: ShardFunction, target: Int) -> String {
         function.sqlShardFilter(quotedColumn: shardKey, type: table.keyType, target: target)
     }
 
-    /// `SET col = EXCLUDED.col` for every column outside the key, for upserts.
+    /// `SET col = EXCLUDED.col` for every writable column outside the key, for upserts.
     var updateSet: String {
-        get throws {
-            let others = try table.columns.filter { !table.uniqueKey.contains($0.name) }.map { try connection.quoteIdentifier($0.name) }
-            guard !others.isEmpty else { return "NOTHING" }
-            return "UPDATE SET " + others.map { "\($0) = EXCLUDED.\($0)" }.joined(separator: ", ")
-        }
+        let others = table.columns.filter { !table.uniqueKey.contains($0.name) && !$0.isGenerated }.map { SQLText.identifier($0.name) }
+        guard !others.isEmpty else { return "NOTHING" }
+        return "UPDATE SET " + others.map { "\($0) = EXCLUDED.\($0)" }.joined(separator: ", ")
     }
+
+    // MARK: Backfill
+
+    /// The key of the row `$k` rows after the key given in `$1...` (or from the start): where a
+    /// batch over a non-integer key ends. Parameters: the lower key's values (when `after`), then
+    /// the offset.
+    func batchEndQuery(after: Bool) -> (sql: String, offsetParameter: Int) {
+        let lower = after ? "WHERE \(keyRow) > \(keyParameters(from: 1))" : ""
+        let offset = after ? keyTypes.count + 1 : 1
+        let sql = "SELECT \(keyColumns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(name) \(lower) ORDER BY \(keyColumns.joined(separator: ", ")) OFFSET $\(offset) LIMIT 1"
+        return (sql, offset)
+    }
+
+    /// `SELECT every column ... WHERE lower < key <= upper AND the row belongs to target`: one batch.
+    func batchSelect(after lower: [String]?, upTo upper: [String]?, function: ShardFunction, target: Int) -> String {
+        var conditions: [String] = []
+        if let lower { conditions.append("\(keyRow) > \(keyLiteral(lower))") }
+        if let upper { conditions.append("\(keyRow) <= \(keyLiteral(upper))") }
+        conditions.append(shardFilter(function, target: target))
+        return "SELECT \(writableSelectList) FROM \(name) WHERE \(conditions.joined(separator: " AND "))"
+    }
+
+    /// What a batch or catch-up reads: the writable columns (generated ones are recomputed).
+    var writableSelectList: String { writableColumns }
+
+    /// `COPY table (writable columns) FROM STDIN (FORMAT binary)`
+    var copyIn: String { "COPY \(name) (\(writableColumns)) FROM STDIN (FORMAT binary)" }
 }

@@ -195,14 +195,14 @@ public final class Verifier: @unchecked Sendable {
         var sample: [[String]] = []
         let decoder = JSONDecoder()
         for (conn, size) in zip(sources, sizes) {
-            let sql = try TableSQL(table, on: conn)
+            let sql = TableSQL(table)
             let share = Double(size.rows) / Double(max(total, 1))
             let percent = min(100, 100 * Double(chunks) * share * 40 / Double(size.pages))
             let result = try conn.query(
                 "SELECT coalesce(json_agg(\(sql.keyTextArray)), '[]')::text FROM \(sql.name) TABLESAMPLE SYSTEM (\(percent)) REPEATABLE (20261121) WHERE (ctid::text::point)[1] = 1")
             sample += try decoder.decode([[String]].self, from: Data(result[0, 0]!.utf8))
         }
-        let sql = try TableSQL(table, on: sources[0])
+        let sql = TableSQL(table)
         let order = sql.keyTypes.enumerated().map { "(e->>\($0.offset))::\($0.element)" }.joined(separator: ", ")
         let sorted = try sources[0].query(
             "SELECT coalesce(json_agg(e ORDER BY \(order)), '[]')::text FROM json_array_elements($1::json) e",

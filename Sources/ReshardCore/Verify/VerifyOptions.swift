@@ -22,9 +22,7 @@ public struct VerifyOptions: Sendable {
 
     /// The settings that change how values print, pinned on every connection that hashes, so
     /// shards configured differently (or DSNs with their own `options`) hash identical rows alike.
-    public static let pinnedSettings: [String: String] = [
-        "TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "1",
-        "bytea_output": "hex", "lc_monetary": "C",
+    public static let pinnedSettings: [String: String] = CanonicalText.settings.merging([
         // Chunks are already verified side by side.
         "max_parallel_workers_per_gather": "0",
         // The planner cannot know a chunk's rows fall into at most M target groups and would sort
@@ -33,7 +31,7 @@ public struct VerifyOptions: Sendable {
         // A chunk's key range read through a bitmap visits its heap pages in order, as fast per
         // row as a sequential scan; a plain index scan costs about 20 % more.
         "enable_indexscan": "off",
-    ]
+    ]) { $1 }
 }
 
 /// One look at a running verification, for progress lines.

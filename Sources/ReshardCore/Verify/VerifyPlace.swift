@@ -56,7 +56,7 @@ struct VerifySQL {
 
     init(_ plan: Plan, _ table: Plan.Table, place: VerifyPlace, on connection: PGConnection) throws {
         self.place = place
-        self.table = try TableSQL(table, on: connection)
+        self.table = TableSQL(table)
         let sql = self.table
         if place.source == nil, let t = place.target {
             targetIndex = "\(t)"
@@ -124,13 +124,13 @@ struct VerifySQL {
 
     private func range(of row: String, lower: [String]?, upper: [String]?) throws -> String {
         var parts: [String] = []
-        if let lower { parts.append("\(row) >= \(try table.keyLiteral(lower))") }
-        if let upper { parts.append("\(row) < \(try table.keyLiteral(upper))") }
+        if let lower { parts.append("\(row) >= \(table.keyLiteral(lower))") }
+        if let upper { parts.append("\(row) < \(table.keyLiteral(upper))") }
         return parts.isEmpty ? "true" : parts.joined(separator: " AND ")
     }
 
     private func keys(_ keys: [[String]], in row: String) throws -> String {
-        keys.isEmpty ? "false" : "\(row) IN (\(try table.keyList(keys)))"
+        keys.isEmpty ? "false" : "\(row) IN (\(table.keyList(keys)))"
     }
 
     private var logKeyRow: String {

@@ -1,0 +1,52 @@
+import PostgresClient
+import XCTest
+
+@testable import ReshardCore
+
+/// The SQL one table needs, read as text: built from the plan alone, so no database is needed to
+/// see what reshard will run.
+final class TableSQLTests: XCTestCase {
+    private func table(generated: Bool = false, key: [String] = ["id"]) -> Plan.Table {
+        var columns = [
+            TableSchema.Column(name: "id", type: "bigint", notNull: true),
+            TableSchema.Column(name: "we\"ird", type: "text", notNull: false),
+            TableSchema.Column(name: "region", type: "integer", notNull: true),
+        ]
+        if generated { columns.append(.init(name: "total", type: "numeric", notNull: false, isGenerated: true)) }
+        return Plan.Table(
+            name: QualifiedName(schema: "app", "sel\"ect"), key: "id", keyType: .bigint, columns: columns, uniqueKey: key,
+            fingerprint: "f", estimateMethod: "exact", slices: [])
+    }
+
+    func testIdentifiersAndLiteralsAreQuotedAsLibpqQuotesUTF8() {
+        XCTAssertEqual(SQLText.identifier("we\"ird; x"), "\"we\"\"ird; x\"")
+        XCTAssertEqual(SQLText.name(QualifiedName(schema: "a b", "c")), "\"a b\".\"c\"")
+        XCTAssertEqual(SQLText.literal("it's"), "'it''s'")
+        XCTAssertEqual(SQLText.literal("a\\b'"), " E'a\\\\b'''")
+        XCTAssertEqual(SQLText.literal("café"), "'café'")
+    }
+
+    func testGeneratedColumnsAreReadButNeverWritten() {
+        let sql = TableSQL(table(generated: true))
+        XCTAssertEqual(sql.columns, "\"id\", \"we\"\"ird\", \"region\", \"total\"")
+        XCTAssertEqual(sql.writableColumns, "\"id\", \"we\"\"ird\", \"region\"")
+        XCTAssertEqual(sql.copyIn, "COPY \"app\".\"sel\"\"ect\" (\"id\", \"we\"\"ird\", \"region\") FROM STDIN (FORMAT binary)")
+        XCTAssertFalse(sql.updateSet.contains("total"))
+        XCTAssertEqual(sql.updateSet, "UPDATE SET \"we\"\"ird\" = EXCLUDED.\"we\"\"ird\", \"region\" = EXCLUDED.\"region\"")
+    }
+
+    func testBatchesTakeKeysAsParametersOrTypedLiterals() throws {
+        let sql = TableSQL(table(key: ["region", "id"]))
+        XCTAssertEqual(sql.keyParameters(from: 3), "($3::integer, $4::bigint)")
+        let end = sql.batchEndQuery(after: true)
+        XCTAssertEqual(end.offsetParameter, 3)
+        XCTAssertEqual(
+            end.sql,
+            "SELECT \"region\"::text, \"id\"::text FROM \"app\".\"sel\"\"ect\" WHERE (\"region\", \"id\") > ($1::integer, $2::bigint) ORDER BY \"region\", \"id\" OFFSET $3 LIMIT 1")
+        XCTAssertEqual(sql.batchEndQuery(after: false).offsetParameter, 1)
+        let function = try ShardFunction(kind: .modulo, shardCount: 2)
+        XCTAssertEqual(
+            sql.batchSelect(after: ["1", "o'k"], upTo: nil, function: function, target: 1),
+            "SELECT \"id\", \"we\"\"ird\", \"region\" FROM \"app\".\"sel\"\"ect\" WHERE (\"region\", \"id\") > ('1'::integer, 'o''k'::bigint) AND (((\"id\")::bigint % 2 + 2) % 2)::int = 1")
+    }
+}
