@@ -12,6 +12,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swhitty/FlyingFox", from: "0.27.1"),
     ],
     targets: [
         // libpq, found through pkg-config; the apt provider tells a newcomer what to install.
@@ -27,13 +30,20 @@ let package = Package(
         // Throwaway local PostgreSQL clusters for tests, demos and `reshard rehearse`.
         .target(name: "LocalCluster", dependencies: ["PostgresClient"]),
         // Config, plan, SQL, phases, metadata, apply and verify.
-        .target(name: "ReshardCore", dependencies: ["PostgresClient", "ReshardRouting", "Yams"]),
+        // It emits metrics through swift-metrics only; the CLI picks the backend.
+        .target(
+            name: "ReshardCore",
+            dependencies: ["PostgresClient", "ReshardRouting", "Yams", .product(name: "Metrics", package: "swift-metrics")]
+        ),
         // The command-line interface.
         .executableTarget(
             name: "reshard",
             dependencies: [
                 "ReshardCore", "ReshardRouting", "LocalCluster", "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "FlyingFox", package: "FlyingFox"),
             ]
         ),
         // The routing module alone: builds and runs without libpq.

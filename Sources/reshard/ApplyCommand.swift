@@ -35,6 +35,8 @@ struct ApplyCommand: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
 
+    @OptionGroup var metrics: MetricsOptions
+
     func validate() throws {
         if let until, !["backfilled", "caught-up"].contains(until) {
             throw ValidationError("--until must be backfilled or caught-up")
@@ -55,6 +57,12 @@ struct ApplyCommand: ParsableCommand {
         options.keepIndexes = keepIndexes
         let coordinator = Coordinator(plan: target.plan, shards: target.shards, metadata: target.metadata, options: options)
         let progress = ProgressPrinter(json: output.json)
-        try coordinator.run(shouldStop: { TerminationSignal.received }, report: progress.show)
+        let endpoint = try metrics.start()
+        let figures = ReshardMetrics(migration: target.plan.migration)
+        defer { withExtendedLifetime(endpoint) {} }
+        try coordinator.run(shouldStop: { TerminationSignal.received }) { p in
+            figures.record(p)
+            progress.show(p)
+        }
     }
 }

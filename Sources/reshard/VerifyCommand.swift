@@ -30,6 +30,8 @@ struct VerifyCommand: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
 
+    @OptionGroup var metrics: MetricsOptions
+
     func validate() throws {
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
         guard chunkRows >= 100 else { throw ValidationError("--chunk-rows must be at least 100") }
@@ -46,7 +48,13 @@ struct VerifyCommand: ParsableCommand {
         options.restart = restart
         let verifier = try Verifier(plan: target.plan, shards: target.shards, metadata: target.metadata, options: options)
         let printer = VerifyProgressPrinter(json: output.json)
-        let result = try verifier.run(shouldStop: { TerminationSignal.received }, report: printer.show)
+        let endpoint = try metrics.start()
+        let figures = ReshardMetrics(migration: target.plan.migration)
+        defer { withExtendedLifetime(endpoint) {} }
+        let result = try verifier.run(shouldStop: { TerminationSignal.received }) { p in
+            figures.record(p)
+            printer.show(p)
+        }
         printer.clear()
         if output.json { try Console.json(result) } else { Console.out(result.text) }
         if !result.identical { throw ExitCode(3) }
