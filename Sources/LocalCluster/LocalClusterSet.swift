@@ -32,6 +32,7 @@ public final class LocalClusterSet: @unchecked Sendable {
     private let runner: ClusterProcessRunner
     private let lock = NSLock()
     private var stopped = false
+    private var replicaCount = 0
 
     /// Directories of sets made by this harness start with this, under the system temp directory.
     public static let directoryPrefix = "reshard-cluster-"
@@ -95,6 +96,38 @@ public final class LocalClusterSet: @unchecked Sendable {
         }
         guard first else { return }
         Self.removeEverything(directory: directory, runner: runner)
+    }
+
+    /// Starts a streaming replica of `primary` (`pg_basebackup -R`), in this set's directory and
+    /// removed with it. `settings` go into its postgresql.conf, e.g.
+    /// `recovery_min_apply_delay = '5s'` to make it lag on purpose.
+    public func startReplica(of primary: LocalCluster, settings: [String: String] = [:]) throws -> LocalCluster {
+        let index: Int = lock.withLock {
+            replicaCount += 1
+            return replicaCount
+        }
+        let name = "\(primary.name)r\(index)"
+        let dataDirectory = directory + "/" + name
+        // The server programs run as postgres when we are root: they need a password file of their own.
+        let passwordFile = directory + "/pgpass.server"
+        if !FileManager.default.fileExists(atPath: passwordFile) {
+            try FileManager.default.copyItem(atPath: primary.passwordFile, toPath: passwordFile)
+            if runner.runAsPostgres { try Self.chownToPostgres(passwordFile) }
+        }
+        let conninfo = "host=127.0.0.1 port=\(primary.port) user=postgres passfile=\(passwordFile) application_name=\(name)"
+        try runner.run(runner.binaries.path("pg_basebackup"), [
+            "-D", dataDirectory, "-d", conninfo, "-R", "-X", "stream", "-c", "fast", "--no-sync",
+        ])
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: dataDirectory + "/postgresql.conf"))
+        try handle.seekToEnd()
+        let extra = settings.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)\n" }.joined()
+        try handle.write(contentsOf: Data(("\n# replica of \(primary.name)\n" + extra).utf8))
+        try handle.close()
+        let replica = LocalCluster(
+            name: name, dataDirectory: dataDirectory, logFile: directory + "/\(name).log", port: 0,
+            passwordFile: primary.passwordFile, runner: runner)
+        try Self.startOnFreePort(replica)
+        return replica
     }
 
     // MARK: - Steps

@@ -79,4 +79,24 @@ final class LocalClusterTests: XCTestCase {
         }
         return info
     }
+
+    /// A streaming replica (for the replica-lag throttle): it replays the primary's writes, and
+    /// `recovery_min_apply_delay` makes it lag on purpose, visibly from both sides.
+    func testStreamingReplicaReplaysAndCanBeMadeToLag() throws {
+        try LocalClusterSet.with(count: 1) { set in
+            let primary = set.clusters[0]
+            let replica = try set.startReplica(of: primary)
+            let lagging = try set.startReplica(of: primary, settings: ["recovery_min_apply_delay": "'15s'"])
+            let p = try PGConnection.connect(primary.connectionString())
+            try p.execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+            let r = try PGConnection.connect(replica.connectionString())
+            XCTAssertEqual(try r.query("SELECT pg_is_in_recovery()")[0, 0], "t")
+            XCTAssertTrue(try eventually { (try? r.query("SELECT count(*) FROM t")[0, 0]) == "1" })
+            let l = try PGConnection.connect(lagging.connectionString())
+            // Behind by the delay: the table is not there yet while the primary says it streams.
+            XCTAssertEqual(try l.query("SELECT to_regclass('t') IS NULL")[0, 0], "t")
+            XCTAssertEqual(try p.query("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")[0, 0], "2")
+            XCTAssertTrue(try eventually(timeout: 90) { (try? l.query("SELECT count(*) FROM t")[0, 0]) == "1" })
+        }
+    }
 }
