@@ -157,3 +157,49 @@ p = lambda q: ages[min(len(ages) - 1, int(q * len(ages)))]
 print(f"  achieved {float(sys.argv[2]):.0f} tps; {len(ages)} samples; oldest unapplied change p50 {p(0.5):.3f}s, p99 {p(0.99):.3f}s, max {ages[-1]:.3f}s   [goal p99 < 1 s]")
 PY
 echo "coordinator peak RSS while catching up: $((rss / 1024)) MB   [goal < 150 MB]"
+
+# --- 5. Backfill 1 -> 1 vs pgcopydb ------------------------------------------------------------------
+# The same two tables into one fresh database each: pgcopydb clone (2 table jobs, 2 index jobs; it
+# builds the primary keys after the copy) and reshard apply --until backfilled to a single target.
+if ! command -v pgcopydb > /dev/null && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgcopydb > /dev/null 2>&1 || true
+fi
+if command -v pgcopydb > /dev/null; then
+  printf '[include-only-table]\npublic.users\npublic.posts\n' > "$work/filters.ini"
+  one_db() { psql -qX "host=127.0.0.1 port=$P1 user=postgres dbname=postgres" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" > /dev/null 2>&1; }
+  pgcopydb_run() {
+    one_db copy1; rm -rf "$work/pgcopydb"
+    local start=$(now)
+    pgcopydb clone --source "postgres://postgres@127.0.0.1:$P0/app" --target "postgres://postgres@127.0.0.1:$P1/copy1" \
+      --dir "$work/pgcopydb" --table-jobs 2 --index-jobs 2 --filters "$work/filters.ini" --no-owner --no-acl \
+      --skip-extensions > "$work/pgcopydb.log" 2>&1 || { tail -n 5 "$work/pgcopydb.log"; exit 1; }
+    python3 -c "print($(now) - $start)"
+  }
+  reshard_1to1() {
+    one_db copy2
+    cat > "$work/one.yml" <<YML
+migration: $1
+metadata: "$META"
+source:
+  shards: ["$SRC"]
+target:
+  function: hash
+  shards: ["host=127.0.0.1 port=$P1 user=postgres dbname=copy2"]
+tables:
+  - {name: users, key: id}
+  - {name: posts, key: user_id}
+YML
+    local start=$(now)
+    "$BIN" apply -c "$work/one.yml" --until backfilled > /dev/null 2> "$work/one.err" || { cat "$work/one.err"; exit 1; }
+    python3 -c "print($(now) - $start)"
+    "$BIN" abort -c "$work/one.yml" > /dev/null 2>&1 || true
+  }
+  echo "backfill 1 -> 1: pgcopydb clone and reshard apply alternately, best of 2..."
+  c1=$(pgcopydb_run); o1=$(reshard_1to1 one1); c2=$(pgcopydb_run); o2=$(reshard_1to1 one2)
+  cbest=$(python3 -c "print(min($c1, $c2))"); obest=$(python3 -c "print(min($o1, $o2))")
+  echo "  pgcopydb clone:   ${c1}s, ${c2}s"
+  echo "  reshard apply:    ${o1}s, ${o2}s"
+  echo "backfill 1 -> 1 ratio reshard/pgcopydb (best of 2): $(ratio $obest $cbest)   [goal < 1.0]"
+else
+  echo "backfill 1 -> 1 vs pgcopydb: skipped (pgcopydb is not installed: apt-get install pgcopydb)"
+fi
