@@ -51,10 +51,11 @@ struct PlanFixture {
     }
 
     /// Everything a write could change, per database: relations and their storage, manual
-    /// analyzes, and row write counters (flushed by the server when a backend exits).
+    /// analyzes, and row write counters (flushed by the server when a backend exits). Throws when
+    /// a database cannot be read: two failed snapshots would otherwise compare equal.
     func snapshot() throws -> [String] {
         try (sources + targets + [metadata]).map { dsn in
-            guard let conn = try? PGConnection.connect(dsn) else { return "unreachable" }
+            let conn = try PGConnection.connect(dsn)
             let result = try conn.query(
                 """
                 SELECT (SELECT string_agg(format('%s.%s:%s:%s', n.nspname, c.relname, c.relkind, c.relfilenode), ',' ORDER BY 1)

@@ -125,10 +125,8 @@ public struct Planner {
 
     /// The phase recorded for a migration that is under way, nil when none is.
     static func recordedPhase(of migration: String, on metadata: PGConnection) throws -> String? {
-        guard try metadata.query("SELECT to_regclass('reshard.migrations') IS NOT NULL").get(0, 0, as: Bool.self) else { return nil }
-        let row = try metadata.query(
-            "SELECT phase FROM reshard.migrations WHERE name = $1 AND phase NOT IN ('planned', 'aborted')", [migration])
-        return row.rowCount == 0 ? nil : row[0, 0]
+        guard let phase = try PhaseStore.read(migration, on: metadata), phase != .planned, phase != .aborted else { return nil }
+        return phase.rawValue
     }
 
     func validate(

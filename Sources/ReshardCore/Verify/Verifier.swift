@@ -119,14 +119,12 @@ public final class Verifier: @unchecked Sendable {
 
     /// Verify compares a finished backfill: before it, every chunk would differ.
     func checkPhase(_ meta: PGConnection) throws {
-        let registered = try meta.query("SELECT to_regclass('reshard.migrations') IS NOT NULL").get(0, 0, as: Bool.self)
-        let row = registered ? try meta.query("SELECT phase FROM reshard.migrations WHERE name = $1", [plan.migration]) : nil
-        guard let row, row.rowCount == 1, let phase = row[0, 0] else {
+        guard let phase = try PhaseStore.read(plan.migration, on: meta) else {
             throw ReshardError.refused("migration \(plan.migration) is not registered; run 'reshard apply' first")
         }
-        guard phase == MigrationPhase.catchingUp.rawValue || phase == MigrationPhase.inSync.rawValue else {
+        guard phase == .catchingUp || phase == .inSync else {
             throw ReshardError.refused(
-                "migration \(plan.migration) is in phase \(phase); verify needs the backfill done (phase catching-up or in-sync)")
+                "migration \(plan.migration) is in phase \(phase.rawValue); verify needs the backfill done (phase catching-up or in-sync)")
         }
     }
 
