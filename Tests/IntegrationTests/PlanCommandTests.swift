@@ -138,6 +138,61 @@ final class PlanCommandTests: XCTestCase {
         try assertRefused(fixture, config: try fixture.writeConfig(), contains: ["target shards t1 and t2 are the same database"])
     }
 
+    /// Acceptance: a target cloned from a source (as the harness clones one initdb with `cp -a`:
+    /// same system_identifier) with the same database name, on the same port (another address)
+    /// is a database of its own, not the source's; the real source database under another
+    /// connection string is still recognised, and a clone is no duplicate in a list.
+    func testAPhysicalCloneOfASourceIsNotTakenForIt() throws {
+        let set = try LocalClusterSet.start(count: 2)
+        defer { set.stop() }
+        let (original, clone) = (set.clusters[0], set.clusters[1])
+        for cluster in set.clusters {
+            try cluster.createDatabase("app")
+            try PGConnection.connect(cluster.connectionString(database: "app")).execute(usersDDL)
+        }
+        let identifiers = try set.clusters.map {
+            try PGConnection.connect($0.connectionString()).query("SELECT system_identifier::text FROM pg_control_system()")[0, 0]
+        }
+        XCTAssertEqual(identifiers[0], identifiers[1], "the clusters must be clones of one initdb")
+        // The clone listens on the original's port, on another loopback address.
+        let directory = NSTemporaryDirectory() + "reshard-clone-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = try FileHandle(forWritingTo: URL(fileURLWithPath: clone.dataDirectory + "/postgresql.conf"))
+        try config.seekToEnd()
+        try config.write(contentsOf: Data(
+            "listen_addresses = '127.0.0.2'\nport = \(original.port)\nunix_socket_directories = '\(clone.dataDirectory)'\n".utf8))
+        try config.close()
+        let hba = try FileHandle(forWritingTo: URL(fileURLWithPath: clone.dataDirectory + "/pg_hba.conf"))
+        try hba.seekToEnd()
+        try hba.write(contentsOf: Data("host all all 127.0.0.2/32 scram-sha-256\n".utf8))
+        try hba.close()
+        try clone.restart(mode: "fast")
+        let password = try String(contentsOfFile: original.passwordFile, encoding: .utf8).replacingOccurrences(of: "127.0.0.1:", with: "127.0.0.2:")
+        let passwordFile = directory + "/pgpass"
+        XCTAssertTrue(FileManager.default.createFile(atPath: passwordFile, contents: Data(password.utf8), attributes: [.posixPermissions: 0o600]))
+        let cloneDSN = try ConnectionString(ConnectionString.keywordString([
+            "host": "127.0.0.2", "port": String(original.port), "dbname": "app", "user": "postgres", "passfile": passwordFile,
+        ]))
+        let source = original.connectionString(database: "app")
+        let sameDatabaseOtherwise = try ConnectionString(ConnectionString.keywordString([
+            "host": "127.0.0.1", "port": String(original.port), "dbname": "app", "user": "postgres", "passfile": original.passwordFile,
+            "application_name": "another client",
+        ]))
+        let place = "SELECT inet_server_port(), current_database()"
+        XCTAssertEqual(try PGConnection.connect(cloneDSN).query(place)[0, 0], try PGConnection.connect(source).query(place)[0, 0])
+
+        let fixture = try PlanFixture(self)
+        func plan(sources: [ConnectionString], targets: [ConnectionString]) throws -> Plan? {
+            let outcome = try ReshardCLI.run(["plan", "-c", try fixture.writeConfig(sources: sources, targets: targets), "--json"])
+            XCTAssertEqual(outcome.status, 0, outcome.stderr)
+            return try? JSONDecoder().decode(Plan.self, from: Data(outcome.stdout.utf8))
+        }
+        XCTAssertEqual(try plan(sources: [source], targets: [cloneDSN, fixture.targets[1]])?.targets.map(\.sameAsSource), [nil, nil])
+        XCTAssertEqual(try plan(sources: [source], targets: [sameDatabaseOtherwise, cloneDSN])?.targets.map(\.sameAsSource), ["s0", nil])
+        XCTAssertEqual(try plan(sources: [source, cloneDSN], targets: [fixture.targets[1]])?.sources.count, 2)
+    }
+
     func testRefusesATableMissingOnASource() throws {
         let fixture = try PlanFixture(self)
         try PGConnection.connect(fixture.sources[0]).execute(usersDDL)
