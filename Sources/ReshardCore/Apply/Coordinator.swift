@@ -39,10 +39,12 @@ public final class Coordinator: @unchecked Sendable {
     /// - Parameters:
     ///   - shouldStop: polled about twice a second (Ctrl-C).
     ///   - report: called about once a second with the progress.
-    public func run(shouldStop: () -> Bool, report: (ApplyProgress) -> Void) throws {
+    ///   - notice: a line for the user when the coordinator waits for something.
+    public func run(shouldStop: () -> Bool, report: (ApplyProgress) -> Void, notice: (String) -> Void = { _ in }) throws {
         let meta = try PGConnection.connect(metadataDSN, applicationName: "reshard apply")
         _ = try MetadataSchema.current.apply(to: meta)
         try acquireLease(meta)
+        try acquireCatchUpLock(meta, notice: notice)
         let recorded = try register(meta)
         try loadCheckpoints(meta)
 
@@ -129,6 +131,19 @@ public final class Coordinator: @unchecked Sendable {
     /// The apply lease (`ApplyLease`): a second coordinator refuses, a dead one's lock dies with
     /// its connection.
     func acquireLease(_ meta: PGConnection) throws { try ApplyLease.acquire(plan.migration, on: meta) }
+
+    /// The catch-up lock, held for the coordinator's life. `reshard verify` holds it while it
+    /// applies pending changes itself; it lets go within a round, and drains nothing more once it
+    /// sees the lease taken, so this waits rather than refusing.
+    func acquireCatchUpLock(_ meta: PGConnection, notice: (String) -> Void, seconds: Double = 30) throws {
+        let held = try MetadataLock.catchUp.lock(plan.migration, on: meta, waitingUpTo: seconds) {
+            notice("migration \(plan.migration): waiting up to \(Int(seconds)) s for 'reshard verify' to finish applying changes")
+        }
+        guard held else {
+            throw ReshardError.refused(
+                "migration \(plan.migration): 'reshard verify' kept applying changes for \(Int(seconds)) s; run apply again")
+        }
+    }
 
     /// Registers a new migration, or checks that a registered one still matches the shards.
     /// Returns the recorded phase.

@@ -12,6 +12,11 @@ public enum MigrationAbort {
             throw ReshardError.refused("migration \(plan.migration) is being applied right now; stop that coordinator first")
         }
         defer { try? MetadataLock.apply.unlock(plan.migration, on: meta) }
+        // Verify's drainer may be applying changes from the log about to be removed.
+        guard try MetadataLock.catchUp.lock(plan.migration, on: meta, waitingUpTo: 30, waiting: {}) else {
+            throw ReshardError.refused("migration \(plan.migration): 'reshard verify' is applying changes; try again")
+        }
+        defer { try? MetadataLock.catchUp.unlock(plan.migration, on: meta) }
         guard let phase = try PhaseStore.read(plan.migration, on: meta) else {
             throw ReshardError.refused("migration \(plan.migration) is not registered; nothing to abort")
         }

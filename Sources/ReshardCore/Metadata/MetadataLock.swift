@@ -9,10 +9,15 @@ import PostgresClient
 /// with `kill -9` releases its lock when the server notices. They do not survive PgBouncer's
 /// transaction pooling: the metadata connection string must reach PostgreSQL directly.
 public enum MetadataLock: String, Sendable, CaseIterable {
-    /// Held by the one coordinator running `apply` (and by `abort`, and verify's drainer, briefly).
+    /// Held by the one coordinator running `apply` (and by `abort`, briefly).
     case apply = "reshard.lease"
     /// Held by the one `verify` of a migration.
     case verify = "reshard.verify"
+    /// Held by whoever applies the changelog: the coordinator for its whole life (taken after the
+    /// apply lease), verify's drainer while it drains (only when no session holds the lease), and
+    /// `abort` (before it removes the log). So the log is never applied twice at once, and a
+    /// starting `apply` waits for verify's drainer instead of being refused by it.
+    case catchUp = "reshard.catch-up"
     /// Taken per transaction while the metadata schema is upgraded (not per migration).
     case schema = "reshard.metadata-schema"
     /// Taken per transaction, with a random token, on a shard by `plan` to tell whether two
@@ -23,6 +28,20 @@ public enum MetadataLock: String, Sendable, CaseIterable {
     /// `pg_try_advisory_lock(hashtext(kind), hashtext(migration))`: whether this session now holds it.
     public func tryLock(_ migration: String, on meta: PGConnection) throws -> Bool {
         try meta.query("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", [rawValue, migration]).get(0, 0, as: Bool.self)
+    }
+
+    /// Takes the lock, waiting up to `seconds` for its holder to let go; calls `waiting` once
+    /// when it has to wait. Returns whether this session now holds it.
+    public func lock(_ migration: String, on meta: PGConnection, waitingUpTo seconds: Double, waiting: () -> Void) throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        var told = false
+        while true {
+            if try tryLock(migration, on: meta) { return true }
+            guard Date() < deadline else { return false }
+            if !told { waiting() }
+            told = true
+            usleep(100_000)
+        }
     }
 
     /// Releases a lock this session holds. Harmless when it holds none.

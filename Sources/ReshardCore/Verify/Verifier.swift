@@ -9,7 +9,7 @@ import PostgresClient
 ///
 /// It runs while the application writes and the catch-up applies: a chunk that differs is
 /// scanned again once the changes pending for its keys are applied (by the running `apply`, or by
-/// verify itself under the apply lease when no coordinator runs), and only what still differs
+/// verify itself under the catch-up lock when no coordinator runs), and only what still differs
 /// with nothing pending is reported.
 public final class Verifier: @unchecked Sendable {
     public let plan: Plan
