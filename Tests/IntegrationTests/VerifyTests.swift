@@ -315,6 +315,7 @@ final class VerifyTests: XCTestCase {
         XCTAssertEqual(secondResult?.identical, true)
         XCTAssertEqual(secondResult?.run, (result?.run ?? 0) + 1, "a finished verification is followed by a new run")
         XCTAssertGreaterThan(writes.committed, stopped)
+        writes.assertHealthy()
     }
 
     /// Acceptance: `kill -9` during verification, then `verify` again continues with the chunks
