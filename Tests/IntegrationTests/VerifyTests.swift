@@ -197,6 +197,67 @@ final class VerifyTests: XCTestCase {
         }
     }
 
+    /// Issue 14: thousands of rows differing in one chunk are reported (exit 3), where the
+    /// re-check of their keys used to fail with `stack depth limit exceeded`.
+    func testThousandsOfDifferingRowsInOneChunkAreReported() throws {
+        let fixture = try PlanFixture(self)
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                """
+                CREATE TABLE many (id bigint NOT NULL, part int NOT NULL, v int NOT NULL, PRIMARY KEY (id, part));
+                INSERT INTO many SELECT g, g % 3, g FROM generate_series(1, 24000) g WHERE g % 2 = \(k);
+                """)
+        }
+        let config = try fixture.writeConfig(tables: [("many", "id")], sourceFunction: "modulo")
+        XCTAssertEqual(try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"]).status, 0)
+        // Behind the shim's back, on the targets that are not sources.
+        var changed = 0
+        for target in fixture.targets[1...] {
+            changed += try PGConnection.connect(target).query("UPDATE many SET v = -v WHERE id % 4 <> 0").affectedRows
+        }
+        XCTAssertGreaterThan(changed, 8000)
+        let (outcome, result) = try verify(config, ["--chunk-rows", "1000000"])
+        XCTAssertEqual(outcome.status, 3, outcome.stderr)
+        XCTAssertEqual(result?.tables.first?.chunks, 1)
+        XCTAssertEqual(result?.tables.first?.differences, Int64(changed))
+        XCTAssertEqual(result?.tables.first?.rows.count, 1000, "up to --max-differences are listed")
+        XCTAssertTrue(result?.tables.first?.rows.allSatisfy { $0.kind == .different && Int($0.key[0])! % 4 != 0 } ?? false)
+    }
+
+    /// A run interrupted under one config is not continued under another (here: today's
+    /// placement corrected): its finished chunks stood for another comparison. Before, the second
+    /// run continued the first and reported its stale differences (exit 3).
+    func testARunInterruptedUnderAnotherConfigStartsANewRun() throws {
+        let (fixture, config) = try movedItems()
+        // Today's placement is id % 2; described wrongly, rows of s0 look like copies.
+        _ = try fixture.writeConfig(tables: [("items", "id")], sourceFunction: "hash")
+        let (wrong, wrongResult) = try verify(config, ["--chunk-rows", "500"])
+        XCTAssertEqual(wrong.status, 3, wrong.stderr)
+        // As a verifier killed mid-way leaves it: the run unfinished, one chunk to go.
+        try PGConnection.connect(fixture.metadata).execute(
+            """
+            UPDATE reshard.verify_runs SET finished_at = NULL;
+            UPDATE reshard.verify_tables SET outcome = 'running', finished_at = NULL;
+            UPDATE reshard.verify_chunks SET done = false WHERE chunk = (SELECT max(chunk) FROM reshard.verify_chunks);
+            """)
+        _ = try fixture.writeConfig(tables: [("items", "id")], sourceFunction: "modulo")
+        let (right, result) = try verify(config, ["--chunk-rows", "500"])
+        XCTAssertEqual(right.status, 0, right.stdout + right.stderr)
+        XCTAssertEqual(result?.run, (wrongResult?.run ?? 0) + 1)
+        XCTAssertEqual(result?.tables.first?.sourceRows, 4000)
+
+        // The same config continues an interrupted run.
+        try PGConnection.connect(fixture.metadata).execute(
+            """
+            UPDATE reshard.verify_runs SET finished_at = NULL;
+            UPDATE reshard.verify_tables SET outcome = 'running', finished_at = NULL;
+            UPDATE reshard.verify_chunks SET done = false WHERE chunk = (SELECT max(chunk) FROM reshard.verify_chunks);
+            """)
+        let (again, continued) = try verify(config, ["--chunk-rows", "500"])
+        XCTAssertEqual(again.status, 0, again.stdout + again.stderr)
+        XCTAssertEqual(continued?.run, result?.run)
+    }
+
     /// Acceptance: identical data hashed through sessions whose TimeZone, DateStyle and other
     /// output settings differ (set per database here) is identical.
     func testSessionSettingsDoNotChangeTheOutcome() throws {

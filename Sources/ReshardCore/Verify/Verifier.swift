@@ -130,21 +130,45 @@ public final class Verifier: @unchecked Sendable {
 
     // MARK: - Runs and chunks in the metadata
 
-    /// Continues the unfinished run, or starts a new one; makes the chunks of every selected
-    /// table that has none in this run. Returns the run number.
+    /// What a run compares: the tables (name, key, schema), both shard functions and the shards.
+    /// Not the estimates, which change between plans of the same layout.
+    static func fingerprint(_ plan: Plan) throws -> String {
+        struct Verified: Encodable {
+            let function: ShardFunction
+            let sourceFunction: ShardFunction?
+            let sources: [[String]]
+            let targets: [[String?]]
+            let tables: [[String?]]
+        }
+        let verified = Verified(
+            function: plan.function, sourceFunction: plan.sourceFunction, sources: plan.sources.map { [$0.name, $0.endpoint] },
+            targets: plan.targets.map { [$0.name, $0.endpoint, $0.sameAsSource] },
+            tables: plan.tables.map { [$0.name.description, $0.key, $0.fingerprint, $0.sourceKey] })
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return fnv1a64Hex(String(decoding: try encoder.encode(verified), as: UTF8.self))
+    }
+
+    /// Continues the unfinished run when it verifies the same (`fingerprint`), or starts a new
+    /// one; makes the chunks of every selected table that has none in this run. Returns the run
+    /// number.
     func prepareRun(_ meta: PGConnection) throws -> Int {
-        let existing = try meta.query("SELECT run, finished_at IS NULL FROM reshard.verify_runs WHERE migration = $1", [plan.migration])
+        let fingerprint = try Self.fingerprint(plan)
+        let existing = try meta.query(
+            "SELECT run, finished_at IS NULL AND fingerprint IS NOT DISTINCT FROM $2 FROM reshard.verify_runs WHERE migration = $1",
+            [plan.migration, fingerprint])
         var run = 1
         if existing.rowCount == 1 {
             run = try existing.get(0, 0, as: Int.self)
-            if !(try existing.get(0, 1, as: Bool.self)) || options.restart { run += 1 }
+            let continues = try existing.get(0, 1, as: Bool.self)
+            if !continues || options.restart { run += 1 }
         }
         try meta.query(
             """
-            INSERT INTO reshard.verify_runs (migration, run) VALUES ($1, $2)
-            ON CONFLICT (migration) DO UPDATE SET run = EXCLUDED.run, finished_at = NULL,
+            INSERT INTO reshard.verify_runs (migration, run, fingerprint) VALUES ($1, $2, $3)
+            ON CONFLICT (migration) DO UPDATE SET run = EXCLUDED.run, finished_at = NULL, fingerprint = EXCLUDED.fingerprint,
                 started_at = CASE WHEN reshard.verify_runs.run = EXCLUDED.run THEN reshard.verify_runs.started_at ELSE now() END
-            """, [plan.migration, run])
+            """, [plan.migration, run, fingerprint])
         var sources: [PGConnection]?
         for table in tables {
             let recorded = try meta.query(
