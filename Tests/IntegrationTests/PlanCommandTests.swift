@@ -196,6 +196,33 @@ final class PlanCommandTests: XCTestCase {
         XCTAssertEqual(try plan(sources: [source, cloneDSN], targets: [fixture.targets[1]])?.sources.count, 2)
     }
 
+    /// When the databases cannot be asked whether they are one (here the role may not read
+    /// pg_locks in s0's database), plan refuses naming both shards rather than guess.
+    func testRefusesWhenItCannotTellWhetherATargetIsASourceDatabase() throws {
+        let fixture = try PlanFixture(self)
+        try fixture.onSources(usersDDL)
+        let clusters = try TestClusters.shared.clusters()
+        let role = "plan_\(UUID().uuidString.prefix(8).lowercased())"
+        // The clusters' password file serves every role; the new role gets the same password.
+        let line = try String(contentsOfFile: clusters[0].passwordFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let password = String(line.split(separator: ":", maxSplits: 4)[4])
+        for cluster in clusters {
+            let admin = try PGConnection.connect(cluster.connectionString())
+            try admin.execute("CREATE ROLE \(role) LOGIN PASSWORD \(try admin.quoteLiteral(password))")
+            addTeardownBlock { try? PGConnection.connect(cluster.connectionString()).execute("DROP ROLE IF EXISTS \(role)") }
+        }
+        try PGConnection.connect(fixture.sources[0]).execute("REVOKE SELECT ON pg_catalog.pg_locks FROM PUBLIC")
+        func asRole(_ dsn: ConnectionString) -> ConnectionString {
+            let cluster = clusters.first { String($0.port) == dsn.endpoint.port }!
+            return cluster.connectionString(database: dsn.endpoint.database, user: role)
+        }
+        let config = try fixture.writeConfig(
+            sources: fixture.sources.map(asRole), targets: fixture.targets.map(asRole))
+        try assertRefused(
+            fixture, config: config,
+            contains: ["cannot tell whether source shard s0 and target shard t0 are the same database: ", "[42501] permission denied for view pg_locks"])
+    }
+
     func testRefusesATableMissingOnASource() throws {
         let fixture = try PlanFixture(self)
         try PGConnection.connect(fixture.sources[0]).execute(usersDDL)
