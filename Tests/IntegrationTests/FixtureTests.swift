@@ -34,11 +34,16 @@ final class WriteLoadTests: XCTestCase {
     func testOnlyTheErrorsOfADeliberateRestartAreTolerated() throws {
         let spare = try LocalClusterSet.start(count: 1)
         defer { spare.stop() }
-        var fixture = try PlanFixture(self)
-        fixture.sources = [try spare.clusters[0].createDatabase("s0"), try spare.clusters[0].createDatabase("s1")]
-        try ReferenceData.load(fixture, scale: 0.001)
-        let tolerant = WriteLoad(sources: fixture.sources, writers: 1, longTransactions: false, tolerating: ["08", "57P01", "57P03"])
-        let strict = WriteLoad(sources: fixture.sources, writers: 1, longTransactions: false)
+        // Two loads, each on its own pair of databases (their new ids would collide), on one cluster.
+        var pairs: [[ConnectionString]] = []
+        for pair in ["a", "b"] {
+            var fixture = try PlanFixture(self)
+            fixture.sources = [try spare.clusters[0].createDatabase("s0\(pair)"), try spare.clusters[0].createDatabase("s1\(pair)")]
+            try ReferenceData.load(fixture, scale: 0.001)
+            pairs.append(fixture.sources)
+        }
+        let tolerant = WriteLoad(sources: pairs[0], writers: 1, longTransactions: false, tolerating: ["08", "57P01", "57P03"])
+        let strict = WriteLoad(sources: pairs[1], writers: 1, longTransactions: false)
         XCTAssertTrue(eventually { tolerant.committed > 20 && strict.committed > 20 })
         try spare.clusters[0].restart(mode: "fast")
         let (before, strictBefore) = (tolerant.committed, strict.committed)
