@@ -60,9 +60,11 @@ struct ApplyCommand: ParsableCommand {
         let endpoint = try metrics.start()
         let figures = ReshardMetrics(migration: target.plan.migration)
         defer { withExtendedLifetime(endpoint) {} }
-        try coordinator.run(shouldStop: { TerminationSignal.received }) { p in
-            figures.record(p)
-            progress.show(p)
-        }
+        try coordinator.run(
+            shouldStop: { TerminationSignal.received },
+            report: { p in
+                figures.record(p)
+                progress.show(p)
+            }, notice: Console.plain)
     }
 }

@@ -21,6 +21,7 @@ struct ThrottleCommand: ParsableCommand {
     func run() throws {
         let (name, metadata) = try migration.metadataOnly()
         let meta = try PGConnection.connect(metadata, applicationName: "reshard throttle")
+        _ = try PhaseStore.read(name, on: meta)  // refuses a migration of a newer reshard
         let updated = try meta.query(
             "UPDATE reshard.migrations SET max_rows_per_second = $2 WHERE name = $1", [name, maxRowsPerSecond.map { $0 as any PGBindable }])
         guard updated.affectedRows == 1 else { throw ReshardError.refused("migration \(name) is not registered") }

@@ -25,7 +25,8 @@ final class ApplyTests: XCTestCase {
 
     /// Stops the load, waits until every change is applied, and stops the coordinator cleanly.
     private func drainAndStop(_ apply: ReshardCLI.Running, load: WriteLoad, fixture: PlanFixture, config: String) throws {
-        load.stop()
+        // The application's writes never fail because of reshard, and there were plenty of them.
+        load.assertHealthy(minimumCommits: 200)
         XCTAssertTrue(try eventually(timeout: 180) { try changelogIsEmpty(fixture) }, "the changelog did not drain")
         XCTAssertTrue(try eventually(timeout: 30) { try status(config)?.backlog == 0 }, "status never showed an empty backlog")
         apply.signal(SIGTERM)

@@ -106,9 +106,10 @@ final class PlanCommandTests: XCTestCase {
     // MARK: Refusals: exit code 2, every problem on its own line, nothing changed.
 
     private func assertRefused(
-        _ fixture: PlanFixture, config: String, contains expected: [String], file: StaticString = #filePath, line: UInt = #line
+        _ fixture: PlanFixture, config: String, contains expected: [String], unreachable: [ConnectionString] = [],
+        file: StaticString = #filePath, line: UInt = #line
     ) throws {
-        let before = try fixture.snapshot()
+        let before = try fixture.snapshot(unreachable: unreachable)
         let outcome = try ReshardCLI.run(["plan", "-c", config])
         XCTAssertEqual(outcome.status, 2, outcome.stderr, file: file, line: line)
         for fragment in expected {
@@ -118,7 +119,7 @@ final class PlanCommandTests: XCTestCase {
             XCTAssertTrue(errorLine.hasPrefix("reshard: error: "), String(errorLine), file: file, line: line)
         }
         XCTAssertEqual(outcome.stdout, "", file: file, line: line)
-        XCTAssertEqual(try fixture.snapshot(), before, "a refused plan changed something", file: file, line: line)
+        XCTAssertEqual(try fixture.snapshot(unreachable: unreachable), before, "a refused plan changed something", file: file, line: line)
     }
 
     func testRefusesAnUnreachableShard() throws {
@@ -127,7 +128,9 @@ final class PlanCommandTests: XCTestCase {
         let port = try LocalClusterSet.freeLoopbackPort()
         fixture.targets[2] = try ConnectionString("host=127.0.0.1 port=\(port) dbname=gone user=postgres password=Sup3rS3cret")
         let config = try fixture.writeConfig()
-        try assertRefused(fixture, config: config, contains: ["target shard t2: cannot connect to t2 (127.0.0.1:\(port) database \"gone\")", "Connection refused"])
+        try assertRefused(
+            fixture, config: config, contains: ["target shard t2: cannot connect to t2 (127.0.0.1:\(port) database \"gone\")", "Connection refused"],
+            unreachable: [fixture.targets[2]])
         XCTAssertFalse(try ReshardCLI.run(["plan", "-c", config]).stderr.contains("Sup3rS3cret"))
     }
 
@@ -136,6 +139,88 @@ final class PlanCommandTests: XCTestCase {
         try fixture.onSources(usersDDL)
         fixture.targets[2] = fixture.targets[1]
         try assertRefused(fixture, config: try fixture.writeConfig(), contains: ["target shards t1 and t2 are the same database"])
+    }
+
+    /// Acceptance: a target cloned from a source (as the harness clones one initdb with `cp -a`:
+    /// same system_identifier) with the same database name, on the same port (another address)
+    /// is a database of its own, not the source's; the real source database under another
+    /// connection string is still recognised, and a clone is no duplicate in a list.
+    func testAPhysicalCloneOfASourceIsNotTakenForIt() throws {
+        let set = try LocalClusterSet.start(count: 2)
+        defer { set.stop() }
+        let (original, clone) = (set.clusters[0], set.clusters[1])
+        for cluster in set.clusters {
+            try cluster.createDatabase("app")
+            try PGConnection.connect(cluster.connectionString(database: "app")).execute(usersDDL)
+        }
+        let identifiers = try set.clusters.map {
+            try PGConnection.connect($0.connectionString()).query("SELECT system_identifier::text FROM pg_control_system()")[0, 0]
+        }
+        XCTAssertEqual(identifiers[0], identifiers[1], "the clusters must be clones of one initdb")
+        // The clone listens on the original's port, on another loopback address.
+        let directory = NSTemporaryDirectory() + "reshard-clone-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = try FileHandle(forWritingTo: URL(fileURLWithPath: clone.dataDirectory + "/postgresql.conf"))
+        try config.seekToEnd()
+        try config.write(contentsOf: Data(
+            "listen_addresses = '127.0.0.2'\nport = \(original.port)\nunix_socket_directories = '\(clone.dataDirectory)'\n".utf8))
+        try config.close()
+        let hba = try FileHandle(forWritingTo: URL(fileURLWithPath: clone.dataDirectory + "/pg_hba.conf"))
+        try hba.seekToEnd()
+        try hba.write(contentsOf: Data("host all all 127.0.0.2/32 scram-sha-256\n".utf8))
+        try hba.close()
+        try clone.restart(mode: "fast")
+        let password = try String(contentsOfFile: original.passwordFile, encoding: .utf8).replacingOccurrences(of: "127.0.0.1:", with: "127.0.0.2:")
+        let passwordFile = directory + "/pgpass"
+        XCTAssertTrue(FileManager.default.createFile(atPath: passwordFile, contents: Data(password.utf8), attributes: [.posixPermissions: 0o600]))
+        let cloneDSN = try ConnectionString(ConnectionString.keywordString([
+            "host": "127.0.0.2", "port": String(original.port), "dbname": "app", "user": "postgres", "passfile": passwordFile,
+        ]))
+        let source = original.connectionString(database: "app")
+        let sameDatabaseOtherwise = try ConnectionString(ConnectionString.keywordString([
+            "host": "127.0.0.1", "port": String(original.port), "dbname": "app", "user": "postgres", "passfile": original.passwordFile,
+            "application_name": "another client",
+        ]))
+        let place = "SELECT inet_server_port(), current_database()"
+        XCTAssertEqual(try PGConnection.connect(cloneDSN).query(place)[0, 0], try PGConnection.connect(source).query(place)[0, 0])
+
+        let fixture = try PlanFixture(self)
+        func plan(sources: [ConnectionString], targets: [ConnectionString]) throws -> Plan? {
+            let outcome = try ReshardCLI.run(["plan", "-c", try fixture.writeConfig(sources: sources, targets: targets), "--json"])
+            XCTAssertEqual(outcome.status, 0, outcome.stderr)
+            return try? JSONDecoder().decode(Plan.self, from: Data(outcome.stdout.utf8))
+        }
+        XCTAssertEqual(try plan(sources: [source], targets: [cloneDSN, fixture.targets[1]])?.targets.map(\.sameAsSource), [nil, nil])
+        XCTAssertEqual(try plan(sources: [source], targets: [sameDatabaseOtherwise, cloneDSN])?.targets.map(\.sameAsSource), ["s0", nil])
+        XCTAssertEqual(try plan(sources: [source, cloneDSN], targets: [fixture.targets[1]])?.sources.count, 2)
+    }
+
+    /// When the databases cannot be asked whether they are one (here the role may not read
+    /// pg_locks in s0's database), plan refuses naming both shards rather than guess.
+    func testRefusesWhenItCannotTellWhetherATargetIsASourceDatabase() throws {
+        let fixture = try PlanFixture(self)
+        try fixture.onSources(usersDDL)
+        let clusters = try TestClusters.shared.clusters()
+        let role = "plan_\(UUID().uuidString.prefix(8).lowercased())"
+        // The clusters' password file serves every role; the new role gets the same password.
+        let line = try String(contentsOfFile: clusters[0].passwordFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let password = String(line.split(separator: ":", maxSplits: 4)[4])
+        for cluster in clusters {
+            let admin = try PGConnection.connect(cluster.connectionString())
+            try admin.execute("CREATE ROLE \(role) LOGIN PASSWORD \(try admin.quoteLiteral(password))")
+            addTeardownBlock { try? PGConnection.connect(cluster.connectionString()).execute("DROP ROLE IF EXISTS \(role)") }
+        }
+        try PGConnection.connect(fixture.sources[0]).execute("REVOKE SELECT ON pg_catalog.pg_locks FROM PUBLIC")
+        func asRole(_ dsn: ConnectionString) -> ConnectionString {
+            let cluster = clusters.first { String($0.port) == dsn.endpoint.port }!
+            return cluster.connectionString(database: dsn.endpoint.database, user: role)
+        }
+        let config = try fixture.writeConfig(
+            sources: fixture.sources.map(asRole), targets: fixture.targets.map(asRole))
+        try assertRefused(
+            fixture, config: config,
+            contains: ["cannot tell whether source shard s0 and target shard t0 are the same database: ", "[42501] permission denied for view pg_locks"])
     }
 
     func testRefusesATableMissingOnASource() throws {

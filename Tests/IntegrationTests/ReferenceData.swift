@@ -67,18 +67,27 @@ enum ReferenceData {
 
 /// An application writing to the sources while reshard runs: inserts, updates, deletes,
 /// shard-key changes (within a source and across sources), and transactions that stay open for
-/// seconds. Failed writes (a shard restarting) are not acknowledged and are simply retried.
+/// seconds. A failed write is not acknowledged and the writer goes on; every failure is counted
+/// by SQLSTATE, and `assertHealthy` fails the test when the load committed (nearly) nothing or
+/// met an error it was not told to expect, so a test cannot pass on a load that never wrote.
 final class WriteLoad: @unchecked Sendable {
     private let sources: [ConnectionString]
+    private let tolerated: Set<String>
     private let lock = NSLock()
     private var running = true
     private var threads: [Thread] = []
     private let done = DispatchGroup()
     private var nextID: Int64 = 10_000_000
-    private(set) var committed = 0
+    private var commits = 0
+    private var failures: [String: Int] = [:]
+    private var unexpected: [String] = []
 
-    init(sources: [ConnectionString], writers: Int = 2, longTransactions: Bool = true) {
+    /// - Parameter tolerating: SQLSTATEs or two-character classes of errors the test causes on
+    ///   purpose (`"08"` and `"57P01"` while it restarts a source); a connection that cannot be
+    ///   made or is lost counts as class 08. Every other error is unexpected.
+    init(sources: [ConnectionString], writers: Int = 2, longTransactions: Bool = true, tolerating: Set<String> = []) {
         self.sources = sources
+        self.tolerated = tolerating
         for w in 0..<writers { start("writer \(w)") { [self] conns in try writeOnce(conns) } }
         if longTransactions { start("long transactions") { [self] conns in try longTransaction(conns) } }
     }
@@ -93,6 +102,7 @@ final class WriteLoad: @unchecked Sendable {
                     if conns == nil { conns = try sources.map { try PGConnection.connect($0) } }
                     try body(conns!)
                 } catch {
+                    failed(error)
                     conns = nil
                     usleep(100_000)
                 }
@@ -106,6 +116,43 @@ final class WriteLoad: @unchecked Sendable {
 
     var isRunning: Bool { lock.withLock { running } }
 
+    /// Writes (or transactions) committed so far.
+    var committed: Int { lock.withLock { commits } }
+
+    /// Failed writes so far by SQLSTATE (`08000` for a connection that failed or was lost).
+    var failuresByState: [String: Int] { lock.withLock { failures } }
+
+    static func state(of error: Error) -> String {
+        guard let error = error as? PostgresError else { return "not a PostgresError" }
+        if let state = error.sqlState { return state }
+        return error.code == .connectionFailed || error.code == .connectionLost ? "08000" : "\(error.code)"
+    }
+
+    private func failed(_ error: Error) {
+        let state = Self.state(of: error)
+        lock.withLock {
+            failures[state, default: 0] += 1
+            if !tolerated.contains(state), !tolerated.contains(String(state.prefix(2))), unexpected.count < 5 {
+                unexpected.append("[\(state)] \((error as? PostgresError)?.summary ?? "\(error)")")
+            }
+        }
+    }
+
+    /// What makes the load unfit as evidence: too few commits, errors not tolerated.
+    func problems(minimumCommits: Int = 50) -> [String] {
+        lock.withLock {
+            var problems = unexpected.map { "unexpected write error: \($0)" }
+            if commits < minimumCommits { problems.append("the load committed only \(commits) write(s), fewer than \(minimumCommits)") }
+            return problems
+        }
+    }
+
+    /// Stops the load and fails the test for each of its `problems`.
+    func assertHealthy(minimumCommits: Int = 50, file: StaticString = #filePath, line: UInt = #line) {
+        stop()
+        for problem in problems(minimumCommits: minimumCommits) { XCTFail(problem, file: file, line: line) }
+    }
+
     /// Stops the writers and waits for their last transactions to finish.
     func stop() {
         lock.withLock { running = false }
@@ -113,7 +160,7 @@ final class WriteLoad: @unchecked Sendable {
     }
 
     private func newID() -> Int64 { lock.withLock { nextID += 1; return nextID } }
-    private func count() { lock.withLock { committed += 1 } }
+    private func count() { lock.withLock { commits += 1 } }
 
     private func writeOnce(_ conns: [PGConnection]) throws {
         let uid = Int64.random(in: 1...300_000)

@@ -1,6 +1,6 @@
 import Foundation
 import PostgresClient
-import ReshardCore
+@testable import ReshardCore
 import XCTest
 
 final class VerifyTests: XCTestCase {
@@ -121,6 +121,143 @@ final class VerifyTests: XCTestCase {
         XCTAssertNotNil(verification.first?.finishedAt)
     }
 
+    /// An `apply` started while verify applies pending changes itself (no coordinator running)
+    /// is not refused: it waits for verify to let go of the catch-up, then catches up; both
+    /// succeed. Before, verify held the apply lease while draining, and the `apply` was refused
+    /// naming the last coordinator (here on another host) as the holder.
+    func testApplyStartedWhileVerifyDrainsSucceeds() throws {
+        let (fixture, config) = try movedItems()
+        let meta = try PGConnection.connect(fixture.metadata)
+        try meta.execute("UPDATE reshard.leases SET holder_host = 'elsewhere.example'")
+        // Every upsert of the changelog on t1 takes seconds, so verify is seen in the middle of it.
+        let t1 = try PGConnection.connect(fixture.targets[1])
+        try t1.execute(
+            """
+            CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
+            CREATE TRIGGER slow AFTER INSERT ON items FOR EACH STATEMENT EXECUTE FUNCTION slow();
+            """)
+        try fixture.onSources("UPDATE items SET note = 'changed' WHERE id <= 200")
+        let verify = try ReshardCLI.start(["verify", "-c", config, "--chunk-rows", "500", "--json"])
+        XCTAssertTrue(try eventually(timeout: 60) {
+            try t1.query("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'reshard verify' AND wait_event = 'PgSleep')")
+                .get(0, 0, as: Bool.self)
+        }, verify.stderr)
+        let apply = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"])
+        XCTAssertEqual(apply.status, 0, apply.stderr)
+        XCTAssertEqual(verify.wait(), 0, verify.stdout + verify.stderr)
+        let result = try? JSONDecoder().decode(VerifyResult.self, from: Data(verify.stdout.utf8))
+        XCTAssertEqual(result?.identical, true, verify.stdout)
+        print("apply started while verify drained: \(apply.stderr.split(separator: "\n").filter { $0.contains("waiting") })")
+
+        // Independently: each pure target holds exactly the changed rows that map to it.
+        let ranges: [(Int64, Int64)] = [(-715_827_883, 715_827_881), (715_827_882, 2_147_483_647)]
+        for (t, (lo, hi)) in zip([1, 2], ranges) {
+            let changed = "SELECT count(*)::int FROM items WHERE note = 'changed' AND hashint8(id) BETWEEN \(lo) AND \(hi)"
+            var expected = 0
+            for source in fixture.sources { expected += try PGConnection.connect(source).query(changed).get(0, 0, as: Int.self) }
+            XCTAssertGreaterThan(expected, 0)
+            XCTAssertEqual(try PGConnection.connect(fixture.targets[t]).query(changed).get(0, 0, as: Int.self), expected, "t\(t)")
+        }
+    }
+
+    /// Verify's drainer stops reading the changelog once a round leaves it empty. Before, it read
+    /// every source's log 20 times per drain whatever it found (`for ... where` is no `while`).
+    func testVerifyDrainsOnlyAsManyRoundsAsThereAreChanges() throws {
+        let (fixture, config) = try movedItems()
+        let s1 = try PGConnection.connect(fixture.sources[1])
+        let log = "SELECT coalesce(sum(seq_scan), 0)::int FROM pg_stat_user_tables WHERE schemaname = 'reshard_shim'"
+        try s1.execute("SELECT pg_stat_reset()")
+        try s1.execute("UPDATE items SET note = 'changed' WHERE id = 1")
+        let outcome = try ReshardCLI.run(["verify", "-c", config, "--chunk-rows", "500"])
+        XCTAssertEqual(outcome.status, 0, outcome.stdout + outcome.stderr)
+        XCTAssertEqual(try s1.query("SELECT count(*)::int FROM items WHERE note = 'changed'").get(0, 0, as: Int.self), 1)
+        // Verify's sessions report their scans as they exit.
+        XCTAssertTrue(try eventually {
+            try s1.query("SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'reshard verify'").get(0, 0, as: Bool.self)
+        })
+        XCTAssertTrue(try eventually { try s1.query(log).get(0, 0, as: Int.self) > 0 }, "verify must have applied the change")
+        XCTAssertLessThan(try s1.query(log).get(0, 0, as: Int.self), 10)
+    }
+
+    /// A chunk of a table the run does not verify is an error, never recorded as a clean chunk.
+    func testAChunkOfAnUnknownTableIsAnError() throws {
+        let (_, config) = try movedItems()
+        let target = try MigrationTarget.fromConfig(try ReshardConfig.load(path: config))
+        let verifier = try Verifier(plan: target.plan, shards: target.shards, metadata: target.metadata, options: VerifyOptions())
+        let connections = try ChunkConnections(verifier: verifier)
+        let drainer = PendingDrainer(plan: target.plan, shards: target.shards, metadata: target.metadata)
+        let whole = try verifier.verify(.init(table: "items", index: 0, lower: nil, upper: nil), with: connections, drainer: drainer)
+        XCTAssertEqual(whole.sources.rows, 4000)
+        XCTAssertEqual(whole.targets.rows, 4000)
+        XCTAssertThrowsError(
+            try verifier.verify(.init(table: "gone", index: 3, lower: nil, upper: nil), with: connections, drainer: drainer)
+        ) { error in
+            XCTAssertEqual((error as? ReshardError)?.code, .failed, "\(error)")
+            XCTAssertTrue("\(error)".contains("chunk 3 is of table gone"), "\(error)")
+        }
+    }
+
+    /// Issue 14: thousands of rows differing in one chunk are reported (exit 3), where the
+    /// re-check of their keys used to fail with `stack depth limit exceeded`.
+    func testThousandsOfDifferingRowsInOneChunkAreReported() throws {
+        let fixture = try PlanFixture(self)
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                """
+                CREATE TABLE many (id bigint NOT NULL, part int NOT NULL, v int NOT NULL, PRIMARY KEY (id, part));
+                INSERT INTO many SELECT g, g % 3, g FROM generate_series(1, 24000) g WHERE g % 2 = \(k);
+                """)
+        }
+        let config = try fixture.writeConfig(tables: [("many", "id")], sourceFunction: "modulo")
+        XCTAssertEqual(try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"]).status, 0)
+        // Behind the shim's back, on the targets that are not sources.
+        var changed = 0
+        for target in fixture.targets[1...] {
+            changed += try PGConnection.connect(target).query("UPDATE many SET v = -v WHERE id % 4 <> 0").affectedRows
+        }
+        XCTAssertGreaterThan(changed, 8000)
+        let (outcome, result) = try verify(config, ["--chunk-rows", "1000000"])
+        XCTAssertEqual(outcome.status, 3, outcome.stderr)
+        XCTAssertEqual(result?.tables.first?.chunks, 1)
+        XCTAssertEqual(result?.tables.first?.differences, Int64(changed))
+        XCTAssertEqual(result?.tables.first?.rows.count, 1000, "up to --max-differences are listed")
+        XCTAssertTrue(result?.tables.first?.rows.allSatisfy { $0.kind == .different && Int($0.key[0])! % 4 != 0 } ?? false)
+    }
+
+    /// A run interrupted under one config is not continued under another (here: today's
+    /// placement corrected): its finished chunks stood for another comparison. Before, the second
+    /// run continued the first and reported its stale differences (exit 3).
+    func testARunInterruptedUnderAnotherConfigStartsANewRun() throws {
+        let (fixture, config) = try movedItems()
+        // Today's placement is id % 2; described wrongly, rows of s0 look like copies.
+        _ = try fixture.writeConfig(tables: [("items", "id")], sourceFunction: "hash")
+        let (wrong, wrongResult) = try verify(config, ["--chunk-rows", "500"])
+        XCTAssertEqual(wrong.status, 3, wrong.stderr)
+        // As a verifier killed mid-way leaves it: the run unfinished, one chunk to go.
+        try PGConnection.connect(fixture.metadata).execute(
+            """
+            UPDATE reshard.verify_runs SET finished_at = NULL;
+            UPDATE reshard.verify_tables SET outcome = 'running', finished_at = NULL;
+            UPDATE reshard.verify_chunks SET done = false WHERE chunk = (SELECT max(chunk) FROM reshard.verify_chunks);
+            """)
+        _ = try fixture.writeConfig(tables: [("items", "id")], sourceFunction: "modulo")
+        let (right, result) = try verify(config, ["--chunk-rows", "500"])
+        XCTAssertEqual(right.status, 0, right.stdout + right.stderr)
+        XCTAssertEqual(result?.run, (wrongResult?.run ?? 0) + 1)
+        XCTAssertEqual(result?.tables.first?.sourceRows, 4000)
+
+        // The same config continues an interrupted run.
+        try PGConnection.connect(fixture.metadata).execute(
+            """
+            UPDATE reshard.verify_runs SET finished_at = NULL;
+            UPDATE reshard.verify_tables SET outcome = 'running', finished_at = NULL;
+            UPDATE reshard.verify_chunks SET done = false WHERE chunk = (SELECT max(chunk) FROM reshard.verify_chunks);
+            """)
+        let (again, continued) = try verify(config, ["--chunk-rows", "500"])
+        XCTAssertEqual(again.status, 0, again.stdout + again.stderr)
+        XCTAssertEqual(continued?.run, result?.run)
+    }
+
     /// Acceptance: identical data hashed through sessions whose TimeZone, DateStyle and other
     /// output settings differ (set per database here) is identical.
     func testSessionSettingsDoNotChangeTheOutcome() throws {
@@ -239,6 +376,7 @@ final class VerifyTests: XCTestCase {
         XCTAssertEqual(secondResult?.identical, true)
         XCTAssertEqual(secondResult?.run, (result?.run ?? 0) + 1, "a finished verification is followed by a new run")
         XCTAssertGreaterThan(writes.committed, stopped)
+        writes.assertHealthy()
     }
 
     /// Acceptance: `kill -9` during verification, then `verify` again continues with the chunks

@@ -35,6 +35,16 @@ final class TableSQLTests: XCTestCase {
         XCTAssertEqual(sql.updateSet, "UPDATE SET \"we\"\"ird\" = EXCLUDED.\"we\"\"ird\", \"region\" = EXCLUDED.\"region\"")
     }
 
+    /// Thousands of keys go as one array literal per key column, whatever the values hold.
+    func testKeySetsAreArraysNotListsOfRows() {
+        let sql = TableSQL(table(key: ["region", "id"]))
+        XCTAssertEqual(
+            sql.keySet([["1", "10"], ["2", "a\"b\\c'd,{e}"]]),
+            "SELECT k1::integer, k2::bigint FROM unnest('{\"1\",\"2\"}'::text[],  E'{\"10\",\"a\\\\\"b\\\\\\\\c''d,{e}\"}'::text[]) AS k (k1, k2)")
+        let many = sql.keySet((0..<8000).map { ["\($0)", "\($0)"] })
+        XCTAssertEqual(many.components(separatedBy: "::text[]").count, 3, "one array per key column")
+    }
+
     func testBatchesTakeKeysAsParametersOrTypedLiterals() throws {
         let sql = TableSQL(table(key: ["region", "id"]))
         XCTAssertEqual(sql.keyParameters(from: 3), "($3::integer, $4::bigint)")

@@ -1,3 +1,4 @@
+import PostgresClient
 import XCTest
 
 @testable import ReshardCore
@@ -60,5 +61,36 @@ final class VerifyLogicTests: XCTestCase {
         XCTAssertTrue(source.countsForSources(target: -1, own: true) && !source.countsForTarget(-1))
         XCTAssertTrue(target.countsForTarget(1) && !target.countsForSources(target: 1, own: true))
         XCTAssertFalse(target.countsForTarget(2))
+    }
+
+    /// A run is continued only under the same comparison: estimates and the recorded phase do not
+    /// change it; shards, functions and tables do.
+    func testRunFingerprintCoversWhatIsComparedOnly() throws {
+        let shard = { (name: String, endpoint: String, same: String?) in Plan.Shard(name: name, endpoint: endpoint, dsn: "", sameAsSource: same) }
+        let table = Plan.Table(
+            name: QualifiedName("users"), key: "id", keyType: .bigint,
+            columns: [TableSchema.Column(name: "id", type: "bigint", notNull: true)], uniqueKey: ["id"], fingerprint: "f1",
+            estimateMethod: "exact", slices: [Plan.Slice(source: "s0", target: "t0", estimatedRows: 10, estimatedBytes: 100, staysInPlace: true)])
+        let plan = Plan(
+            migration: "m", metadata: "", function: try ShardFunction(kind: .hash, shardCount: 2),
+            sourceFunction: try ShardFunction(kind: .modulo, shardCount: 1),
+            sources: [shard("s0", "a:1/db", nil)], targets: [shard("t0", "a:1/db", "s0"), shard("t1", "b:1/db", nil)], tables: [table])
+        let base = try Verifier.fingerprint(plan)
+
+        var estimated = plan
+        estimated.tables[0].slices[0].estimatedRows = 99
+        estimated.tables[0].estimateMethod = "sample"
+        estimated.recordedPhase = "in-sync"
+        XCTAssertEqual(try Verifier.fingerprint(estimated), base)
+
+        var placement = plan
+        placement.sourceFunction = try ShardFunction(kind: .hash, shardCount: 1)
+        var moved = plan
+        moved.targets[1].endpoint = "c:1/db"
+        var changed = plan
+        changed.tables[0].fingerprint = "f2"
+        var keyed = plan
+        keyed.tables[0].sourceKey = "id"
+        for other in [placement, moved, changed, keyed] { XCTAssertNotEqual(try Verifier.fingerprint(other), base) }
     }
 }

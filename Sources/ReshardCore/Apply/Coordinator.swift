@@ -39,15 +39,17 @@ public final class Coordinator: @unchecked Sendable {
     /// - Parameters:
     ///   - shouldStop: polled about twice a second (Ctrl-C).
     ///   - report: called about once a second with the progress.
-    public func run(shouldStop: () -> Bool, report: (ApplyProgress) -> Void) throws {
+    ///   - notice: a line for the user when the coordinator waits for something.
+    public func run(shouldStop: () -> Bool, report: (ApplyProgress) -> Void, notice: (String) -> Void = { _ in }) throws {
         let meta = try PGConnection.connect(metadataDSN, applicationName: "reshard apply")
         _ = try MetadataSchema.current.apply(to: meta)
         try acquireLease(meta)
+        try acquireCatchUpLock(meta, notice: notice)
         let recorded = try register(meta)
         try loadCheckpoints(meta)
 
-        var machine = MigrationStateMachine(goal: options.goal)
-        var pending = machine.handle(.resumed(recorded))
+        var machine = MigrationStateMachine(migration: plan.migration, phase: recorded, goal: options.goal)
+        var pending = try machine.resume()
         var lastTick = Date.distantPast
         var lastCopied = state.copiedRows
         var lastRateAt = Date()
@@ -62,9 +64,9 @@ public final class Coordinator: @unchecked Sendable {
                 switch action {
                 case .prepare:
                     try prepare()
-                    pending += machine.handle(.prepared)
-                case .record(let phase):
-                    try record(phase: phase, on: meta)
+                    pending += try machine.prepared()
+                case .record(let transition):
+                    try record(transition, on: meta)
                 case .runBackfillAndCatchUp:
                     startBackfill()
                     startCatchUp()
@@ -79,8 +81,6 @@ public final class Coordinator: @unchecked Sendable {
                     try persistProgress(meta)
                     report(progress(machine.phase, rate: rate))
                     return
-                case .refuse(let why):
-                    throw ReshardError.refused("migration \(plan.migration): \(why)")
                 }
             }
             if let failure = state.firstFailure {
@@ -88,15 +88,15 @@ public final class Coordinator: @unchecked Sendable {
                 throw failure
             }
             if shouldStop() {
-                pending += machine.handle(.stopRequested)
+                pending += machine.stopRequested()
                 continue
             }
             if machine.phase == .backfilling, state.pendingSlices == 0 {
-                pending += machine.handle(.backfillComplete)
+                pending += try machine.backfillComplete()
                 continue
             }
-            if machine.phase == .catchingUp || machine.phase == .inSync, state.caughtUp {
-                pending += machine.handle(.caughtUp)
+            if [.catchingUp, .inSync, .rolledBack].contains(machine.phase), state.caughtUp {
+                pending += try machine.caughtUp()
                 if !pending.isEmpty { continue }
             }
             if Date().timeIntervalSince(lastTick) >= 1 {
@@ -132,6 +132,19 @@ public final class Coordinator: @unchecked Sendable {
     /// its connection.
     func acquireLease(_ meta: PGConnection) throws { try ApplyLease.acquire(plan.migration, on: meta) }
 
+    /// The catch-up lock, held for the coordinator's life. `reshard verify` holds it while it
+    /// applies pending changes itself; it lets go within a round, and drains nothing more once it
+    /// sees the lease taken, so this waits rather than refusing.
+    func acquireCatchUpLock(_ meta: PGConnection, notice: (String) -> Void, seconds: Double = 30) throws {
+        let held = try MetadataLock.catchUp.lock(plan.migration, on: meta, waitingUpTo: seconds) {
+            notice("migration \(plan.migration): waiting up to \(Int(seconds)) s for 'reshard verify' to finish applying changes")
+        }
+        guard held else {
+            throw ReshardError.refused(
+                "migration \(plan.migration): 'reshard verify' kept applying changes for \(Int(seconds)) s; run apply again")
+        }
+    }
+
     /// Registers a new migration, or checks that a registered one still matches the shards.
     /// Returns the recorded phase.
     func register(_ meta: PGConnection) throws -> MigrationPhase {
@@ -142,6 +155,7 @@ public final class Coordinator: @unchecked Sendable {
             let existing = try conn.query("SELECT phase, plan::text FROM reshard.migrations WHERE name = $1 FOR UPDATE", [plan.migration])
             var phase = MigrationPhase.planned
             if existing.rowCount == 0 {
+                // A new migration starts in `planned`; every later phase is a transition (`PhaseStore`).
                 try conn.query("INSERT INTO reshard.migrations (name, phase, plan) VALUES ($1, 'planned', $2::jsonb)", [plan.migration, planJSON])
                 for table in plan.tables {
                     for slice in table.slices {
@@ -155,7 +169,7 @@ public final class Coordinator: @unchecked Sendable {
                 }
                 try event("registered: \(plan.tables.count) table(s), \(plan.sources.count) -> \(plan.targets.count) shards", on: conn)
             } else {
-                phase = MigrationPhase(rawValue: existing[0, 0] ?? "") ?? .planned
+                phase = try MigrationPhase.recorded(existing[0, 0] ?? "", migration: plan.migration)
                 let registered = try JSONDecoder().decode(Plan.self, from: Data((existing[0, 1] ?? "{}").utf8))
                 try checkStillMatches(registered)
                 try event("resumed in phase \(phase.rawValue) by \(ProcessInfo.processInfo.hostName) pid \(getpid())", on: conn)
@@ -194,10 +208,10 @@ public final class Coordinator: @unchecked Sendable {
         }
     }
 
-    func record(phase: MigrationPhase, on meta: PGConnection) throws {
+    func record(_ transition: MigrationStateMachine.Transition, on meta: PGConnection) throws {
         try meta.transaction { conn in
-            try conn.query("UPDATE reshard.migrations SET phase = $2, updated_at = now() WHERE name = $1", [plan.migration, phase.rawValue])
-            try event("phase \(phase.rawValue)", on: conn)
+            try PhaseStore.write(transition, migration: plan.migration, on: conn)
+            try event("phase \(transition.to.rawValue)", on: conn)
         }
     }
 

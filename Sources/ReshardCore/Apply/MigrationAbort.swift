@@ -11,9 +11,18 @@ public enum MigrationAbort {
         guard try MetadataLock.apply.tryLock(plan.migration, on: meta) else {
             throw ReshardError.refused("migration \(plan.migration) is being applied right now; stop that coordinator first")
         }
-        guard try meta.query("SELECT 1 FROM reshard.migrations WHERE name = $1", [plan.migration]).rowCount == 1 else {
+        defer { try? MetadataLock.apply.unlock(plan.migration, on: meta) }
+        // Verify's drainer may be applying changes from the log about to be removed.
+        guard try MetadataLock.catchUp.lock(plan.migration, on: meta, waitingUpTo: 30, waiting: {}) else {
+            throw ReshardError.refused("migration \(plan.migration): 'reshard verify' is applying changes; try again")
+        }
+        defer { try? MetadataLock.catchUp.unlock(plan.migration, on: meta) }
+        guard let phase = try PhaseStore.read(plan.migration, on: meta) else {
             throw ReshardError.refused("migration \(plan.migration) is not registered; nothing to abort")
         }
+        // Refused before anything on a shard is touched.
+        var machine = MigrationStateMachine(migration: plan.migration, phase: phase)
+        let transition = try machine.abort()
         var done: [String] = []
         for source in plan.sources {
             let conn = try PGConnection.connect(target.shards[source.name]!, applicationName: "reshard abort")
@@ -30,11 +39,10 @@ public enum MigrationAbort {
             }
         }
         try meta.transaction { conn in
-            try conn.query("UPDATE reshard.migrations SET phase = 'aborted', updated_at = now() WHERE name = $1", [plan.migration])
+            try PhaseStore.write(transition, migration: plan.migration, on: conn)
             try conn.query("INSERT INTO reshard.events (migration, level, message) VALUES ($1, 'info', $2)",
                            [plan.migration, "aborted: " + done.joined(separator: "; ")])
         }
-        try MetadataLock.apply.unlock(plan.migration, on: meta)
         return done
     }
 }

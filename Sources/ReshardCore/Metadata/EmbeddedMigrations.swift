@@ -134,5 +134,11 @@ CREATE TABLE reshard.verify_differences (
 );
 CREATE INDEX ON reshard.verify_differences (migration, table_name);
 """#),
+        (file: "0005_verify_fingerprint.sql", sql: #"""
+-- reshard metadata schema, version 5: what a verification run verifies, so a run interrupted
+-- under one config is not continued under another (its finished chunks would stand for a
+-- different comparison). NULL for runs recorded before this version: they are never continued.
+ALTER TABLE reshard.verify_runs ADD COLUMN fingerprint text;
+"""#),
     ]
 }

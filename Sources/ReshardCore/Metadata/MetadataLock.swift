@@ -9,16 +9,39 @@ import PostgresClient
 /// with `kill -9` releases its lock when the server notices. They do not survive PgBouncer's
 /// transaction pooling: the metadata connection string must reach PostgreSQL directly.
 public enum MetadataLock: String, Sendable, CaseIterable {
-    /// Held by the one coordinator running `apply` (and by `abort`, and verify's drainer, briefly).
+    /// Held by the one coordinator running `apply` (and by `abort`, briefly).
     case apply = "reshard.lease"
     /// Held by the one `verify` of a migration.
     case verify = "reshard.verify"
+    /// Held by whoever applies the changelog: the coordinator for its whole life (taken after the
+    /// apply lease), verify's drainer while it drains (only when no session holds the lease), and
+    /// `abort` (before it removes the log). So the log is never applied twice at once, and a
+    /// starting `apply` waits for verify's drainer instead of being refused by it.
+    case catchUp = "reshard.catch-up"
     /// Taken per transaction while the metadata schema is upgraded (not per migration).
     case schema = "reshard.metadata-schema"
+    /// Taken per transaction, with a random token, on a shard by `plan` to tell whether two
+    /// connections reach the same database (`Planner.sameDatabase`). The only lock taken outside
+    /// the metadata database; it never waits and is gone when the read-only transaction ends.
+    case identityProbe = "reshard.identity-probe"
 
     /// `pg_try_advisory_lock(hashtext(kind), hashtext(migration))`: whether this session now holds it.
     public func tryLock(_ migration: String, on meta: PGConnection) throws -> Bool {
         try meta.query("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", [rawValue, migration]).get(0, 0, as: Bool.self)
+    }
+
+    /// Takes the lock, waiting up to `seconds` for its holder to let go; calls `waiting` once
+    /// when it has to wait. Returns whether this session now holds it.
+    public func lock(_ migration: String, on meta: PGConnection, waitingUpTo seconds: Double, waiting: () -> Void) throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        var told = false
+        while true {
+            if try tryLock(migration, on: meta) { return true }
+            guard Date() < deadline else { return false }
+            if !told { waiting() }
+            told = true
+            usleep(100_000)
+        }
     }
 
     /// Releases a lock this session holds. Harmless when it holds none.
@@ -29,6 +52,24 @@ public enum MetadataLock: String, Sendable, CaseIterable {
     /// Waits the transaction-scoped lock (for `schema`: released at COMMIT or ROLLBACK).
     public func lockForTransaction(on conn: PGConnection) throws {
         try conn.query("SELECT pg_advisory_xact_lock(hashtext($1))", [rawValue])
+    }
+
+    /// `pg_try_advisory_xact_lock(hashtext(kind), hashtext(key))`, held until the transaction ends.
+    public func tryLockForTransaction(_ key: String, on conn: PGConnection) throws -> Bool {
+        try conn.query("SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2))", [rawValue, key]).get(0, 0, as: Bool.self)
+    }
+
+    /// Whether backend `pid` holds the lock for `key` in the database `conn` is connected to: the
+    /// lock table is one per server, and each lock names its database.
+    public func isHeldInThisDatabase(_ key: String, byBackend pid: Int32, on conn: PGConnection) throws -> Bool {
+        try conn.query(
+            """
+            SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2
+                             AND classid::bigint = (hashtext($1)::bigint & 4294967295)
+                             AND objid::bigint = (hashtext($2)::bigint & 4294967295) AND pid = $3
+                             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+            """, [rawValue, key, Int(pid)]
+        ).get(0, 0, as: Bool.self)
     }
 
     /// A SQL condition, with the migration's name as `$n`, true while some session holds the lock.

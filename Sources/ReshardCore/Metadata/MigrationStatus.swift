@@ -68,6 +68,7 @@ public struct MigrationStatus: Sendable, Codable {
         let row = try meta.query(
             "SELECT phase, updated_at::text, last_error, last_error_at::text FROM reshard.migrations WHERE name = $1", [migration])
         guard row.rowCount == 1 else { throw ReshardError.refused("migration \(migration) is not registered; run 'reshard apply' first") }
+        _ = try MigrationPhase.recorded(row[0, 0]!, migration: migration)
         let lease = try meta.query(
             """
             SELECT holder_host, holder_pid, acquired_at::text, heartbeat_at::text,

@@ -17,7 +17,11 @@ public struct Planner {
     struct Connected {
         let shard: ReshardConfig.Shard
         let connection: PGConnection
-        let identity: String
+        /// `current_database()`: two shards with different names are different databases.
+        let database: String
+        /// `source shard s0`, for messages.
+        let role: String
+        var label: String { "\(role) shard \(shard.name)" }
     }
 
     public func run() throws -> Plan {
@@ -31,7 +35,8 @@ public struct Planner {
                     problems.append("\(role) shard \(shard.name): server encoding is \(encoding); reshard supports UTF8 databases only")
                     return nil
                 }
-                return Connected(shard: shard, connection: connection, identity: try Self.identity(of: connection))
+                let database = try connection.query("SELECT current_database()")[0, 0] ?? ""
+                return Connected(shard: shard, connection: connection, database: database, role: role)
             } catch let error as PostgresError {
                 problems.append("\(role) shard \(shard.name): cannot connect to \(error.endpoint?.description ?? "\(shard.dsn)"): \(error.message)")
             } catch {
@@ -43,6 +48,19 @@ public struct Planner {
         let targets = config.targets.map { connect($0, role: "target") }
         problems += Self.duplicates(sources.compactMap { $0 }, list: "source")
         problems += Self.duplicates(targets.compactMap { $0 }, list: "target")
+        // A target that is also a source: the same database, asked of the databases themselves.
+        var sameAs: [String?] = []
+        for target in targets.compactMap({ $0 }) {
+            var same: String?
+            for source in sources.compactMap({ $0 }) {
+                do {
+                    if try Self.sameDatabase(source, target) { same = source.shard.name }
+                } catch {
+                    problems.append(Self.undecided(source, target, error))
+                }
+            }
+            sameAs.append(same)
+        }
 
         var recordedPhase: String?
         do {
@@ -54,8 +72,6 @@ public struct Planner {
         }
         guard problems.isEmpty else { throw ReshardError.badInput(problems.joined(separator: "\n")) }
         let connectedSources = sources.map { $0! }, connectedTargets = targets.map { $0! }
-        // A target that is also a source: same server and database.
-        let sameAs: [String?] = connectedTargets.map { t in connectedSources.first { $0.identity == t.identity }?.shard.name }
 
         var tables: [Plan.Table] = []
         for table in config.tables {
@@ -98,26 +114,41 @@ public struct Planner {
 
     // MARK: Validation
 
-    /// Same server (by system identifier when readable, else address) and database.
-    static func identity(of connection: PGConnection) throws -> String {
-        let place = try connection.query("SELECT current_database(), inet_server_port(), inet_server_addr()::text")
-        var server = "\(connection.endpoint.host)"
-        if let system = try? connection.query("SELECT system_identifier::text FROM pg_control_system()")[0, 0] {
-            server = system
-        } else if let address = place[0, 2] {
-            server = address
+    /// Whether two connections reach the same database, asked of the databases themselves: `a`
+    /// takes an advisory lock on a random token inside a short (read-only) transaction, and `b`
+    /// looks for it in its server's lock table, held by `a`'s backend in `b`'s own database. No
+    /// address or identifier suffices: physical clones (base backups, promoted replicas, restored
+    /// snapshots) share `system_identifier`, database names and often ports, and one server is
+    /// reached by many addresses.
+    static func sameDatabase(_ a: Connected, _ b: Connected) throws -> Bool {
+        guard a.database == b.database else { return false }
+        let token = UUID().uuidString
+        return try a.connection.transaction { conn in
+            guard try MetadataLock.identityProbe.tryLockForTransaction(token, on: conn) else {
+                throw ReshardError.refused("the probe lock on \(a.label) was not granted")
+            }
+            return try MetadataLock.identityProbe.isHeldInThisDatabase(token, byBackend: conn.backendPID, on: b.connection)
         }
-        return "\(server)|\(place[0, 1] ?? connection.endpoint.port)|\(place[0, 0] ?? "")"
+    }
+
+    static func undecided(_ a: Connected, _ b: Connected, _ error: Error) -> String {
+        let why = (error as? PostgresError)?.summary ?? (error as? ReshardError)?.message ?? "\(error)"
+        return "cannot tell whether \(a.label) and \(b.label) are the same database: \(why)"
     }
 
     static func duplicates(_ shards: [Connected], list: String) -> [String] {
-        var seen: [String: String] = [:]
         var problems: [String] = []
-        for shard in shards {
-            if let first = seen[shard.identity] {
-                problems.append("\(list) shards \(first) and \(shard.shard.name) are the same database (\(shard.shard.dsn.endpoint.description))")
-            } else {
-                seen[shard.identity] = shard.shard.name
+        for (i, shard) in shards.enumerated() {
+            for first in shards[..<i] {
+                do {
+                    if try sameDatabase(first, shard) {
+                        problems.append(
+                            "\(list) shards \(first.shard.name) and \(shard.shard.name) are the same database (\(shard.shard.dsn.endpoint.description))")
+                        break
+                    }
+                } catch {
+                    problems.append(undecided(first, shard, error))
+                }
             }
         }
         return problems
@@ -125,10 +156,8 @@ public struct Planner {
 
     /// The phase recorded for a migration that is under way, nil when none is.
     static func recordedPhase(of migration: String, on metadata: PGConnection) throws -> String? {
-        guard try metadata.query("SELECT to_regclass('reshard.migrations') IS NOT NULL").get(0, 0, as: Bool.self) else { return nil }
-        let row = try metadata.query(
-            "SELECT phase FROM reshard.migrations WHERE name = $1 AND phase NOT IN ('planned', 'aborted')", [migration])
-        return row.rowCount == 0 ? nil : row[0, 0]
+        guard let phase = try PhaseStore.read(migration, on: metadata), phase != .planned, phase != .aborted else { return nil }
+        return phase.rawValue
     }
 
     func validate(

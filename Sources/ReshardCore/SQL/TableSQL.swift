@@ -53,6 +53,22 @@ struct TableSQL: Sendable {
         keys.map { keyLiteral($0) }.joined(separator: ", ")
     }
 
+    /// `SELECT k1::bigint, k2::text FROM unnest('{...}'::text[], '{...}'::text[]) AS k (k1, k2)`:
+    /// the keys as a set of rows, for `(key) IN (...)` over any number of keys. One array literal
+    /// per key column: a literal list of thousands of rows makes an expression tree the server
+    /// walks recursively, which ends in `stack depth limit exceeded` (54001).
+    func keySet(_ keys: [[String]]) -> String {
+        func element(_ value: String) -> String {
+            "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
+        let names = keyTypes.indices.map { "k\($0 + 1)" }
+        let arrays = keyTypes.indices.map { column in
+            SQLText.literal("{" + keys.map { element($0[column]) }.joined(separator: ",") + "}") + "::text[]"
+        }
+        let select = zip(names, keyTypes).map { "\($0)::\($1)" }.joined(separator: ", ")
+        return "SELECT \(select) FROM unnest(\(arrays.joined(separator: ", "))) AS k (\(names.joined(separator: ", ")))"
+    }
+
     /// The condition true exactly for the rows of `target` under `function`.
     func shardFilter(_ function: ShardFunction, target: Int) -> String {
         function.sqlShardFilter(quotedColumn: shardKey, type: table.keyType, target: target)

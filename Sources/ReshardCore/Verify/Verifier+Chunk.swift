@@ -15,7 +15,10 @@ extension Verifier {
     /// way, so a row caught between its source commit and the catch-up is not reported.
     func verify(_ chunk: VerifyState.Chunk, with conns: ChunkConnections, drainer: PendingDrainer) throws -> ChunkOutcome {
         let sql = conns.sql(chunk.table)
-        guard let table = tables.first(where: { $0.name.description == chunk.table }) else { return ChunkOutcome() }
+        // An empty outcome would be recorded as a clean chunk: a chunk of no known table is an error.
+        guard let table = tables.first(where: { $0.name.description == chunk.table }), sql.count == places.count else {
+            throw ReshardError.failed("verify of \(plan.migration): chunk \(chunk.index) is of table \(chunk.table), which this run does not verify")
+        }
         let ranges = try sql.map { try $0.rangeCondition(lower: chunk.lower, upper: chunk.upper) }
         let pendingInRange = try sql.map { try $0.logCondition(lower: chunk.lower, upper: chunk.upper) }
         var outcome = ChunkOutcome()
@@ -128,9 +131,9 @@ extension Verifier {
     }
 }
 
-/// Applies pending changelog entries on verify's behalf when no `apply` runs: under the apply
-/// lease (never beside a running coordinator, whose catch-up would race it), with the catch-up's
-/// own code. One at a time.
+/// Applies pending changelog entries on verify's behalf when no `apply` runs: under the catch-up
+/// lock (`MetadataLock.catchUp`, which a coordinator holds for its life, so the two never apply
+/// the same log at once), with the catch-up's own code. One at a time.
 final class PendingDrainer: @unchecked Sendable {
     let plan: Plan
     let shards: [String: ConnectionString]
@@ -145,8 +148,8 @@ final class PendingDrainer: @unchecked Sendable {
         self.metadataDSN = metadata
     }
 
-    /// Applies `table`'s pending entries from every source. Returns false when a coordinator holds
-    /// the lease (its catch-up will apply them).
+    /// Applies `table`'s pending entries from every source. Returns false when a coordinator runs
+    /// or is starting (its catch-up will apply them).
     func drain(_ table: Plan.Table) throws -> Bool {
         try lock.withLock {
             if meta == nil || !meta!.isHealthy || appliers.contains(where: { !$0.source.isHealthy }) {
@@ -159,10 +162,17 @@ final class PendingDrainer: @unchecked Sendable {
                     }
                 }
             }
-            guard try MetadataLock.apply.tryLock(plan.migration, on: meta!) else { return false }
-            defer { try? MetadataLock.apply.unlock(plan.migration, on: meta!) }
+            // The catch-up lock keeps a coordinator's catch-up out while this applies; the lease
+            // is only looked at, never taken, so an `apply` starting now is not refused: it waits
+            // for the catch-up lock, and from then on its catch-up applies the changes.
+            guard try MetadataLock.catchUp.tryLock(plan.migration, on: meta!) else { return false }
+            defer { try? MetadataLock.catchUp.unlock(plan.migration, on: meta!) }
+            let leaseHeld = try meta!.query("SELECT \(MetadataLock.apply.isHeldSQL(migrationParameter: 1))", [plan.migration])
+            guard !(try leaseHeld.get(0, 0, as: Bool.self)) else { return false }
             for applier in appliers {
-                for _ in 0..<20 where !(try applier.applyRound(tables: [table]).drained) {}
+                for _ in 0..<20 {
+                    if try applier.applyRound(tables: [table]).drained { break }
+                }
             }
             return true
         }

@@ -9,7 +9,7 @@ import PostgresClient
 ///
 /// It runs while the application writes and the catch-up applies: a chunk that differs is
 /// scanned again once the changes pending for its keys are applied (by the running `apply`, or by
-/// verify itself under the apply lease when no coordinator runs), and only what still differs
+/// verify itself under the catch-up lock when no coordinator runs), and only what still differs
 /// with nothing pending is reported.
 public final class Verifier: @unchecked Sendable {
     public let plan: Plan
@@ -119,34 +119,56 @@ public final class Verifier: @unchecked Sendable {
 
     /// Verify compares a finished backfill: before it, every chunk would differ.
     func checkPhase(_ meta: PGConnection) throws {
-        let registered = try meta.query("SELECT to_regclass('reshard.migrations') IS NOT NULL").get(0, 0, as: Bool.self)
-        let row = registered ? try meta.query("SELECT phase FROM reshard.migrations WHERE name = $1", [plan.migration]) : nil
-        guard let row, row.rowCount == 1, let phase = row[0, 0] else {
+        guard let phase = try PhaseStore.read(plan.migration, on: meta) else {
             throw ReshardError.refused("migration \(plan.migration) is not registered; run 'reshard apply' first")
         }
-        guard phase == MigrationPhase.catchingUp.rawValue || phase == MigrationPhase.inSync.rawValue else {
+        guard phase == .catchingUp || phase == .inSync else {
             throw ReshardError.refused(
-                "migration \(plan.migration) is in phase \(phase); verify needs the backfill done (phase catching-up or in-sync)")
+                "migration \(plan.migration) is in phase \(phase.rawValue); verify needs the backfill done (phase catching-up or in-sync)")
         }
     }
 
     // MARK: - Runs and chunks in the metadata
 
-    /// Continues the unfinished run, or starts a new one; makes the chunks of every selected
-    /// table that has none in this run. Returns the run number.
+    /// What a run compares: the tables (name, key, schema), both shard functions and the shards.
+    /// Not the estimates, which change between plans of the same layout.
+    static func fingerprint(_ plan: Plan) throws -> String {
+        struct Verified: Encodable {
+            let function: ShardFunction
+            let sourceFunction: ShardFunction?
+            let sources: [[String]]
+            let targets: [[String?]]
+            let tables: [[String?]]
+        }
+        let verified = Verified(
+            function: plan.function, sourceFunction: plan.sourceFunction, sources: plan.sources.map { [$0.name, $0.endpoint] },
+            targets: plan.targets.map { [$0.name, $0.endpoint, $0.sameAsSource] },
+            tables: plan.tables.map { [$0.name.description, $0.key, $0.fingerprint, $0.sourceKey] })
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return fnv1a64Hex(String(decoding: try encoder.encode(verified), as: UTF8.self))
+    }
+
+    /// Continues the unfinished run when it verifies the same (`fingerprint`), or starts a new
+    /// one; makes the chunks of every selected table that has none in this run. Returns the run
+    /// number.
     func prepareRun(_ meta: PGConnection) throws -> Int {
-        let existing = try meta.query("SELECT run, finished_at IS NULL FROM reshard.verify_runs WHERE migration = $1", [plan.migration])
+        let fingerprint = try Self.fingerprint(plan)
+        let existing = try meta.query(
+            "SELECT run, finished_at IS NULL AND fingerprint IS NOT DISTINCT FROM $2 FROM reshard.verify_runs WHERE migration = $1",
+            [plan.migration, fingerprint])
         var run = 1
         if existing.rowCount == 1 {
             run = try existing.get(0, 0, as: Int.self)
-            if !(try existing.get(0, 1, as: Bool.self)) || options.restart { run += 1 }
+            let continues = try existing.get(0, 1, as: Bool.self)
+            if !continues || options.restart { run += 1 }
         }
         try meta.query(
             """
-            INSERT INTO reshard.verify_runs (migration, run) VALUES ($1, $2)
-            ON CONFLICT (migration) DO UPDATE SET run = EXCLUDED.run, finished_at = NULL,
+            INSERT INTO reshard.verify_runs (migration, run, fingerprint) VALUES ($1, $2, $3)
+            ON CONFLICT (migration) DO UPDATE SET run = EXCLUDED.run, finished_at = NULL, fingerprint = EXCLUDED.fingerprint,
                 started_at = CASE WHEN reshard.verify_runs.run = EXCLUDED.run THEN reshard.verify_runs.started_at ELSE now() END
-            """, [plan.migration, run])
+            """, [plan.migration, run, fingerprint])
         var sources: [PGConnection]?
         for table in tables {
             let recorded = try meta.query(

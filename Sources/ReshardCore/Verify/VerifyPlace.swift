@@ -130,7 +130,7 @@ struct VerifySQL {
     }
 
     private func keys(_ keys: [[String]], in row: String) throws -> String {
-        keys.isEmpty ? "false" : "\(row) IN (\(table.keyList(keys)))"
+        keys.isEmpty ? "false" : "\(row) IN (\(table.keySet(keys)))"
     }
 
     private var logKeyRow: String {
