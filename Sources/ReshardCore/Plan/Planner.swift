@@ -72,6 +72,7 @@ public struct Planner {
         }
         guard problems.isEmpty else { throw ReshardError.badInput(problems.joined(separator: "\n")) }
         let connectedSources = sources.map { $0! }, connectedTargets = targets.map { $0! }
+        for source in connectedSources { problems += try Self.shimSchemaProblems(source) }
 
         var tables: [Plan.Table] = []
         for table in config.tables {
@@ -172,6 +173,7 @@ public struct Planner {
                 problems.append("table \(table.name) is missing on \(here)")
                 continue
             }
+            problems += try Self.shimTableProblems(table.name, on: source)
             if schema.uniqueKey.isEmpty {
                 problems.append("table \(table.name) on \(here) has no primary key or unique index over non-null columns")
             }
@@ -211,6 +213,49 @@ public struct Planner {
             }
         }
         return (reference.schema, keyType, problems)
+    }
+
+    // MARK: Rights
+
+    /// What the role reshard connects as lacks on a source to create the shim's schema: CREATE on
+    /// the database, or on the schema once it exists.
+    static func shimSchemaProblems(_ source: Connected) throws -> [String] {
+        let row = try source.connection.query(
+            """
+            SELECT current_user, current_database(), to_regnamespace($1) IS NOT NULL,
+                   has_database_privilege(current_database(), 'CREATE'),
+                   to_regnamespace($1) IS NULL OR has_schema_privilege($1, 'CREATE')
+            """, [Shim.schema])
+        let role = row[0, 0] ?? "", database = row[0, 1] ?? ""
+        let schemaExists = try row.get(0, 2, as: Bool.self)
+        if !schemaExists, try !row.get(0, 3, as: Bool.self) {
+            return ["source \(source.shard.name): role \(role) cannot install the shim: it needs CREATE on database \(database) (GRANT CREATE ON DATABASE \(SQLText.identifier(database)) TO \(SQLText.identifier(role)))"]
+        }
+        if schemaExists, try !row.get(0, 4, as: Bool.self) {
+            return ["source \(source.shard.name): role \(role) cannot install the shim: it needs CREATE on schema \(Shim.schema)"]
+        }
+        return []
+    }
+
+    /// What the role reshard connects as lacks on a source table: the capture triggers are
+    /// `ENABLE ALWAYS`, which only the table's owner may set (ALTER TABLE), and the backfill reads it.
+    static func shimTableProblems(_ table: QualifiedName, on source: Connected) throws -> [String] {
+        let row = try source.connection.query(
+            """
+            SELECT current_user, pg_get_userbyid(relowner), pg_has_role(relowner, 'USAGE'), has_table_privilege(oid, 'SELECT')
+            FROM pg_class WHERE oid = to_regclass($1)
+            """, [try source.connection.quote(table)])
+        guard row.rowCount == 1 else { return [] }
+        let role = row[0, 0] ?? "", owner = row[0, 1] ?? ""
+        var problems: [String] = []
+        if try !row.get(0, 2, as: Bool.self) {
+            problems.append(
+                "table \(table) on source \(source.shard.name): role \(role) cannot install the shim: it must own the table, owned by \(owner) (GRANT \(SQLText.identifier(owner)) TO \(SQLText.identifier(role))): the capture triggers are ENABLE ALWAYS, which only the owner may set")
+        }
+        if try !row.get(0, 3, as: Bool.self) {
+            problems.append("table \(table) on source \(source.shard.name): role \(role) cannot read it (GRANT SELECT)")
+        }
+        return problems
     }
 
     // MARK: Estimates
