@@ -75,6 +75,7 @@ public struct Planner {
         for source in connectedSources { problems += try Self.shimSchemaProblems(source) }
 
         var tables: [Plan.Table] = []
+        var warnings: [String] = []
         for table in config.tables {
             do {
                 let (schema, keyType, tableProblems) = try validate(
@@ -95,6 +96,9 @@ public struct Planner {
                             "table \(table.name): source_key column \(column) is \(schema.column(column)!.type), which source.function \(sourceFunction.kind.rawValue) cannot place")
                     }
                 }
+                let unique = try uniqueIndexChecks(planned, sources: connectedSources, targets: connectedTargets, sameAs: sameAs)
+                problems += unique.problems
+                warnings += unique.warnings
                 tables.append(planned)
             } catch let error as PostgresError {
                 problems.append("table \(table.name): \(error.summary)")
@@ -110,7 +114,7 @@ public struct Planner {
             targets: zip(connectedTargets, sameAs).map { t, same in
                 Plan.Shard(name: t.shard.name, endpoint: t.shard.dsn.endpoint.description, dsn: t.shard.dsn.withoutPassword, sameAsSource: same)
             },
-            tables: tables, recordedPhase: recordedPhase)
+            tables: tables, recordedPhase: recordedPhase, warnings: warnings.isEmpty ? nil : warnings)
     }
 
     // MARK: Validation
@@ -256,6 +260,94 @@ public struct Planner {
             problems.append("table \(table) on source \(source.shard.name): role \(role) cannot read it (GRANT SELECT)")
         }
         return problems
+    }
+
+    // MARK: Unique indexes across sources
+
+    /// Unique indexes other than the migration's key hold on each source alone. On a target, rows
+    /// of several sources meet (and on a target that is a source, all of that source's rows stay),
+    /// so values unique on each source can collide there: the copy would stop on them. Checks the
+    /// rows there now exactly, per target and pair of sources feeding it, on the servers: one
+    /// source's values are sent in chunks to the other, whose index finds the matches. Refuses
+    /// with up to 10 colliding values; warns that values written later can still collide.
+    func uniqueIndexChecks(
+        _ table: Plan.Table, sources: [Connected], targets: [Connected], sameAs: [String?]
+    ) throws -> (problems: [String], warnings: [String]) {
+        guard sources.count > 1 else { return ([], []) }
+        let indexes = try UniqueIndex.read(table.name, on: sources[0].connection)
+            .filter { !Set(table.uniqueKey).isSubset(of: $0.columns) || $0.hasExpressions }
+        guard !indexes.isEmpty else { return ([], []) }
+        let canonical = CanonicalText.settings.sorted { $0.key < $1.key }
+            .map { "SET \(SQLText.identifier($0.key)) TO \(SQLText.literal($0.value))" }.joined(separator: "; ")
+        for source in sources { try source.connection.execute(canonical) }
+        var problems: [String] = [], warnings: [String] = []
+        for index in indexes {
+            let described = "unique index \(index.name) (\(index.columns.joined(separator: ", ")))"
+            if index.hasExpressions {
+                warnings.append("table \(table.name): \(described) is over expressions: values colliding across sources are not checked")
+                continue
+            }
+            warnings.append(
+                "table \(table.name): \(described) holds on each source alone; rows of several sources meet on the targets, so a value written on two sources before cutover stops apply")
+            var found = 0
+            for t in targets.indices where found < 10 {
+                for a in sources.indices where found < 10 {
+                    for b in sources.indices where b > a && found < 10 {
+                        let values = try collisions(
+                            index, table: table, target: t, sources: (sources[a], sources[b]), sameAs: sameAs, limit: 10 - found)
+                        guard !values.isEmpty else { continue }
+                        found += values.count
+                        problems.append(
+                            "table \(table.name): \(described) would be violated on target \(targets[t].shard.name): on both \(sources[a].shard.name) and \(sources[b].shard.name): "
+                                + values.map { "(\($0.joined(separator: ", ")))" }.joined(separator: ", "))
+                    }
+                }
+            }
+        }
+        return (problems, warnings)
+    }
+
+    /// Values of `index` that rows of both sources bring to target `target`, at most `limit`.
+    private func collisions(
+        _ index: UniqueIndex, table: Plan.Table, target: Int, sources: (Connected, Connected), sameAs: [String?], limit: Int
+    ) throws -> [[String]] {
+        let name = SQLText.name(table.name)
+        let columns = index.columns.map(SQLText.identifier)
+        func rowsHere(_ source: Connected) -> String {
+            var conditions = columns.map { "\($0) IS NOT NULL" }
+            if let predicate = index.predicate { conditions.append("(\(predicate))") }
+            // A target that is this source keeps all of its rows, wherever they map.
+            if sameAs[target] != source.shard.name {
+                conditions.append(config.function.sqlShardFilter(quotedColumn: SQLText.identifier(table.key), type: table.keyType, target: target))
+            }
+            return conditions.joined(separator: " AND ")
+        }
+        let typed = zip(columns.indices, index.types).map { "$\($0 + 1)::\($1)" }
+        let read = { (after: Bool) in
+            "SELECT \(columns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(name) WHERE \(rowsHere(sources.0))"
+                + (after ? " AND (\(columns.joined(separator: ", "))) > (\(typed.joined(separator: ", ")))" : "")
+                + " ORDER BY \(columns.joined(separator: ", ")) LIMIT 5000"
+        }
+        let arrays = index.columns.indices.map { "$\($0 + 1)::text[]" }.joined(separator: ", ")
+        let names = index.columns.indices.map { "v\($0)" }
+        let match = """
+            SELECT \(names.joined(separator: ", ")) FROM unnest(\(arrays)) AS v(\(names.joined(separator: ", ")))
+            WHERE EXISTS (SELECT 1 FROM \(name) WHERE \(rowsHere(sources.1))
+                          AND (\(columns.joined(separator: ", "))) = (\(zip(names, index.types).map { "\($0)::\($1)" }.joined(separator: ", "))))
+            LIMIT \(limit)
+            """
+        var last: [String]?
+        var found: [[String]] = []
+        while found.count < limit {
+            let chunk = try sources.0.connection.query(read(last != nil), last ?? [])
+            guard chunk.rowCount > 0 else { break }
+            let rows = (0..<chunk.rowCount).map { r in columns.indices.map { chunk[r, $0] ?? "" } }
+            let hits = try sources.1.connection.query(match, columns.indices.map { c in rows.map { $0[c] } })
+            found += (0..<hits.rowCount).map { r in columns.indices.map { hits[r, $0] ?? "" } }
+            if chunk.rowCount < 5000 { break }
+            last = rows.last
+        }
+        return Array(found.prefix(limit))
     }
 
     // MARK: Estimates

@@ -1,3 +1,4 @@
+import Foundation
 import ReshardRouting
 import PostgresClient
 
@@ -85,6 +86,7 @@ extension TableSchema {
                 isGenerated: try columnRows.get(row, 3, as: Bool.self), identity: columnRows[row, 4]))
         }
         // Unique, valid, non-partial, non-expression indexes, primary key first, fewest columns next.
+        // Only the first `indnkeyatts` columns are the key: INCLUDE columns are carried, not unique.
         let keyRows = try connection.query(
             """
             SELECT i.indexrelid, i.indisprimary, a.attname, a.attnotnull
@@ -92,7 +94,8 @@ extension TableSchema {
             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
             WHERE i.indrelid = $1::oid AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
-            ORDER BY i.indisprimary DESC, i.indnatts, i.indexrelid, k.ord
+              AND k.ord <= i.indnkeyatts
+            ORDER BY i.indisprimary DESC, i.indnkeyatts, i.indexrelid, k.ord
             """, [oid])
         var candidates: [(primary: Bool, columns: [String], notNull: Bool)] = []
         var current: String?
@@ -106,5 +109,39 @@ extension TableSchema {
         }
         let key = candidates.first { $0.primary || $0.notNull }
         return TableSchema(columns: columns, uniqueKey: key?.columns ?? [], uniqueKeyIsPrimary: key?.primary ?? false)
+    }
+}
+
+/// A unique index of a table as the planner checks it across shards: its key columns (not its
+/// INCLUDE columns), their types, and its predicate when partial.
+public struct UniqueIndex: Sendable, Equatable {
+    public var name: String
+    public var columns: [String]
+    public var types: [String]
+    /// `pg_get_expr(indpred)`: which rows a partial index covers; nil for all rows.
+    public var predicate: String?
+    /// Indexes over expressions cannot be compared value by value here.
+    public var hasExpressions: Bool
+
+    /// The valid unique indexes of `table`, by name.
+    public static func read(_ table: QualifiedName, on connection: PGConnection) throws -> [UniqueIndex] {
+        let rows = try connection.query(
+            """
+            SELECT c.relname, i.indexprs IS NOT NULL, pg_get_expr(i.indpred, i.indrelid),
+                   coalesce(json_agg(a.attname::text ORDER BY k.ord) FILTER (WHERE a.attname IS NOT NULL), '[]')::text,
+                   coalesce(json_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord) FILTER (WHERE a.attname IS NOT NULL), '[]')::text
+            FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+            CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+            LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum AND k.attnum > 0
+            WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indisvalid AND k.ord <= i.indnkeyatts
+            GROUP BY c.relname, i.indexprs IS NOT NULL, i.indpred, i.indrelid ORDER BY c.relname
+            """, [try connection.quote(table)])
+        let decoder = JSONDecoder()
+        return try (0..<rows.rowCount).map { row in
+            UniqueIndex(
+                name: rows[row, 0]!, columns: try decoder.decode([String].self, from: Data(rows[row, 3]!.utf8)),
+                types: try decoder.decode([String].self, from: Data(rows[row, 4]!.utf8)),
+                predicate: rows[row, 2], hasExpressions: try rows.get(row, 1, as: Bool.self))
+        }
     }
 }
