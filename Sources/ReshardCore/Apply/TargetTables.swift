@@ -1,7 +1,8 @@
 import PostgresClient
 
 /// Creates a table on a target from its definition on a source: columns, defaults, NOT NULL,
-/// primary key, unique and check constraints. Secondary indexes come later (`createIndexes`),
+/// primary key, unique and check constraints, and the unique index carrying the migration's key
+/// when no constraint does. Secondary indexes come later (`createIndexes`),
 /// because building them once after the bulk copy is much faster than maintaining them during it.
 ///
 /// Not copied: foreign keys (they would point across shards), triggers, and defaults that call
@@ -46,11 +47,13 @@ public enum TargetTables {
         for row in 0..<constraints.rowCount {
             parts.append("CONSTRAINT \(try target.quoteIdentifier(constraints[row, 0]!)) \(constraints[row, 1]!)")
         }
+        let keyIndex = try keyIndexDefinition(table, on: source)
         try target.transaction { conn in
             if let schema = table.name.schema {
                 try conn.execute("SET LOCAL client_min_messages = warning; CREATE SCHEMA IF NOT EXISTS \(try conn.quoteIdentifier(schema))")
             }
             try conn.execute("CREATE TABLE IF NOT EXISTS \(try conn.quote(table.name)) (\n  \(parts.joined(separator: ",\n  "))\n)")
+            if let keyIndex { try conn.execute(idempotent(keyIndex)) }
         }
         if withIndexes { try createIndexes(table, from: source, on: target) }
         return true
@@ -66,9 +69,31 @@ public enum TargetTables {
             """, [try source.quote(table.name)])
         for row in 0..<indexes.rowCount {
             guard let definition = indexes[row, 0] else { continue }
-            let idempotent = definition.replacingOccurrences(of: "CREATE INDEX ", with: "CREATE INDEX IF NOT EXISTS ")
-                .replacingOccurrences(of: "CREATE UNIQUE INDEX ", with: "CREATE UNIQUE INDEX IF NOT EXISTS ")
-            try target.execute(idempotent)
+            try target.execute(idempotent(definition))
         }
+    }
+
+    /// The unique index that carries the migration's key when no constraint does (a plain
+    /// `CREATE UNIQUE INDEX`): it is built with the table, not deferred, because the catch-up's
+    /// `ON CONFLICT (key)` and a re-run batch need it from the first row on.
+    static func keyIndexDefinition(_ table: Plan.Table, on source: PGConnection) throws -> String? {
+        let rows = try source.query(
+            """
+            SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+            WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
+              AND (SELECT array_agg(a.attname::text ORDER BY k.ord)
+                   FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                   WHERE k.ord <= i.indnkeyatts) = $2::text[]
+            ORDER BY i.indexrelid LIMIT 1
+            """, [try source.quote(table.name), table.uniqueKey])
+        return rows.rowCount == 0 ? nil : rows[0, 0]
+    }
+
+    /// `CREATE [UNIQUE] INDEX IF NOT EXISTS ...`, so building an index again is harmless.
+    static func idempotent(_ definition: String) -> String {
+        definition.replacingOccurrences(of: "CREATE INDEX ", with: "CREATE INDEX IF NOT EXISTS ")
+            .replacingOccurrences(of: "CREATE UNIQUE INDEX ", with: "CREATE UNIQUE INDEX IF NOT EXISTS ")
     }
 }

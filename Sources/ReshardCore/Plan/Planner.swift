@@ -96,6 +96,7 @@ public struct Planner {
                             "table \(table.name): source_key column \(column) is \(schema.column(column)!.type), which source.function \(sourceFunction.kind.rawValue) cannot place")
                     }
                 }
+                planned.identityAlways = try identityAlwaysWhereWritten(table.name, schema: schema, targets: connectedTargets, sameAs: sameAs)
                 let unique = try uniqueIndexChecks(planned, sources: connectedSources, targets: connectedTargets, sameAs: sameAs)
                 problems += unique.problems
                 warnings += unique.warnings
@@ -260,6 +261,19 @@ public struct Planner {
             problems.append("table \(table) on source \(source.shard.name): role \(role) cannot read it (GRANT SELECT)")
         }
         return problems
+    }
+
+    // MARK: Identity columns on targets
+
+    /// Whether a table the rows are written into has an identity `GENERATED ALWAYS` column: a
+    /// target the user created (`pg_dump -s` keeps ALWAYS; reshard creates BY DEFAULT), or a
+    /// source that is also a target. The catch-up's inserts there need OVERRIDING SYSTEM VALUE.
+    func identityAlwaysWhereWritten(_ table: QualifiedName, schema: TableSchema, targets: [Connected], sameAs: [String?]) throws -> Bool {
+        if sameAs.contains(where: { $0 != nil }), schema.columns.contains(where: { $0.identity == "always" }) { return true }
+        for (target, same) in zip(targets, sameAs) where same == nil {
+            if try TableSchema.read(table, on: target.connection)?.columns.contains(where: { $0.identity == "always" }) == true { return true }
+        }
+        return false
     }
 
     // MARK: Unique indexes across sources
