@@ -84,7 +84,7 @@ struct ApplyCommand: ParsableCommand {
         default: return error
         }
         return ReshardError.failed(
-            message + "\nthe shim stays installed on the sources of migration \(migration) and keeps logging writes: "
+            message + "\nmigration \(migration): the sources keep the shim (once installed) and log every write: "
                 + "run 'reshard apply' again once fixed to resume, or 'reshard abort' to remove it", underlying: error)
     }
 }

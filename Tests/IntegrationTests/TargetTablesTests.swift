@@ -110,4 +110,44 @@ final class TargetTablesTests: XCTestCase {
         XCTAssertEqual(second.status, 0, second.stderr)
         try fixture.assertTwoTargetsMatchSources("tickets", hash: "hashint8(id)")
     }
+
+    /// Column collations reach the targets (format_type does not print them), with the
+    /// collations themselves when a target lacks them; a nondeterministic collation on the shard
+    /// key or the unique key is refused by plan. Uses an ICU collation (the local PostgreSQL has ICU).
+    func testColumnCollationsAreCarriedOverAndNondeterministicKeyCollationsRefused() throws {
+        let fixture = try PlanFixture(self)
+        XCTAssertGreaterThan(
+            Int(try PlanFixture.rowTexts("SELECT count(*)::text FROM pg_collation WHERE collprovider = 'i'", on: fixture.sources[0])[0])!, 0)
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                """
+                CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+                CREATE TABLE people (id bigint PRIMARY KEY, email text COLLATE ci, code text COLLATE "C", name text);
+                INSERT INTO people SELECT g, 'U' || g || '@Example.com', 'c' || g, 'n' || g FROM generate_series(1, 100) g WHERE g % 2 = \(k);
+                CREATE TABLE handles (handle text COLLATE ci PRIMARY KEY, user_id bigint NOT NULL);
+                """)
+        }
+        let refused = try ReshardCLI.run(["plan", "-c", try fixture.writeTwoTargetConfig(tables: [("handles", "user_id")])])
+        XCTAssertEqual(refused.status, 2, refused.stderr)
+        XCTAssertTrue(
+            refused.stderr.contains("table handles on source s0: unique key column handle has the nondeterministic collation public.ci"),
+            refused.stderr)
+
+        let config = try fixture.writeTwoTargetConfig(tables: [("people", "id")])
+        let apply = try fixture.applyUntilCaughtUp(config)
+        XCTAssertEqual(apply.status, 0, apply.stderr)
+        try fixture.assertTwoTargetsMatchSources("people", hash: "hashint8(id)")
+        for target in fixture.freshTargets {
+            XCTAssertEqual(
+                try PlanFixture.rowTexts(
+                    "SELECT attname || ' ' || attcollation::regcollation::text FROM pg_attribute WHERE attrelid = 'people'::regclass AND attname IN ('email', 'code', 'name')",
+                    on: target),
+                ["code \"C\"", "email ci", "name \"default\""])
+        }
+        // The collation works as on the sources: case-insensitive equality.
+        let matches = try fixture.freshTargets.map {
+            Int(try PlanFixture.rowTexts("SELECT count(*)::text FROM people WHERE email = 'u7@example.COM'", on: $0)[0])!
+        }
+        XCTAssertEqual(matches.reduce(0, +), 1)
+    }
 }

@@ -55,7 +55,7 @@ final class UniqueConstraintTests: XCTestCase {
         XCTAssertEqual(apply.status, 1, apply.stderr)
         XCTAssertTrue(apply.stderr.contains("users_email_key"), apply.stderr)
         XCTAssertTrue(apply.stderr.contains("Key (email)=(e300@x) already exists"), apply.stderr)
-        XCTAssertTrue(apply.stderr.contains("the shim stays installed on the sources of migration plan-test"), apply.stderr)
+        XCTAssertTrue(apply.stderr.contains("migration plan-test: the sources keep the shim (once installed) and log every write"), apply.stderr)
         XCTAssertTrue(apply.stderr.contains("'reshard abort' to remove it"), apply.stderr)
         let status = try ReshardCLI.run(["status", "-c", config, "--json"])
         XCTAssertNotEqual(try JSONDecoder().decode(MigrationStatus.self, from: Data(status.stdout.utf8)).phase, "in-sync")

@@ -1,7 +1,7 @@
 import PostgresClient
 
 /// Creates a table on a target from its definition on a source: columns, defaults, NOT NULL,
-/// primary key, unique and check constraints, and the unique index carrying the migration's key
+/// collations, primary key, unique and check constraints, and the unique index carrying the migration's key
 /// when no constraint does. Secondary indexes come later (`createIndexes`),
 /// because building them once after the bulk copy is much faster than maintaining them during it.
 ///
@@ -22,13 +22,19 @@ public enum TargetTables {
             """
             SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity,
                    CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
-                   CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END
+                   CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+                   CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation THEN format('%I.%I', cn.nspname, co.collname) END
             FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            JOIN pg_type t ON t.oid = a.atttypid
+            LEFT JOIN pg_collation co ON co.oid = a.attcollation LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
             """, [quoted])
         var parts: [String] = []
         for row in 0..<columns.rowCount {
             var line = "\(try target.quoteIdentifier(columns[row, 0]!)) \(columns[row, 1]!)"
+            // format_type does not print collations: a column's own one (a case-insensitive ICU
+            // collation, say) is carried over explicitly.
+            if let collation = columns[row, 6] { line += " COLLATE \(collation)" }
             if let generated = columns[row, 5] {
                 line += " GENERATED ALWAYS AS (\(generated)) STORED"
             } else if columns[row, 3] != "" {
@@ -48,7 +54,9 @@ public enum TargetTables {
             parts.append("CONSTRAINT \(try target.quoteIdentifier(constraints[row, 0]!)) \(constraints[row, 1]!)")
         }
         let keyIndex = try keyIndexDefinition(table, on: source)
+        let collations = try collationDefinitions(table, on: source)
         try target.transaction { conn in
+            for statement in collations { try conn.execute("SET LOCAL client_min_messages = warning; \(statement)") }
             if let schema = table.name.schema {
                 try conn.execute("SET LOCAL client_min_messages = warning; CREATE SCHEMA IF NOT EXISTS \(try conn.quoteIdentifier(schema))")
             }
@@ -89,6 +97,23 @@ public enum TargetTables {
             ORDER BY i.indexrelid LIMIT 1
             """, [try source.quote(table.name), table.uniqueKey])
         return rows.rowCount == 0 ? nil : rows[0, 0]
+    }
+
+    /// `CREATE COLLATION IF NOT EXISTS` for the collations the table's columns use outside
+    /// `pg_catalog` (which every server has), with their schemas: a target may lack them.
+    static func collationDefinitions(_ table: Plan.Table, on source: PGConnection) throws -> [String] {
+        let rows = try source.query(
+            """
+            SELECT DISTINCT format('CREATE SCHEMA IF NOT EXISTS %I', n.nspname),
+                   format('CREATE COLLATION IF NOT EXISTS %I.%I (%s, deterministic = %s)', n.nspname, c.collname,
+                          CASE c.collprovider
+                            WHEN 'i' THEN format('provider = icu, locale = %L', coalesce(to_jsonb(c) ->> 'colliculocale', to_jsonb(c) ->> 'colllocale'))
+                            ELSE format('provider = libc, lc_collate = %L, lc_ctype = %L', c.collcollate, c.collctype) END,
+                          CASE WHEN c.collisdeterministic THEN 'true' ELSE 'false' END)
+            FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation JOIN pg_namespace n ON n.oid = c.collnamespace
+            WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND n.nspname <> 'pg_catalog'
+            """, [try source.quote(table.name)])
+        return (0..<rows.rowCount).flatMap { [rows[$0, 0]!, rows[$0, 1]!] }
     }
 
     /// `CREATE [UNIQUE] INDEX IF NOT EXISTS ...`, so building an index again is harmless.

@@ -179,6 +179,7 @@ public struct Planner {
                 continue
             }
             problems += try Self.shimTableProblems(table.name, on: source)
+            problems += try Self.keyCollationProblems(table, schema: schema, on: source)
             if schema.uniqueKey.isEmpty {
                 problems.append("table \(table.name) on \(here) has no primary key or unique index over non-null columns")
             }
@@ -261,6 +262,25 @@ public struct Planner {
             problems.append("table \(table) on source \(source.shard.name): role \(role) cannot read it (GRANT SELECT)")
         }
         return problems
+    }
+
+    // MARK: Collations
+
+    /// Nondeterministic collations (case-insensitive ICU ones, say) on the shard key or the unique
+    /// key: values equal under the collation but different in bytes would hash to different
+    /// shards, and keys could not be matched exactly. Refused.
+    static func keyCollationProblems(_ table: ReshardConfig.Table, schema: TableSchema, on source: Connected) throws -> [String] {
+        let rows = try source.connection.query(
+            """
+            SELECT a.attname, format('%I.%I', n.nspname, c.collname)
+            FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation JOIN pg_namespace n ON n.oid = c.collnamespace
+            WHERE a.attrelid = to_regclass($1) AND a.attname = ANY($2::text[]) AND NOT c.collisdeterministic ORDER BY a.attnum
+            """, [try source.connection.quote(table.name), Array(Set(schema.uniqueKey + [table.key]))])
+        return (0..<rows.rowCount).map { row in
+            let column = rows[row, 0]!
+            let role = column == table.key ? "shard key" : "unique key"
+            return "table \(table.name) on source \(source.shard.name): \(role) column \(column) has the nondeterministic collation \(rows[row, 1]!), under which placement and de-duplication cannot be exact (use a deterministic collation for it)"
+        }
     }
 
     // MARK: Identity columns on targets
