@@ -88,8 +88,9 @@ public enum Shim {
             do {
                 try connection.transaction { conn in
                     try conn.execute("SET LOCAL lock_timeout = '\(lockTimeoutMilliseconds)ms'")
-                    try conn.execute(Self.captureFunction("\(schema).\(names.function)", body: rowBody))
-                    try conn.execute(Self.captureFunction("\(schema).\(names.truncateFunction)", body: truncateBody))
+                    let pin = Self.pinsTextSettings(table)
+                    try conn.execute(Self.captureFunction("\(schema).\(names.function)", body: rowBody, pinningText: pin))
+                    try conn.execute(Self.captureFunction("\(schema).\(names.truncateFunction)", body: truncateBody, pinningText: pin))
                     for (trigger, definition) in [
                         (names.trigger, "AFTER INSERT OR UPDATE OR DELETE ON \(quotedTable) FOR EACH ROW EXECUTE FUNCTION \(schema).\(names.function)()"),
                         (names.truncateTrigger, "BEFORE TRUNCATE ON \(quotedTable) FOR EACH STATEMENT EXECUTE FUNCTION \(schema).\(names.truncateFunction)()"),
@@ -115,19 +116,34 @@ public enum Shim {
     /// `CREATE OR REPLACE FUNCTION` for a capture trigger. It runs on every application write, as
     /// whichever role writes: SECURITY DEFINER lets that role log into the shim's schema without
     /// any grant on it, with `search_path` pinned (everything in the body is schema-qualified) so a
-    /// writer cannot substitute objects of its own; `CanonicalText`'s settings, which apply only
-    /// while the function runs, make the logged key text the same whatever the writer's session
-    /// says (DateStyle, TimeZone, extra_float_digits), so the catch-up reads back the same keys.
-    static func captureFunction(_ name: String, body: String) -> String {
+    /// writer cannot substitute objects of its own. With `pinningText`, `CanonicalText`'s settings,
+    /// which apply only while the function runs, make the logged key text the same whatever the
+    /// writer's session says (DateStyle, TimeZone, extra_float_digits), so the catch-up reads back
+    /// the same keys.
+    static func captureFunction(_ name: String, body: String, pinningText: Bool) -> String {
         var tag = "reshard"
         while body.contains("$\(tag)$") { tag += "_" }
         return """
             CREATE OR REPLACE FUNCTION \(name)() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-            SET search_path = pg_catalog, pg_temp \(CanonicalText.functionSetClauses)
+            SET search_path = pg_catalog, pg_temp\(pinningText ? " " + CanonicalText.functionSetClauses : "")
             AS $\(tag)$
             \(body)
             $\(tag)$
             """
+    }
+
+    /// Whether the logged key text could depend on the writer's session: some key column (unique
+    /// key or shard key) has a type whose text form follows DateStyle, TimeZone,
+    /// extra_float_digits or bytea_output. Integers, text, uuid, boolean and numeric print the same
+    /// in every session, and pinning settings costs every write (a GUC save and restore per
+    /// setting per row), so the common keys go without.
+    static func pinsTextSettings(_ table: Plan.Table) -> Bool {
+        let sessionIndependent = ["smallint", "integer", "bigint", "text", "uuid", "boolean", "name"]
+        let prefixes = ["numeric", "character varying", "character("]
+        return (table.uniqueKey + [table.key]).contains { column in
+            let type = table.columns.first { $0.name == column }?.type ?? ""
+            return !sessionIndependent.contains(type) && !prefixes.contains { type.hasPrefix($0) }
+        }
     }
 
     /// Removes the triggers, functions and logs of this migration; drops the shim schema when no
