@@ -118,18 +118,20 @@ final class ShimTests: XCTestCase {
     }
 
     /// Writes from sessions with `session_replication_role = replica` (which skip ordinary
-    /// triggers) and TRUNCATE (which fires no row trigger) reach the targets too.
+    /// triggers) and TRUNCATE (which fires no row trigger) reach the targets too; the truncated
+    /// table has a hostile name.
     func testReplicaSessionsAndTruncateAreCaptured() throws {
         let fixture = try PlanFixture(self)
+        let visits = "\"Vis\"\"its; x\""
         try loadUsers(fixture)
         for (k, source) in fixture.sources.enumerated() {
             try PGConnection.connect(source).execute(
                 """
-                CREATE TABLE visits (id bigint PRIMARY KEY, user_id bigint NOT NULL);
-                INSERT INTO visits SELECT g, g FROM generate_series(1, 100) g WHERE g % 2 = \(k);
+                CREATE TABLE \(visits) (id bigint PRIMARY KEY, user_id bigint NOT NULL);
+                INSERT INTO \(visits) SELECT g, g FROM generate_series(1, 100) g WHERE g % 2 = \(k);
                 """)
         }
-        let config = try fixture.writeTwoTargetConfig(tables: [("users", "id"), ("visits", "user_id")])
+        let config = try fixture.writeTwoTargetConfig(tables: [("users", "id"), (visits, "user_id")])
         let first = try fixture.applyUntilCaughtUp(config)
         XCTAssertEqual(first.status, 0, first.stderr)
 
@@ -143,12 +145,12 @@ final class ShimTests: XCTestCase {
                 """)
         }
         try PGConnection.connect(fixture.sources[1]).execute(
-            "TRUNCATE visits; INSERT INTO visits VALUES (1001, 1001), (1003, 1003)")
-        try PGConnection.connect(fixture.sources[0]).execute("BEGIN; TRUNCATE visits; ROLLBACK")
+            "TRUNCATE \(visits); INSERT INTO \(visits) VALUES (1001, 1001), (1003, 1003)")
+        try PGConnection.connect(fixture.sources[0]).execute("BEGIN; TRUNCATE \(visits); ROLLBACK")
         let second = try fixture.applyUntilCaughtUp(config)
         XCTAssertEqual(second.status, 0, second.stderr)
         try fixture.assertTwoTargetsMatchSources("users", hash: "hashint8(id)")
-        try fixture.assertTwoTargetsMatchSources("visits", hash: "hashint8(user_id)")
-        XCTAssertEqual(try PlanFixture.rowTexts("SELECT count(*)::text FROM visits", on: fixture.sources[1]), ["2"])
+        try fixture.assertTwoTargetsMatchSources(visits, hash: "hashint8(user_id)")
+        XCTAssertEqual(try PlanFixture.rowTexts("SELECT count(*)::text FROM \(visits)", on: fixture.sources[1]), ["2"])
     }
 }
