@@ -65,4 +65,25 @@ final class UniqueConstraintTests: XCTestCase {
         XCTAssertEqual(try PlanFixture.rowTexts("SELECT id::text FROM users WHERE email = 'e300@x'", on: fixture.sources[1]), ["1501"])
         XCTAssertEqual(try PlanFixture.rowTexts("SELECT count(*)::text FROM users WHERE id IN (600, 1501)", on: fixture.targets[1]), ["1"])
     }
+
+    /// The same once the backfill is done: the catch-up's upsert conflicts on the migration's key
+    /// only, so a colliding value written later stops apply naming the constraint and the value.
+    func testTheCatchUpStopsOnAValueCollidingAfterTheBackfill() throws {
+        let fixture = try PlanFixture(self)
+        try load(fixture, s1Emails: "'odd' || g || '@x'")
+        let config = try fixture.writeConfig(tables: [("users", "id")], targets: [fixture.targets[1]])
+        let first = try fixture.applyUntilCaughtUp(config)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        try PGConnection.connect(fixture.sources[1]).execute("UPDATE users SET email = 'e42@x' WHERE id = 1777")
+
+        let second = try fixture.applyUntilCaughtUp(config)
+        XCTAssertEqual(second.status, 1, second.stderr)
+        XCTAssertTrue(second.stderr.contains("users_email_key"), second.stderr)
+        XCTAssertTrue(second.stderr.contains("Key (email)=(e42@x) already exists"), second.stderr)
+        XCTAssertTrue(second.stderr.contains("'reshard abort' to remove it"), second.stderr)
+        // The target still has s0's row and the old version of s1's: nothing applied half-way.
+        XCTAssertEqual(
+            try PlanFixture.rowTexts("SELECT id || ' ' || email FROM users WHERE id IN (84, 1777)", on: fixture.targets[1]),
+            ["1777 odd1777@x", "84 e42@x"])
+    }
 }
