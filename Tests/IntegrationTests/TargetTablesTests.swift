@@ -150,4 +150,24 @@ final class TargetTablesTests: XCTestCase {
         }
         XCTAssertEqual(matches.reduce(0, +), 1)
     }
+
+    /// A target the user created with another collation than the sources' is refused by plan,
+    /// naming the column and both collations, as a different type is.
+    func testPlanRefusesATargetColumnWithAnotherCollation() throws {
+        let fixture = try PlanFixture(self)
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                """
+                CREATE TABLE people (id bigint PRIMARY KEY, code text COLLATE "C", name text);
+                INSERT INTO people SELECT g, 'c' || g, 'n' || g FROM generate_series(1, 10) g WHERE g % 2 = \(k);
+                """)
+        }
+        try PGConnection.connect(fixture.freshTargets[1]).execute(
+            "CREATE TABLE people (id bigint PRIMARY KEY, code text COLLATE \"POSIX\", name text)")
+        let outcome = try ReshardCLI.run(["plan", "-c", try fixture.writeTwoTargetConfig(tables: [("people", "id")])])
+        XCTAssertEqual(outcome.status, 2, outcome.stderr)
+        XCTAssertTrue(
+            outcome.stderr.contains("table people: column code has collation pg_catalog.\"POSIX\" on target t1 but pg_catalog.\"C\" on source s0"),
+            outcome.stderr)
+    }
 }

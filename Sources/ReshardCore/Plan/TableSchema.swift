@@ -14,13 +14,19 @@ public struct TableSchema: Sendable, Equatable, Codable {
         /// `always` or `by default` for identity columns (writes need `OVERRIDING SYSTEM VALUE`
         /// for `always`); nil otherwise.
         public var identity: String? = nil
+        /// The column's own collation (`schema.name`) when it is not its type's default; nil
+        /// otherwise. Not part of the fingerprint, so plans made before it existed stay valid.
+        public var collation: String? = nil
 
-        public init(name: String, type: String, notNull: Bool, isGenerated: Bool = false, identity: String? = nil) {
+        public init(
+            name: String, type: String, notNull: Bool, isGenerated: Bool = false, identity: String? = nil, collation: String? = nil
+        ) {
             self.name = name
             self.type = type
             self.notNull = notNull
             self.isGenerated = isGenerated
             self.identity = identity
+            self.collation = collation
         }
 
         // Plan files written before these fields existed still read.
@@ -31,6 +37,7 @@ public struct TableSchema: Sendable, Equatable, Codable {
             notNull = try c.decode(Bool.self, forKey: .notNull)
             isGenerated = try c.decodeIfPresent(Bool.self, forKey: .isGenerated) ?? false
             identity = try c.decodeIfPresent(String.self, forKey: .identity)
+            collation = try c.decodeIfPresent(String.self, forKey: .collation)
         }
     }
 
@@ -61,6 +68,9 @@ public struct TableSchema: Sendable, Equatable, Codable {
             }
             if theirs.type != column.type {
                 problems.append("column \(column.name) is \(column.type) on \(here) but \(theirs.type) on \(there)")
+            } else if theirs.collation != column.collation {
+                problems.append(
+                    "column \(column.name) has collation \(column.collation ?? "default") on \(here) but \(theirs.collation ?? "default") on \(there)")
             }
         }
         return problems
@@ -75,15 +85,18 @@ extension TableSchema {
         guard let oid = oidResult[0, 0] else { return nil }
         let columnRows = try connection.query(
             """
-            SELECT attname, format_type(atttypid, atttypmod), attnotnull, attgenerated <> '',
-                   CASE attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END
-            FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attgenerated <> '',
+                   CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
+                   CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation THEN format('%I.%I', n.nspname, c.collname) END
+            FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+            LEFT JOIN pg_collation c ON c.oid = a.attcollation LEFT JOIN pg_namespace n ON n.oid = c.collnamespace
+            WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
             """, [oid])
         var columns: [Column] = []
         for row in 0..<columnRows.rowCount {
             columns.append(Column(
                 name: columnRows[row, 0]!, type: columnRows[row, 1]!, notNull: try columnRows.get(row, 2, as: Bool.self),
-                isGenerated: try columnRows.get(row, 3, as: Bool.self), identity: columnRows[row, 4]))
+                isGenerated: try columnRows.get(row, 3, as: Bool.self), identity: columnRows[row, 4], collation: columnRows[row, 5]))
         }
         // Unique, valid, non-partial, non-expression indexes, primary key first, fewest columns next.
         // Only the first `indnkeyatts` columns are the key: INCLUDE columns are carried, not unique.
