@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PostgresClient
 import ReshardCore
 
 /// `reshard apply`: installs the shim, backfills, and keeps the targets caught up. Resumable:
@@ -60,11 +61,30 @@ struct ApplyCommand: ParsableCommand {
         let endpoint = try metrics.start()
         let figures = ReshardMetrics(migration: target.plan.migration)
         defer { withExtendedLifetime(endpoint) {} }
-        try coordinator.run(
-            shouldStop: { TerminationSignal.received },
-            report: { p in
-                figures.record(p)
-                progress.show(p)
-            }, notice: Console.plain)
+        do {
+            try coordinator.run(
+                shouldStop: { TerminationSignal.received },
+                report: { p in
+                    figures.record(p)
+                    progress.show(p)
+                }, notice: Console.plain)
+        } catch {
+            throw Self.failure(error, migration: target.plan.migration)
+        }
+    }
+
+    /// A runtime failure (exit 1) leaves the shim on the sources, logging every write: says so,
+    /// and how to go on or remove it. Refusals (exit 2) changed nothing and pass unchanged.
+    static func failure(_ error: Error, migration: String) -> Error {
+        let message: String
+        switch error {
+        case let error as ReshardError where error.code == .failed: message = error.description
+        case let error as PostgresError where error.code != .connectionFailed && error.code != .invalidConnectionString:
+            message = error.summary
+        default: return error
+        }
+        return ReshardError.failed(
+            message + "\nmigration \(migration): the sources keep the shim (once installed) and log every write: "
+                + "run 'reshard apply' again once fixed to resume, or 'reshard abort' to remove it", underlying: error)
     }
 }

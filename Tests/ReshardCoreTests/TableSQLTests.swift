@@ -45,6 +45,26 @@ final class TableSQLTests: XCTestCase {
         XCTAssertEqual(many.components(separatedBy: "::text[]").count, 3, "one array per key column")
     }
 
+    func testStagedRowsConflictOnlyOnTheKeyAndOverrideIdentityAlwaysWhenATargetHasIt() {
+        var plain = table(generated: true, key: ["region", "id"])
+        let sql = TableSQL(plain)
+        XCTAssertEqual(
+            sql.insertFromStaging("reshard_staging"),
+            "INSERT INTO \"app\".\"sel\"\"ect\" (\"id\", \"we\"\"ird\", \"region\") SELECT \"id\", \"we\"\"ird\", \"region\" FROM reshard_staging")
+        XCTAssertEqual(sql.onKeyConflictDoNothing, "ON CONFLICT (\"region\", \"id\") DO NOTHING")
+        XCTAssertEqual(sql.onKeyConflictUpdate, "ON CONFLICT (\"region\", \"id\") DO UPDATE SET \"we\"\"ird\" = EXCLUDED.\"we\"\"ird\"")
+        plain.identityAlways = true
+        XCTAssertEqual(
+            TableSQL(plain).insertFromStaging("s"),
+            "INSERT INTO \"app\".\"sel\"\"ect\" (\"id\", \"we\"\"ird\", \"region\") OVERRIDING SYSTEM VALUE SELECT \"id\", \"we\"\"ird\", \"region\" FROM s")
+        // Plans made before the field existed: a source identity ALWAYS column decides.
+        var old = table()
+        old.columns[0].identity = "always"
+        XCTAssertTrue(TableSQL(old).insertFromStaging("s").contains("OVERRIDING SYSTEM VALUE"))
+        old.identityAlways = false
+        XCTAssertFalse(TableSQL(old).insertFromStaging("s").contains("OVERRIDING SYSTEM VALUE"))
+    }
+
     func testBatchesTakeKeysAsParametersOrTypedLiterals() throws {
         let sql = TableSQL(table(key: ["region", "id"]))
         XCTAssertEqual(sql.keyParameters(from: 3), "($3::integer, $4::bigint)")

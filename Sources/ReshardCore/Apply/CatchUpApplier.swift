@@ -86,8 +86,7 @@ struct CatchUpApplier {
                 _ = try PGConnection.relayCopy(
                     from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: conn,
                     "COPY reshard_staging (\(sql.writableColumns)) FROM STDIN (FORMAT binary)")
-                try conn.execute(
-                    "INSERT INTO \(sql.name) (\(sql.writableColumns)) SELECT \(sql.writableColumns) FROM reshard_staging ON CONFLICT \(sql.keyRow) DO \(sql.updateSet)")
+                try conn.execute("\(sql.insertFromStaging("reshard_staging")) \(sql.onKeyConflictUpdate)")
             }
         }
     }

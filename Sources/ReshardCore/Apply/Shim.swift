@@ -11,9 +11,14 @@ import PostgresClient
 /// as a queue and deletes what it applied by `ctid` (log rows are never updated).
 ///
 /// An UPDATE that changes the unique key or the shard key records the old values too, so the
-/// catch-up also removes the row from where it was. Writes made by reshard itself (sessions with
-/// `reshard.applying = on`) are not recorded, so copying into a source that is also a target
-/// does not feed back.
+/// catch-up also removes the row from where it was. A TRUNCATE records every row's key before the
+/// rows go (a scan of the table), so the catch-up deletes them on the targets. Writes made by
+/// reshard itself (sessions with `reshard.applying = on`) are not recorded, so copying into a
+/// source that is also a target does not feed back.
+///
+/// The triggers are `ENABLE ALWAYS` (sessions with `session_replication_role = replica` fire them
+/// too), and their functions are SECURITY DEFINER, so an application role with nothing but table
+/// grants can still write: installing them takes the table's owner (`Planner` checks it).
 public enum Shim {
     public static let schema = "reshard_shim"
 
@@ -38,18 +43,23 @@ public enum Shim {
                 """)
         }
         let quotedTable = try connection.quote(table.name)
-        func columns(_ row: String) throws -> String {
-            try table.uniqueKey.map { "\(row).\(try connection.quoteIdentifier($0))::text" }.joined(separator: ", ")
+        // The function bodies run with a pinned search_path, so the table is named with its schema.
+        let schemaRow = try connection.query(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)", [quotedTable])
+        let qualified = try connection.quote(QualifiedName(schema: schemaRow.rowCount > 0 ? schemaRow[0, 0] : table.name.schema, table.name.name))
+        func columns(_ row: String?) throws -> String {
+            try table.uniqueKey.map { "\(row.map { "\($0)." } ?? "")\(try connection.quoteIdentifier($0))::pg_catalog.text" }
+                .joined(separator: ", ")
         }
         let key = try connection.quoteIdentifier(table.key)
-        let values = { (row: String) throws -> String in "(ARRAY[\(try columns(row))], \(row).\(key)::text)" }
+        let values = { (row: String) throws -> String in "(ARRAY[\(try columns(row))], \(row).\(key)::pg_catalog.text)" }
         let insert = "INSERT INTO \(schema).\(names.log) (pk, shard_key) VALUES"
         let keyColumns = try (table.uniqueKey + [table.key]).map { try connection.quoteIdentifier($0) }
         let oldRow = keyColumns.map { "OLD.\($0)" }.joined(separator: ", ")
         let newRow = keyColumns.map { "NEW.\($0)" }.joined(separator: ", ")
-        var body = """
+        let rowBody = """
             BEGIN
-              IF current_setting('reshard.applying', true) = 'on' THEN RETURN NULL; END IF;
+              IF pg_catalog.current_setting('reshard.applying', true) = 'on' THEN RETURN NULL; END IF;
               IF TG_OP = 'INSERT' OR TG_OP = 'UPDATE' THEN
                 \(insert) \(try values("NEW"));
               END IF;
@@ -63,21 +73,36 @@ public enum Shim {
               RETURN NULL;
             END
             """
-        var tag = "reshard"
-        while body.contains("$\(tag)$") { tag += "_" }
-        body = "$\(tag)$\n\(body)\n$\(tag)$"
+        // TRUNCATE fires no row triggers: before the rows go, every key is logged as a change,
+        // and the catch-up, which finds the rows gone, deletes them on the targets.
+        let truncateBody = """
+            BEGIN
+              IF pg_catalog.current_setting('reshard.applying', true) = 'on' THEN RETURN NULL; END IF;
+              INSERT INTO \(schema).\(names.log) (pk, shard_key)
+                SELECT ARRAY[\(try columns(nil))], \(key)::pg_catalog.text FROM ONLY \(qualified);
+              RETURN NULL;
+            END
+            """
         var attempt = 0
         while true {
             do {
                 try connection.transaction { conn in
                     try conn.execute("SET LOCAL lock_timeout = '\(lockTimeoutMilliseconds)ms'")
-                    try conn.execute(
-                        "CREATE OR REPLACE FUNCTION \(schema).\(names.function)() RETURNS trigger LANGUAGE plpgsql AS \(body)")
-                    let exists = try conn.query(
-                        "SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2", [quotedTable, names.trigger])
-                    if exists.rowCount == 0 {
-                        try conn.execute(
-                            "CREATE TRIGGER \(names.trigger) AFTER INSERT OR UPDATE OR DELETE ON \(quotedTable) FOR EACH ROW EXECUTE FUNCTION \(schema).\(names.function)()")
+                    let pin = Self.pinsTextSettings(table)
+                    try conn.execute(Self.captureFunction("\(schema).\(names.function)", body: rowBody, pinningText: pin))
+                    try conn.execute(Self.captureFunction("\(schema).\(names.truncateFunction)", body: truncateBody, pinningText: pin))
+                    for (trigger, definition) in [
+                        (names.trigger, "AFTER INSERT OR UPDATE OR DELETE ON \(quotedTable) FOR EACH ROW EXECUTE FUNCTION \(schema).\(names.function)()"),
+                        (names.truncateTrigger, "BEFORE TRUNCATE ON \(quotedTable) FOR EACH STATEMENT EXECUTE FUNCTION \(schema).\(names.truncateFunction)()"),
+                    ] {
+                        let enabled = try conn.query(
+                            "SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2", [quotedTable, trigger])
+                        if enabled.rowCount == 0 { try conn.execute("CREATE TRIGGER \(trigger) \(definition)") }
+                        // ALWAYS: sessions with session_replication_role = replica (bulk loaders,
+                        // replication tools) fire it too; an ordinary trigger they would skip.
+                        if enabled.rowCount == 0 || enabled[0, 0] != "A" {
+                            try conn.execute("ALTER TABLE \(quotedTable) ENABLE ALWAYS TRIGGER \(trigger)")
+                        }
                     }
                 }
                 return
@@ -85,6 +110,39 @@ public enum Shim {
                 attempt += 1
                 usleep(UInt32(min(200_000 * attempt, 2_000_000)))
             }
+        }
+    }
+
+    /// `CREATE OR REPLACE FUNCTION` for a capture trigger. It runs on every application write, as
+    /// whichever role writes: SECURITY DEFINER lets that role log into the shim's schema without
+    /// any grant on it, with `search_path` pinned (everything in the body is schema-qualified) so a
+    /// writer cannot substitute objects of its own. With `pinningText`, `CanonicalText`'s settings,
+    /// which apply only while the function runs, make the logged key text the same whatever the
+    /// writer's session says (DateStyle, TimeZone, extra_float_digits), so the catch-up reads back
+    /// the same keys.
+    static func captureFunction(_ name: String, body: String, pinningText: Bool) -> String {
+        var tag = "reshard"
+        while body.contains("$\(tag)$") { tag += "_" }
+        return """
+            CREATE OR REPLACE FUNCTION \(name)() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+            SET search_path = pg_catalog, pg_temp\(pinningText ? " " + CanonicalText.functionSetClauses : "")
+            AS $\(tag)$
+            \(body)
+            $\(tag)$
+            """
+    }
+
+    /// Whether the logged key text could depend on the writer's session: some key column (unique
+    /// key or shard key) has a type whose text form follows DateStyle, TimeZone,
+    /// extra_float_digits or bytea_output. Integers, text, uuid, boolean and numeric print the same
+    /// in every session, and pinning settings costs every write (a GUC save and restore per
+    /// setting per row), so the common keys go without.
+    static func pinsTextSettings(_ table: Plan.Table) -> Bool {
+        let sessionIndependent = ["smallint", "integer", "bigint", "text", "uuid", "boolean", "name"]
+        let prefixes = ["numeric", "character varying", "character("]
+        return (table.uniqueKey + [table.key]).contains { column in
+            let type = table.columns.first { $0.name == column }?.type ?? ""
+            return !sessionIndependent.contains(type) && !prefixes.contains { type.hasPrefix($0) }
         }
     }
 
@@ -96,9 +154,11 @@ public enum Shim {
             try connection.transaction { conn in
                 try conn.execute("SET LOCAL lock_timeout = '5s'; SET LOCAL client_min_messages = warning")
                 if try conn.query("SELECT to_regclass($1) IS NOT NULL", [try conn.quote(table.name)]).get(0, 0, as: Bool.self) {
-                    try conn.execute("DROP TRIGGER IF EXISTS \(names.trigger) ON \(try conn.quote(table.name))")
+                    let quoted = try conn.quote(table.name)
+                    try conn.execute("DROP TRIGGER IF EXISTS \(names.trigger) ON \(quoted); DROP TRIGGER IF EXISTS \(names.truncateTrigger) ON \(quoted)")
                 }
-                try conn.execute("DROP FUNCTION IF EXISTS \(schema).\(names.function)(); DROP TABLE IF EXISTS \(schema).\(names.log)")
+                try conn.execute(
+                    "DROP FUNCTION IF EXISTS \(schema).\(names.function)(); DROP FUNCTION IF EXISTS \(schema).\(names.truncateFunction)(); DROP TABLE IF EXISTS \(schema).\(names.log)")
             }
         }
         guard try connection.query("SELECT to_regnamespace($1) IS NOT NULL", [schema]).get(0, 0, as: Bool.self) else { return }
@@ -114,8 +174,10 @@ public enum Shim {
     }
 
     /// Short, fixed names per (migration, table), safe as unquoted identifiers.
-    static func objectNames(migration: String, table: Plan.Table) -> (function: String, trigger: String, log: String) {
+    static func objectNames(migration: String, table: Plan.Table) -> (
+        function: String, trigger: String, truncateFunction: String, truncateTrigger: String, log: String
+    ) {
         let id = fnv1a64Hex("\(migration)\u{0}\(table.name.schema ?? "")\u{0}\(table.name.name)")
-        return ("capture_\(id)", "reshard_capture_\(id)", "log_\(id)")
+        return ("capture_\(id)", "reshard_capture_\(id)", "capture_truncate_\(id)", "reshard_capture_truncate_\(id)", "log_\(id)")
     }
 }

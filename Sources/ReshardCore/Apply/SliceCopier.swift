@@ -9,7 +9,8 @@ import PostgresClient
 /// transaction; no row is materialised in the coordinator. The checkpoint (`last_key`) is written
 /// after that transaction commits, so it never runs ahead of data on the target. A batch that is
 /// re-run after a crash finds some of its rows already there: it is then loaded through a staging
-/// table with ON CONFLICT DO NOTHING, which makes re-running harmless. Rows changed after a batch
+/// table with ON CONFLICT (the migration's key) DO NOTHING, which makes re-running harmless; any
+/// other unique violation (values of two sources colliding on the target) stops the migration. Rows changed after a batch
 /// was read are fixed by the catch-up, which re-reads them.
 struct SliceCopier {
     let plan: Plan
@@ -95,9 +96,15 @@ struct SliceCopier {
             _ = try PGConnection.relayCopy(
                 from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: conn,
                 "COPY reshard_staging (\(sql.writableColumns)) FROM STDIN (FORMAT binary)")
-            return try conn.execute(
-                "INSERT INTO \(sql.name) (\(sql.writableColumns)) SELECT \(sql.writableColumns) FROM reshard_staging ON CONFLICT DO NOTHING"
-            ).affectedRows
+            do {
+                return try conn.execute("\(sql.insertFromStaging("reshard_staging")) \(sql.onKeyConflictDoNothing)").affectedRows
+            } catch let error as PostgresError where error.sqlState == "23505" {
+                throw ReshardError.failed(
+                    "table \(table.name), \(source.endpoint.label ?? "\(source.endpoint)") -> \(plan.targets[targetIndex].name): "
+                        + "\(error.message)\(error.detail.map { " (\($0))" } ?? ""): a unique constraint other than the migration's key, "
+                        + "holding on each source alone, is violated where rows of several sources meet",
+                    shard: plan.targets[targetIndex].name, underlying: error)
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 import PostgresClient
 
 /// Creates a table on a target from its definition on a source: columns, defaults, NOT NULL,
-/// primary key, unique and check constraints. Secondary indexes come later (`createIndexes`),
+/// collations, primary key, unique and check constraints, and the unique index carrying the migration's key
+/// when no constraint does. Secondary indexes come later (`createIndexes`),
 /// because building them once after the bulk copy is much faster than maintaining them during it.
 ///
 /// Not copied: foreign keys (they would point across shards), triggers, and defaults that call
@@ -21,13 +22,19 @@ public enum TargetTables {
             """
             SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity,
                    CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
-                   CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END
+                   CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+                   CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation THEN format('%I.%I', cn.nspname, co.collname) END
             FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            JOIN pg_type t ON t.oid = a.atttypid
+            LEFT JOIN pg_collation co ON co.oid = a.attcollation LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
             """, [quoted])
         var parts: [String] = []
         for row in 0..<columns.rowCount {
             var line = "\(try target.quoteIdentifier(columns[row, 0]!)) \(columns[row, 1]!)"
+            // format_type does not print collations: a column's own one (a case-insensitive ICU
+            // collation, say) is carried over explicitly.
+            if let collation = columns[row, 6] { line += " COLLATE \(collation)" }
             if let generated = columns[row, 5] {
                 line += " GENERATED ALWAYS AS (\(generated)) STORED"
             } else if columns[row, 3] != "" {
@@ -46,11 +53,15 @@ public enum TargetTables {
         for row in 0..<constraints.rowCount {
             parts.append("CONSTRAINT \(try target.quoteIdentifier(constraints[row, 0]!)) \(constraints[row, 1]!)")
         }
+        let keyIndex = try keyIndexDefinition(table, on: source)
+        let collations = try collationDefinitions(table, on: source)
         try target.transaction { conn in
+            for statement in collations { try conn.execute("SET LOCAL client_min_messages = warning; \(statement)") }
             if let schema = table.name.schema {
                 try conn.execute("SET LOCAL client_min_messages = warning; CREATE SCHEMA IF NOT EXISTS \(try conn.quoteIdentifier(schema))")
             }
             try conn.execute("CREATE TABLE IF NOT EXISTS \(try conn.quote(table.name)) (\n  \(parts.joined(separator: ",\n  "))\n)")
+            if let keyIndex { try conn.execute(idempotent(keyIndex)) }
         }
         if withIndexes { try createIndexes(table, from: source, on: target) }
         return true
@@ -66,9 +77,48 @@ public enum TargetTables {
             """, [try source.quote(table.name)])
         for row in 0..<indexes.rowCount {
             guard let definition = indexes[row, 0] else { continue }
-            let idempotent = definition.replacingOccurrences(of: "CREATE INDEX ", with: "CREATE INDEX IF NOT EXISTS ")
-                .replacingOccurrences(of: "CREATE UNIQUE INDEX ", with: "CREATE UNIQUE INDEX IF NOT EXISTS ")
-            try target.execute(idempotent)
+            try target.execute(idempotent(definition))
         }
+    }
+
+    /// The unique index that carries the migration's key when no constraint does (a plain
+    /// `CREATE UNIQUE INDEX`): it is built with the table, not deferred, because the catch-up's
+    /// `ON CONFLICT (key)` and a re-run batch need it from the first row on.
+    static func keyIndexDefinition(_ table: Plan.Table, on source: PGConnection) throws -> String? {
+        let rows = try source.query(
+            """
+            SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+            WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
+              AND (SELECT array_agg(a.attname::text ORDER BY k.ord)
+                   FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                   WHERE k.ord <= i.indnkeyatts) = $2::text[]
+            ORDER BY i.indexrelid LIMIT 1
+            """, [try source.quote(table.name), table.uniqueKey])
+        return rows.rowCount == 0 ? nil : rows[0, 0]
+    }
+
+    /// `CREATE COLLATION IF NOT EXISTS` for the collations the table's columns use outside
+    /// `pg_catalog` (which every server has), with their schemas: a target may lack them.
+    static func collationDefinitions(_ table: Plan.Table, on source: PGConnection) throws -> [String] {
+        let rows = try source.query(
+            """
+            SELECT DISTINCT format('CREATE SCHEMA IF NOT EXISTS %I', n.nspname),
+                   format('CREATE COLLATION IF NOT EXISTS %I.%I (%s, deterministic = %s)', n.nspname, c.collname,
+                          CASE c.collprovider
+                            WHEN 'i' THEN format('provider = icu, locale = %L', coalesce(to_jsonb(c) ->> 'colliculocale', to_jsonb(c) ->> 'colllocale'))
+                            ELSE format('provider = libc, lc_collate = %L, lc_ctype = %L', c.collcollate, c.collctype) END,
+                          CASE WHEN c.collisdeterministic THEN 'true' ELSE 'false' END)
+            FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation JOIN pg_namespace n ON n.oid = c.collnamespace
+            WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND n.nspname <> 'pg_catalog'
+            """, [try source.quote(table.name)])
+        return (0..<rows.rowCount).flatMap { [rows[$0, 0]!, rows[$0, 1]!] }
+    }
+
+    /// `CREATE [UNIQUE] INDEX IF NOT EXISTS ...`, so building an index again is harmless.
+    static func idempotent(_ definition: String) -> String {
+        definition.replacingOccurrences(of: "CREATE INDEX ", with: "CREATE INDEX IF NOT EXISTS ")
+            .replacingOccurrences(of: "CREATE UNIQUE INDEX ", with: "CREATE UNIQUE INDEX IF NOT EXISTS ")
     }
 }

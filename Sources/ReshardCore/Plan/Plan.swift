@@ -38,6 +38,12 @@ public struct Plan: Sendable, Codable, Equatable {
         /// type; nil when the config does not describe today's placement.
         public var sourceKey: String? = nil
         public var sourceKeyType: KeyType? = nil
+        /// Whether some place this table's rows are written to (a target the user created, or a
+        /// source that is also a target) has an identity `GENERATED ALWAYS` column: inserts there
+        /// need `OVERRIDING SYSTEM VALUE`. Recorded by plan; nil in older plans.
+        public var identityAlways: Bool? = nil
+
+        public var identityAlwaysOnTarget: Bool { identityAlways ?? columns.contains { $0.identity == "always" } }
 
         public var estimatedRows: Int64 { slices.reduce(0) { $0 + $1.estimatedRows } }
         public var estimatedBytes: Int64 { slices.reduce(0) { $0 + $1.estimatedBytes } }
@@ -57,6 +63,8 @@ public struct Plan: Sendable, Codable, Equatable {
     public var tables: [Table]
     /// The phase the metadata records for this migration, when it is already under way.
     public var recordedPhase: String?
+    /// What plan could not rule out and the user should know (nil when nothing).
+    public var warnings: [String]? = nil
 
     public var estimatedRows: Int64 { tables.reduce(0) { $0 + $1.estimatedRows } }
     public var movingRows: Int64 { tables.reduce(0) { $0 + $1.movingRows } }
@@ -82,6 +90,10 @@ extension Plan {
                 lines.append(
                     "\(label)\(count(slice.estimatedRows).leftPadded(14)) rows \(bytes(slice.estimatedBytes).leftPadded(10))\(slice.staysInPlace ? "  stays in place" : "")")
             }
+        }
+        for warning in warnings ?? [] {
+            lines.append("")
+            lines.append("warning: \(warning)")
         }
         lines.append("")
         lines.append(

@@ -72,8 +72,10 @@ public struct Planner {
         }
         guard problems.isEmpty else { throw ReshardError.badInput(problems.joined(separator: "\n")) }
         let connectedSources = sources.map { $0! }, connectedTargets = targets.map { $0! }
+        for source in connectedSources { problems += try Self.shimSchemaProblems(source) }
 
         var tables: [Plan.Table] = []
+        var warnings: [String] = []
         for table in config.tables {
             do {
                 let (schema, keyType, tableProblems) = try validate(
@@ -94,6 +96,11 @@ public struct Planner {
                             "table \(table.name): source_key column \(column) is \(schema.column(column)!.type), which source.function \(sourceFunction.kind.rawValue) cannot place")
                     }
                 }
+                planned.identityAlways = try identityAlwaysWhereWritten(table.name, schema: schema, targets: connectedTargets, sameAs: sameAs)
+                let unique = try uniqueIndexChecks(
+                    planned, sources: connectedSources, targets: connectedTargets, sameAs: sameAs, underWay: recordedPhase != nil)
+                problems += unique.problems
+                warnings += unique.warnings
                 tables.append(planned)
             } catch let error as PostgresError {
                 problems.append("table \(table.name): \(error.summary)")
@@ -109,7 +116,7 @@ public struct Planner {
             targets: zip(connectedTargets, sameAs).map { t, same in
                 Plan.Shard(name: t.shard.name, endpoint: t.shard.dsn.endpoint.description, dsn: t.shard.dsn.withoutPassword, sameAsSource: same)
             },
-            tables: tables, recordedPhase: recordedPhase)
+            tables: tables, recordedPhase: recordedPhase, warnings: warnings.isEmpty ? nil : warnings)
     }
 
     // MARK: Validation
@@ -172,6 +179,8 @@ public struct Planner {
                 problems.append("table \(table.name) is missing on \(here)")
                 continue
             }
+            problems += try Self.shimTableProblems(table.name, on: source)
+            problems += try Self.keyCollationProblems(table, schema: schema, on: source)
             if schema.uniqueKey.isEmpty {
                 problems.append("table \(table.name) on \(here) has no primary key or unique index over non-null columns")
             }
@@ -211,6 +220,172 @@ public struct Planner {
             }
         }
         return (reference.schema, keyType, problems)
+    }
+
+    // MARK: Rights
+
+    /// What the role reshard connects as lacks on a source to create the shim's schema: CREATE on
+    /// the database, or on the schema once it exists.
+    static func shimSchemaProblems(_ source: Connected) throws -> [String] {
+        let row = try source.connection.query(
+            """
+            SELECT current_user, current_database(), to_regnamespace($1) IS NOT NULL,
+                   has_database_privilege(current_database(), 'CREATE'),
+                   to_regnamespace($1) IS NULL OR has_schema_privilege($1, 'CREATE')
+            """, [Shim.schema])
+        let role = row[0, 0] ?? "", database = row[0, 1] ?? ""
+        let schemaExists = try row.get(0, 2, as: Bool.self)
+        if !schemaExists, try !row.get(0, 3, as: Bool.self) {
+            return ["source \(source.shard.name): role \(role) cannot install the shim: it needs CREATE on database \(database) (GRANT CREATE ON DATABASE \(SQLText.identifier(database)) TO \(SQLText.identifier(role)))"]
+        }
+        if schemaExists, try !row.get(0, 4, as: Bool.self) {
+            return ["source \(source.shard.name): role \(role) cannot install the shim: it needs CREATE on schema \(Shim.schema)"]
+        }
+        return []
+    }
+
+    /// What the role reshard connects as lacks on a source table: the capture triggers are
+    /// `ENABLE ALWAYS`, which only the table's owner may set (ALTER TABLE), and the backfill reads it.
+    static func shimTableProblems(_ table: QualifiedName, on source: Connected) throws -> [String] {
+        let row = try source.connection.query(
+            """
+            SELECT current_user, pg_get_userbyid(relowner), pg_has_role(relowner, 'USAGE'), has_table_privilege(oid, 'SELECT')
+            FROM pg_class WHERE oid = to_regclass($1)
+            """, [try source.connection.quote(table)])
+        guard row.rowCount == 1 else { return [] }
+        let role = row[0, 0] ?? "", owner = row[0, 1] ?? ""
+        var problems: [String] = []
+        if try !row.get(0, 2, as: Bool.self) {
+            problems.append(
+                "table \(table) on source \(source.shard.name): role \(role) cannot install the shim: it must own the table, owned by \(owner) (GRANT \(SQLText.identifier(owner)) TO \(SQLText.identifier(role))): the capture triggers are ENABLE ALWAYS, which only the owner may set")
+        }
+        if try !row.get(0, 3, as: Bool.self) {
+            problems.append("table \(table) on source \(source.shard.name): role \(role) cannot read it (GRANT SELECT)")
+        }
+        return problems
+    }
+
+    // MARK: Collations
+
+    /// Nondeterministic collations (case-insensitive ICU ones, say) on the shard key or the unique
+    /// key: values equal under the collation but different in bytes would hash to different
+    /// shards, and keys could not be matched exactly. Refused.
+    static func keyCollationProblems(_ table: ReshardConfig.Table, schema: TableSchema, on source: Connected) throws -> [String] {
+        let rows = try source.connection.query(
+            """
+            SELECT a.attname, format('%I.%I', n.nspname, c.collname)
+            FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation JOIN pg_namespace n ON n.oid = c.collnamespace
+            WHERE a.attrelid = to_regclass($1) AND a.attname = ANY($2::text[]) AND NOT c.collisdeterministic ORDER BY a.attnum
+            """, [try source.connection.quote(table.name), Array(Set(schema.uniqueKey + [table.key]))])
+        return (0..<rows.rowCount).map { row in
+            let column = rows[row, 0]!
+            let role = column == table.key ? "shard key" : "unique key"
+            return "table \(table.name) on source \(source.shard.name): \(role) column \(column) has the nondeterministic collation \(rows[row, 1]!), under which placement and de-duplication cannot be exact (use a deterministic collation for it)"
+        }
+    }
+
+    // MARK: Identity columns on targets
+
+    /// Whether a table the rows are written into has an identity `GENERATED ALWAYS` column: a
+    /// target the user created (`pg_dump -s` keeps ALWAYS; reshard creates BY DEFAULT), or a
+    /// source that is also a target. The catch-up's inserts there need OVERRIDING SYSTEM VALUE.
+    func identityAlwaysWhereWritten(_ table: QualifiedName, schema: TableSchema, targets: [Connected], sameAs: [String?]) throws -> Bool {
+        if sameAs.contains(where: { $0 != nil }), schema.columns.contains(where: { $0.identity == "always" }) { return true }
+        for (target, same) in zip(targets, sameAs) where same == nil {
+            if try TableSchema.read(table, on: target.connection)?.columns.contains(where: { $0.identity == "always" }) == true { return true }
+        }
+        return false
+    }
+
+    // MARK: Unique indexes across sources
+
+    /// Unique indexes other than the migration's key hold on each source alone. On a target, rows
+    /// of several sources meet (and on a target that is a source, all of that source's rows stay),
+    /// so values unique on each source can collide there: the copy would stop on them. Checks the
+    /// rows there now exactly, per target and pair of sources feeding it, on the servers: one
+    /// source's values are sent in chunks to the other, whose index finds the matches. Refuses
+    /// with up to 10 colliding values; warns that values written later can still collide. Once the
+    /// migration is under way the rows are not checked again (it reads every value, and every
+    /// resumed apply plans again): the copy and the catch-up stop on a collision themselves.
+    func uniqueIndexChecks(
+        _ table: Plan.Table, sources: [Connected], targets: [Connected], sameAs: [String?], underWay: Bool
+    ) throws -> (problems: [String], warnings: [String]) {
+        guard sources.count > 1 else { return ([], []) }
+        let indexes = try UniqueIndex.read(table.name, on: sources[0].connection)
+            .filter { !Set(table.uniqueKey).isSubset(of: $0.columns) || $0.hasExpressions }
+        guard !indexes.isEmpty else { return ([], []) }
+        let canonical = CanonicalText.settings.sorted { $0.key < $1.key }
+            .map { "SET \(SQLText.identifier($0.key)) TO \(SQLText.literal($0.value))" }.joined(separator: "; ")
+        for source in sources { try source.connection.execute(canonical) }
+        var problems: [String] = [], warnings: [String] = []
+        for index in indexes {
+            let described = "unique index \(index.name) (\(index.columns.joined(separator: ", ")))"
+            if index.hasExpressions {
+                warnings.append("table \(table.name): \(described) is over expressions: values colliding across sources are not checked")
+                continue
+            }
+            warnings.append(
+                "table \(table.name): \(described) holds on each source alone; rows of several sources meet on the targets, so a value written on two sources before cutover stops apply")
+            if underWay { continue }
+            var found = 0
+            for t in targets.indices where found < 10 {
+                for a in sources.indices where found < 10 {
+                    for b in sources.indices where b > a && found < 10 {
+                        let values = try collisions(
+                            index, table: table, target: t, sources: (sources[a], sources[b]), sameAs: sameAs, limit: 10 - found)
+                        guard !values.isEmpty else { continue }
+                        found += values.count
+                        problems.append(
+                            "table \(table.name): \(described) would be violated on target \(targets[t].shard.name): on both \(sources[a].shard.name) and \(sources[b].shard.name): "
+                                + values.map { "(\($0.joined(separator: ", ")))" }.joined(separator: ", "))
+                    }
+                }
+            }
+        }
+        return (problems, warnings)
+    }
+
+    /// Values of `index` that rows of both sources bring to target `target`, at most `limit`.
+    private func collisions(
+        _ index: UniqueIndex, table: Plan.Table, target: Int, sources: (Connected, Connected), sameAs: [String?], limit: Int
+    ) throws -> [[String]] {
+        let name = SQLText.name(table.name)
+        let columns = index.columns.map(SQLText.identifier)
+        func rowsHere(_ source: Connected) -> String {
+            var conditions = columns.map { "\($0) IS NOT NULL" }
+            if let predicate = index.predicate { conditions.append("(\(predicate))") }
+            // A target that is this source keeps all of its rows, wherever they map.
+            if sameAs[target] != source.shard.name {
+                conditions.append(config.function.sqlShardFilter(quotedColumn: SQLText.identifier(table.key), type: table.keyType, target: target))
+            }
+            return conditions.joined(separator: " AND ")
+        }
+        let typed = zip(columns.indices, index.types).map { "$\($0 + 1)::\($1)" }
+        let read = { (after: Bool) in
+            "SELECT \(columns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(name) WHERE \(rowsHere(sources.0))"
+                + (after ? " AND (\(columns.joined(separator: ", "))) > (\(typed.joined(separator: ", ")))" : "")
+                + " ORDER BY \(columns.joined(separator: ", ")) LIMIT 5000"
+        }
+        let arrays = index.columns.indices.map { "$\($0 + 1)::text[]" }.joined(separator: ", ")
+        let names = index.columns.indices.map { "v\($0)" }
+        let match = """
+            SELECT \(names.joined(separator: ", ")) FROM unnest(\(arrays)) AS v(\(names.joined(separator: ", ")))
+            WHERE EXISTS (SELECT 1 FROM \(name) WHERE \(rowsHere(sources.1))
+                          AND (\(columns.joined(separator: ", "))) = (\(zip(names, index.types).map { "\($0)::\($1)" }.joined(separator: ", "))))
+            LIMIT \(limit)
+            """
+        var last: [String]?
+        var found: [[String]] = []
+        while found.count < limit {
+            let chunk = try sources.0.connection.query(read(last != nil), last ?? [])
+            guard chunk.rowCount > 0 else { break }
+            let rows = (0..<chunk.rowCount).map { r in columns.indices.map { chunk[r, $0] ?? "" } }
+            let hits = try sources.1.connection.query(match, columns.indices.map { c in rows.map { $0[c] } })
+            found += (0..<hits.rowCount).map { r in columns.indices.map { hits[r, $0] ?? "" } }
+            if chunk.rowCount < 5000 { break }
+            last = rows.last
+        }
+        return Array(found.prefix(limit))
     }
 
     // MARK: Estimates

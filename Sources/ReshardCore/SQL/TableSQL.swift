@@ -105,6 +105,22 @@ struct TableSQL: Sendable {
     /// What a batch or catch-up reads: the writable columns (generated ones are recomputed).
     var writableSelectList: String { writableColumns }
 
+    /// `INSERT INTO table (writable columns) SELECT writable columns FROM staging`: how copied rows
+    /// leave a staging table. `OVERRIDING SYSTEM VALUE` when a table the rows go to has an identity
+    /// `GENERATED ALWAYS` column (one the user created, or a source that is a target), which
+    /// otherwise refuses the source's values; COPY needs no such clause.
+    func insertFromStaging(_ staging: String) -> String {
+        let overriding = table.identityAlwaysOnTarget ? " OVERRIDING SYSTEM VALUE" : ""
+        return "INSERT INTO \(name) (\(writableColumns))\(overriding) SELECT \(writableColumns) FROM \(staging)"
+    }
+
+    /// `ON CONFLICT (key) DO NOTHING`: a re-run batch skips the rows it already copied. Only the
+    /// migration's key: any other unique violation is an error, never a row silently dropped.
+    var onKeyConflictDoNothing: String { "ON CONFLICT \(keyRow) DO NOTHING" }
+
+    /// `ON CONFLICT (key) DO UPDATE SET ...`: the catch-up's upsert of a row's current values.
+    var onKeyConflictUpdate: String { "ON CONFLICT \(keyRow) DO \(updateSet)" }
+
     /// `COPY table (writable columns) FROM STDIN (FORMAT binary)`
     var copyIn: String { "COPY \(name) (\(writableColumns)) FROM STDIN (FORMAT binary)" }
 }
