@@ -11,7 +11,10 @@ struct ApplyCommand: ParsableCommand {
         abstract: "Copy the rows and keep the targets in sync, resuming from checkpoints.",
         discussion: """
             Runs until the backfill is done and the catch-up has caught up, then keeps the targets in sync until \
-            stopped (Ctrl-C stops cleanly), unless --until says to return earlier.
+            stopped (Ctrl-C stops cleanly), unless --until says to return earlier. On stop it prints one line: where \
+            it stopped and how to continue. Exit code 0 when --until's goal was reached or a plain apply was stopped; \
+            4 when a signal stopped it before --until's goal (so 'apply --until caught-up && next-step' does not go on).
+            With --json: progress as JSON lines on stderr, the outcome as one JSON object on stdout.
             """)
 
     @OptionGroup var migration: MigrationOptions
@@ -61,8 +64,9 @@ struct ApplyCommand: ParsableCommand {
         let endpoint = try metrics.start()
         let figures = ReshardMetrics(migration: target.plan.migration)
         defer { withExtendedLifetime(endpoint) {} }
+        let outcome: ApplyOutcome
         do {
-            try coordinator.run(
+            outcome = try coordinator.run(
                 shouldStop: { TerminationSignal.received },
                 report: { p in
                     figures.record(p)
@@ -71,6 +75,8 @@ struct ApplyCommand: ParsableCommand {
         } catch {
             throw Self.failure(error, migration: target.plan.migration)
         }
+        if output.json { try Console.json(outcome) } else { Console.out(Self.summary(outcome)) }
+        if outcome.goal != .forever && !outcome.reachedGoal { throw ExitCode(ReshardError.Code.stoppedEarly.exitCode) }
     }
 
     /// A runtime failure (exit 1) leaves the shim on the sources, logging every write: says so,
@@ -86,5 +92,21 @@ struct ApplyCommand: ParsableCommand {
         return ReshardError.failed(
             message + "\nmigration \(migration): the sources keep the shim (once installed) and log every write: "
                 + "run 'reshard apply' again once fixed to resume, or 'reshard abort' to remove it", underlying: error)
+    }
+
+    /// The line printed on stop: where it stopped and how to continue.
+    static func summary(_ outcome: ApplyOutcome) -> String {
+        let p = outcome.progress
+        let rows = RowProgress(copied: p.rowsCopied, estimated: p.rowsEstimated, done: p.tables.allSatisfy(\.done))
+        let figures = "\(rows.text) rows copied, backlog \(p.backlog.grouped)"
+        let again = "reshard " + CommandLine.arguments.dropFirst().joined(separator: " ")
+        if outcome.goal == .forever {
+            return "migration \(p.migration): stopped in phase \(p.phase.rawValue) (\(figures)); run '\(again)' to keep the targets in sync"
+        }
+        if outcome.reachedGoal {
+            return "migration \(p.migration): reached \(outcome.goal.rawValue), phase \(p.phase.rawValue) (\(figures))"
+        }
+        return "migration \(p.migration): stopped in phase \(p.phase.rawValue) before reaching \(outcome.goal.rawValue) (\(figures)); "
+            + "run '\(again)' to continue"
     }
 }

@@ -6,12 +6,17 @@ import ReshardCore
 /// `reshard`: online resharding for PostgreSQL.
 ///
 /// Exit codes, everywhere: 0 success, 1 runtime failure, 2 bad input or refused (nothing was
-/// changed), 3 verification found differences.
+/// changed), 3 verification found differences, 4 stopped (Ctrl-C, SIGTERM) before the goal.
 @main
 struct Reshard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reshard",
         abstract: "Move PostgreSQL data from N shards to M shards while the application keeps running.",
+        discussion: """
+            Exit codes: 0 success; 1 runtime failure; 2 bad input or refused, nothing changed; 3 verify found \
+            differences; 4 stopped (Ctrl-C, SIGTERM) before reaching the goal (apply --until).
+            Output: results on stdout (one JSON object with --json), progress and errors on stderr.
+            """,
         version: ReshardVersion.string,
         subcommands: [
             InitCommand.self, PlanCommand.self, ApplyCommand.self, StatusCommand.self, ThrottleCommand.self, AbortCommand.self,
