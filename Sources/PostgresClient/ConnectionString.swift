@@ -23,7 +23,7 @@ public struct ConnectionString: Sendable, Hashable, CustomStringConvertible {
             if let errmsg { PQfreemem(errmsg) }
             throw PostgresError(
                 code: .invalidConnectionString,
-                message: "invalid connection string\(label.map { " for \($0)" } ?? ""): \(Redaction.scrub(Redaction.oneLine(reason)))")
+                message: "invalid connection string\(label.map { " for \($0)" } ?? ""): \(Redaction.parseError(reason, keywords: Self.keywords))")
         }
         defer { PQconninfoFree(parsed) }
         var options: [String: String] = [:]
@@ -34,6 +34,19 @@ public struct ConnectionString: Sendable, Hashable, CustomStringConvertible {
         }
         self.options = options
     }
+
+    /// Every option name libpq knows (`PQconndefaults`), which error messages may name.
+    static let keywords: Set<String> = {
+        guard let defaults = PQconndefaults() else { return [] }
+        defer { PQconninfoFree(defaults) }
+        var names: Set<String> = []
+        var option = defaults
+        while let keyword = option.pointee.keyword {
+            names.insert(String(cString: keyword))
+            option += 1
+        }
+        return names
+    }()
 
     /// Where this string points, with libpq's defaults filled in from the environment.
     public var endpoint: Endpoint {

@@ -69,7 +69,8 @@ public final class PGConnection: @unchecked Sendable {
         guard PQstatus(handle) == CONNECTION_OK else {
             // `conn` is released when this throws, and its deinit calls PQfinish once.
             throw PostgresError(
-                code: .connectionFailed, message: conn.lastErrorMessage(), endpoint: conn.endpoint)
+                code: .connectionFailed, message: Redaction.hidingOptionValues(Redaction.oneLine(conn.lastErrorMessage())),
+                endpoint: conn.endpoint)
         }
         for (name, value) in settings.sorted(by: { $0.key < $1.key }) {
             _ = try conn.query("SELECT set_config($1, $2, false)", [name, value])
