@@ -22,16 +22,18 @@ struct ApplyCommand: ParsableCommand {
     @Option(name: .long, help: "Return once 'backfilled' or 'caught-up' instead of syncing until stopped.")
     var until: String?
 
-    @Option(name: .long, help: "Backfill connections per shard.")
+    // Numbers take `.unconditional` parsing so "-5" is read as a value and refused by validate(),
+    // not taken for an option ("Missing value").
+    @Option(name: .long, parsing: .unconditional, help: "Backfill connections per shard.")
     var maxConnectionsPerShard = 4
 
-    @Option(name: .long, help: "Backfill rate limit (change it while running with 'reshard throttle').")
+    @Option(name: .long, parsing: .unconditional, help: "Backfill rate limit (change it while running with 'reshard throttle').")
     var maxRowsPerSecond: Int?
 
-    @Option(name: .long, help: "Pause the backfill while more changes than this wait to be applied.")
+    @Option(name: .long, parsing: .unconditional, help: "Pause the backfill while more changes than this wait to be applied.")
     var maxBacklog: Int64 = 500_000
 
-    @Option(name: .long, help: "Pause the backfill while a source's replicas lag more than this many seconds.")
+    @Option(name: .long, parsing: .unconditional, help: "Pause the backfill while a source's replicas lag more than this many seconds.")
     var maxReplicationLag: Double = 30
 
     @Flag(name: .long, help: "Create secondary indexes before the copy instead of after it.")
@@ -46,7 +48,12 @@ struct ApplyCommand: ParsableCommand {
             throw ValidationError("--until must be backfilled or caught-up")
         }
         guard maxConnectionsPerShard >= 1 else { throw ValidationError("--max-connections-per-shard must be at least 1") }
-        if let maxRowsPerSecond, maxRowsPerSecond < 1 { throw ValidationError("--max-rows-per-second must be positive") }
+        try RateLimit.validate(maxRowsPerSecond)
+        // A negative limit is never exceeded... by nothing: it would pause the backfill forever.
+        guard maxBacklog >= 1 else { throw ValidationError("--max-backlog must be at least 1, not \(maxBacklog)") }
+        guard maxReplicationLag > 0, maxReplicationLag.isFinite else {
+            throw ValidationError("--max-replication-lag must be a positive number of seconds, not \(maxReplicationLag)")
+        }
     }
 
     func run() throws {

@@ -9,6 +9,18 @@ struct OutputOptions: ParsableArguments {
     var json = false
 }
 
+/// The backfill rate limit's bounds, shared by `apply` and `throttle` (the metadata stores it as
+/// `integer`, so a larger value would fail on the server instead of here).
+enum RateLimit {
+    static let range = 1...Int(Int32.max)
+
+    static func validate(_ value: Int?) throws {
+        if let value, !range.contains(value) {
+            throw ValidationError("--max-rows-per-second must be between 1 and \(range.upperBound), not \(value)")
+        }
+    }
+}
+
 /// Where reshard keeps its state: `--metadata DSN`, else `$RESHARD_METADATA`, else the config
 /// file's `metadata`. A password in argv is visible to every user in `ps` for the life of the
 /// process, so the other two keep it out of the command line.

@@ -78,6 +78,22 @@ enum ReshardCLI {
             return result
         }
 
+        /// Waits for exit up to `timeout`; nil (still running) after that.
+        func wait(timeout: TimeInterval) -> Int32? {
+            if let status { return status }
+            let deadline = Date().addingTimeInterval(timeout)
+            var raw: Int32 = 0
+            while Date() < deadline {
+                if waitpid(pid, &raw, WNOHANG) == pid {
+                    let result = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+                    status = result
+                    return result
+                }
+                usleep(20_000)
+            }
+            return nil
+        }
+
         deinit {
             if status == nil {
                 kill(pid, SIGKILL)
