@@ -77,6 +77,20 @@ final class ConnectionStringTests: XCTestCase {
         }
     }
 
+    /// A plan file keeps `${VAR}` references as the config wrote them, never an expanded secret.
+    func testPlanFileValueKeepsVariablesNeverSecrets() throws {
+        var fromVariable = try ConnectionString("postgres://app:hunter2secret@db/app")
+        fromVariable.template = "postgres://app:${DB_PASSWORD}@db/app"
+        XCTAssertEqual(fromVariable.planFileValue, "postgres://app:${DB_PASSWORD}@db/app")
+        var literal = try ConnectionString("host=db password=hunter2secret dbname=x")
+        literal.template = "host=${DB_HOST} password=hunter2secret dbname=x"
+        XCTAssertEqual(literal.planFileValue, "dbname='x' host='${DB_HOST}'")
+        var wholeString = try ConnectionString("host=db password=hunter2secret")
+        wholeString.template = "${DB_DSN}"
+        XCTAssertFalse(wholeString.planFileValue.contains("hunter2secret"))
+        XCTAssertFalse(try ConnectionString("host=db password=hunter2secret").planFileValue.contains("hunter2secret"))
+    }
+
     func testSameDatabaseComparesHostPortAndName() throws {
         let a = try ConnectionString("postgres://app:x@10.0.0.1:5432/app")
         let b = try ConnectionString("host=10.0.0.1 port=5432 dbname=app user=other")

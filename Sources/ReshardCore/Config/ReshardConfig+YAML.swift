@@ -178,7 +178,11 @@ struct YAMLReader {
 
     func dsn(_ node: Node, label: String) throws -> ConnectionString {
         let text = try scalar(node, label)
-        do { return try ConnectionString(text, label: label) } catch let error as PostgresError {
+        do {
+            var dsn = try ConnectionString(text, label: label)
+            if case .scalar(let written) = node, written.string.contains("${") { dsn.template = written.string }
+            return dsn
+        } catch let error as PostgresError {
             throw ReshardError.badInput("\(error.message)", at: location(node))
         }
     }
@@ -211,17 +215,27 @@ struct YAMLReader {
     }
 
     private func expand(_ text: String, _ node: Node) throws -> String {
+        do { return try ReshardConfig.expandingEnvironment(text, environment) } catch let error as ReshardError {
+            throw error.located(at: location(node))
+        }
+    }
+}
+
+extension ReshardConfig {
+    /// `text` with every `${VAR}` replaced from `environment` (config values, and the connection
+    /// strings a plan file keeps as the config wrote them).
+    public static func expandingEnvironment(_ text: String, _ environment: [String: String]) throws -> String {
         guard text.contains("${") else { return text }
         var out = ""
         var rest = Substring(text)
         while let start = rest.range(of: "${") {
             out += rest[..<start.lowerBound]
             guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
-                throw ReshardError.badInput("unterminated ${ in value", at: location(node))
+                throw ReshardError.badInput("unterminated ${ in value")
             }
             let name = String(rest[start.upperBound..<end])
             guard let value = environment[name] else {
-                throw ReshardError.badInput("environment variable \(name) is not set", at: location(node))
+                throw ReshardError.badInput("environment variable \(name) is not set")
             }
             out += value
             rest = rest[rest.index(after: end)...]

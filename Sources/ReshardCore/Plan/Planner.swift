@@ -108,13 +108,13 @@ public struct Planner {
         }
         guard problems.isEmpty else { throw ReshardError.badInput(problems.joined(separator: "\n")) }
         return Plan(
-            migration: config.migration, metadata: config.metadata.withoutPassword, function: config.function,
+            migration: config.migration, metadata: config.metadata.planFileValue, function: config.function,
             sourceFunction: config.sourceFunction,
             sources: connectedSources.map {
-                Plan.Shard(name: $0.shard.name, endpoint: $0.shard.dsn.endpoint.description, dsn: $0.shard.dsn.withoutPassword, sameAsSource: nil)
+                Plan.Shard(name: $0.shard.name, endpoint: $0.shard.dsn.endpoint.description, dsn: $0.shard.dsn.planFileValue, sameAsSource: nil)
             },
             targets: zip(connectedTargets, sameAs).map { t, same in
-                Plan.Shard(name: t.shard.name, endpoint: t.shard.dsn.endpoint.description, dsn: t.shard.dsn.withoutPassword, sameAsSource: same)
+                Plan.Shard(name: t.shard.name, endpoint: t.shard.dsn.endpoint.description, dsn: t.shard.dsn.planFileValue, sameAsSource: same)
             },
             tables: tables, recordedPhase: recordedPhase, warnings: warnings.isEmpty ? nil : warnings)
     }
