@@ -28,10 +28,24 @@ struct Reshard: ParsableCommand {
     /// (ArgumentParser's own usage errors would otherwise exit 64).
     static func main() {
         do {
+            try checkHelpTopic(Array(CommandLine.arguments.dropFirst()))
             var command = try parseAsRoot()
             try command.run()
         } catch {
             Foundation.exit(report(error))
+        }
+    }
+
+    /// `reshard help nosuch` would print the overview and exit 0: a script asking for help on a
+    /// command that does not exist gets a usage error instead.
+    static func checkHelpTopic(_ arguments: [String]) throws {
+        guard arguments.first == "help" else { return }
+        var command: ParsableCommand.Type = Reshard.self
+        for name in arguments.dropFirst() where !name.hasPrefix("-") {
+            guard let sub = command.configuration.subcommands.first(where: { $0.configuration.commandName == name }) else {
+                throw ValidationError("unknown command '\(name)'")
+            }
+            command = sub
         }
     }
 

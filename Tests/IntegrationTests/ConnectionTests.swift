@@ -206,6 +206,42 @@ final class ConnectionStringMistakeTests: XCTestCase {
     }
 }
 
+final class NoticeTests: XCTestCase {
+    /// What this process writes on stderr while `body` runs.
+    private func capturingStderr(_ body: () throws -> Void) throws -> String {
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&fds), 0)
+        let saved = dup(2)
+        dup2(fds[1], 2)
+        close(fds[1])
+        var failure: Error?
+        do { try body() } catch { failure = error }
+        dup2(saved, 2)
+        close(saved)
+        var captured = Data()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fds[0], &buffer, buffer.count)
+            if n <= 0 { break }
+            captured.append(contentsOf: buffer[0..<n])
+        }
+        close(fds[0])
+        if let failure { throw failure }
+        return String(decoding: captured, as: UTF8.self)
+    }
+
+    /// Issue 14: server NOTICEs ("does not exist, skipping") went straight to stderr.
+    func testNoticesAreDroppedAndWarningsAreOneScrubbedLine() throws {
+        let conn = try PGConnection.connect(try TestClusters.shared.clusters()[0].connectionString())
+        let notices = try capturingStderr { try conn.execute("DROP TABLE IF EXISTS nosuch_\(UUID().uuidString.prefix(6).lowercased())") }
+        XCTAssertEqual(notices, "")
+        let warning = try capturingStderr {
+            try conn.execute("DO $$ BEGIN RAISE WARNING 'careful with password=hunter2secret'; END $$")
+        }
+        XCTAssertEqual(warning, "reshard: warning from the server: careful with password=********\n")
+    }
+}
+
 /// Carries a result out of a thread.
 final class OutcomeBox: @unchecked Sendable {
     private let lock = NSLock()

@@ -55,3 +55,17 @@ extension ReshardCLI {
         return try JSONDecoder().decode(MigrationStatus.self, from: Data(outcome.stdout.utf8))
     }
 }
+
+final class HelpTests: XCTestCase {
+    /// Issue 14: `reshard help nosuch` exited 0 with the overview.
+    func testHelpOnAnUnknownCommandIsAUsageError() throws {
+        let unknown = try ReshardCLI.run(["help", "nosuch"])
+        XCTAssertEqual(unknown.status, 2, unknown.stdout)
+        XCTAssertEqual(unknown.stderr, "reshard: error: unknown command 'nosuch' (see 'reshard help')\n")
+        XCTAssertEqual(unknown.stdout, "")
+        let known = try ReshardCLI.run(["help", "apply"])
+        XCTAssertEqual(known.status, 0, known.stderr)
+        XCTAssertTrue(known.stdout.contains("--until"), known.stdout)
+        XCTAssertEqual(try ReshardCLI.run(["help"]).status, 0)
+    }
+}
