@@ -21,18 +21,18 @@ enum RateLimit {
     }
 }
 
-/// Where reshard keeps its state: `--metadata DSN`, else `$RESHARD_METADATA`, else the config
-/// file's `metadata`. A password in argv is visible to every user in `ps` for the life of the
+/// Where reshard keeps its state: `--metadata DSN`, else the `--config` file's `metadata`, else
+/// `$RESHARD_METADATA`, else `./reshard.yml`'s. A password in argv is visible to every user in `ps` for the life of the
 /// process, so the other two keep it out of the command line.
 struct MetadataOptions: ParsableArguments {
-    static let environmentVariable = "RESHARD_METADATA"
+    static let environmentVariable = ReshardConfig.metadataVariable
 
     @Option(
         name: .long,
         help: ArgumentHelp(
             "Connection string (URI or key=value) of the metadata database.",
             discussion: """
-                Default: $RESHARD_METADATA, else 'metadata' in the config file. A password given here is visible in \
+                Default: 'metadata' in the --config file, else $RESHARD_METADATA, else reshard.yml's. A password given here is visible in \
                 'ps' to every user of the machine: use the variable, the config file (${VAR}), ~/.pgpass or PGPASSWORD. \
                 libpq's rules apply: PG* variables, ~/.pgpass, sslmode.
                 """,
@@ -44,10 +44,10 @@ struct MetadataOptions: ParsableArguments {
 
     func connectionString() throws -> ConnectionString {
         if let metadata { return try ConnectionString(metadata, label: "metadata") }
+        if let config { return try ReshardConfig.load(path: config).metadata }
         if let fromEnvironment = ProcessInfo.processInfo.environment[Self.environmentVariable], !fromEnvironment.isEmpty {
             return try ConnectionString(fromEnvironment, label: "metadata")
         }
-        if let config { return try ReshardConfig.load(path: config).metadata }
         if FileManager.default.fileExists(atPath: "reshard.yml") { return try ReshardConfig.load(path: "reshard.yml").metadata }
         throw ReshardError.badInput("no metadata database: give --metadata DSN, set \(Self.environmentVariable), or --config FILE")
     }
