@@ -51,4 +51,27 @@ final class AbortTests: XCTestCase {
         XCTAssertEqual(try count("users", on: fixture.targets[0]), ownRows + copiedIntoT0, "t0 is a source: nothing is deleted there")
         XCTAssertEqual(try ReshardCLI.status(config)?.phase, "aborted")
     }
+
+    /// With today's placement described (`source.function`), --drop-target-data also deletes the
+    /// copies from the target that is a source: it ends with exactly its own rows again.
+    func testDropTargetDataWithTheSourceFunctionLeavesTheSharedTargetAsItWas() throws {
+        let fixture = try PlanFixture(self)
+        try ReferenceData.load(fixture, scale: 0.005)
+        let config = try fixture.writeConfig(tables: ReferenceData.tables, sourceFunction: "modulo", sourceKeys: ["handles": "user_id"])
+        let checksum = "SELECT count(*)::text || '/' || coalesce(sum(hashtextextended(x::text, 0)), 0)::text FROM %@ x"
+        func contents(_ dsn: ConnectionString) throws -> [String] {
+            let conn = try PGConnection.connect(dsn)
+            return try ReferenceData.tables.map { try conn.query(checksum.replacingOccurrences(of: "%@", with: $0.name))[0, 0]! }
+        }
+        let before = try contents(fixture.sources[0])
+        XCTAssertEqual(try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"]).status, 0)
+        XCTAssertNotEqual(try contents(fixture.targets[0]), before, "t0 received copies")
+
+        let drop = try ReshardCLI.run(["abort", "-c", config, "--drop-target-data"])
+        XCTAssertEqual(drop.status, 0, drop.stderr)
+        XCTAssertTrue(drop.stdout.contains("copied row(s) of users from t0: source.function places them on another source"), drop.stdout)
+        XCTAssertFalse(drop.stdout.contains("left in place"), drop.stdout)
+        XCTAssertEqual(try contents(fixture.targets[0]), before, "t0 holds exactly s0's own rows again")
+        XCTAssertEqual(try count("users", on: fixture.targets[1]), 0)
+    }
 }
