@@ -83,8 +83,7 @@ public struct MigrationStatus: Sendable, Codable {
 
     /// Whether the metadata knows the migration (`status --watch` waits until it does).
     public static func isRegistered(migration: String, on meta: PGConnection) throws -> Bool {
-        guard try meta.query("SELECT to_regclass('reshard.migrations') IS NOT NULL").get(0, 0, as: Bool.self) else { return false }
-        return try meta.query("SELECT 1 FROM reshard.migrations WHERE name = $1", [migration]).rowCount == 1
+        try PhaseStore.read(migration, on: meta) != nil
     }
 
     /// The plan the migration was registered with (its tables name the changelogs).
@@ -254,9 +253,9 @@ public struct MigrationStatus: Sendable, Codable {
 }
 
 extension MigrationStatus {
-    /// Phases in which a coordinator is expected to be working.
+    /// Phases in which a coordinator (`apply`) is expected to be keeping the targets caught up.
     static func isActive(_ phase: String) -> Bool {
-        [MigrationPhase.prepared, .backfilling, .catchingUp, .inSync].map(\.rawValue).contains(phase)
+        [MigrationPhase.prepared, .backfilling, .catchingUp, .inSync, .rolledBack].map(\.rawValue).contains(phase)
     }
 
     /// `2026-12-01 19:10:01+00, 35s ago`
