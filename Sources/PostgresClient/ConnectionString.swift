@@ -13,6 +13,9 @@ public struct ConnectionString: Sendable, Hashable, CustomStringConvertible {
     public let options: [String: String]
     /// A name for messages (`s0`, `metadata`...).
     public var label: String?
+    /// The string as the config file wrote it, with its `${VAR}` references not yet expanded:
+    /// what a plan file may keep (`planFileValue`), so the secret stays in the environment.
+    public var template: String?
 
     public init(_ raw: String, label: String? = nil) throws {
         self.raw = raw
@@ -23,7 +26,7 @@ public struct ConnectionString: Sendable, Hashable, CustomStringConvertible {
             if let errmsg { PQfreemem(errmsg) }
             throw PostgresError(
                 code: .invalidConnectionString,
-                message: "invalid connection string\(label.map { " for \($0)" } ?? ""): \(Redaction.scrub(Redaction.oneLine(reason)))")
+                message: "invalid connection string\(label.map { " for \($0)" } ?? ""): \(Redaction.parseError(reason, keywords: Self.keywords))")
         }
         defer { PQconninfoFree(parsed) }
         var options: [String: String] = [:]
@@ -34,6 +37,19 @@ public struct ConnectionString: Sendable, Hashable, CustomStringConvertible {
         }
         self.options = options
     }
+
+    /// Every option name libpq knows (`PQconndefaults`), which error messages may name.
+    static let keywords: Set<String> = {
+        guard let defaults = PQconndefaults() else { return [] }
+        defer { PQconninfoFree(defaults) }
+        var names: Set<String> = []
+        var option = defaults
+        while let keyword = option.pointee.keyword {
+            names.insert(String(cString: keyword))
+            option += 1
+        }
+        return names
+    }()
 
     /// Where this string points, with libpq's defaults filled in from the environment.
     public var endpoint: Endpoint {
@@ -77,6 +93,16 @@ public struct ConnectionString: Sendable, Hashable, CustomStringConvertible {
 }
 
 extension ConnectionString {
+    /// What a plan file stores: the string as the config wrote it when its password (if any)
+    /// comes from a `${VAR}` reference, expanded again from the environment when the plan is read;
+    /// otherwise the string without its password (libpq then finds it in `PGPASSWORD`, `.pgpass`
+    /// or a `passfile`). Never an expanded secret.
+    public var planFileValue: String {
+        guard let template, template.contains("${"), let written = try? ConnectionString(template) else { return withoutPassword }
+        if let password = written.options["password"], !password.contains("${") { return written.withoutPassword }
+        return template
+    }
+
     /// The same connection string without its password, for files that outlive this process (a
     /// plan file): libpq then takes the password from `PGPASSWORD`, `.pgpass` or a `passfile`.
     public var withoutPassword: String {

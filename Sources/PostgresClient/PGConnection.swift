@@ -66,15 +66,31 @@ public final class PGConnection: @unchecked Sendable {
             throw PostgresError(code: .connectionFailed, message: "out of memory", endpoint: connection.endpoint)
         }
         let conn = PGConnection(handle: handle, label: connection.label, fallback: connection.endpoint)
+        conn.quietNotices()
         guard PQstatus(handle) == CONNECTION_OK else {
             // `conn` is released when this throws, and its deinit calls PQfinish once.
             throw PostgresError(
-                code: .connectionFailed, message: conn.lastErrorMessage(), endpoint: conn.endpoint)
+                code: .connectionFailed, message: Redaction.hidingOptionValues(Redaction.oneLine(conn.lastErrorMessage())),
+                endpoint: conn.endpoint)
         }
         for (name, value) in settings.sorted(by: { $0.key < $1.key }) {
             _ = try conn.query("SELECT set_config($1, $2, false)", [name, value])
         }
         return conn
+    }
+
+    /// libpq prints every server NOTICE on stderr by default (`DROP TABLE IF EXISTS` says "does not
+    /// exist, skipping"), which would mix with reshard's own output. NOTICE and below are dropped:
+    /// they are expected chatter of idempotent statements. A WARNING still reaches stderr, as one
+    /// scrubbed line.
+    private func quietNotices() {
+        PQsetNoticeReceiver(handle, { _, result in
+            guard let result else { return }
+            let severity = PQresultErrorField(result, Int32(UInt8(ascii: "V"))).map { String(cString: $0) } ?? ""
+            guard severity == "WARNING" else { return }
+            let message = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) } ?? ""
+            FileHandle.standardError.write(Data("reshard: warning from the server: \(Redaction.oneLine(message))\n".utf8))
+        }, nil)
     }
 
     /// The backend process id, as in `pg_stat_activity.pid`.

@@ -105,7 +105,9 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
 
     public init(host: String, port: String, database: String, user: String, label: String? = nil) {
         self.host = host
-        self.port = port
+        // A port that is not a number (list) is a mistyped string, perhaps a password in the wrong
+        // place (`postgres://app:S3cr3t/db`): never shown.
+        self.port = !port.isEmpty && port.allSatisfy { $0.isASCII && ($0.isNumber || $0 == ",") } ? port : "?"
         self.database = database
         self.user = user
         self.label = label

@@ -17,6 +17,53 @@ enum Redaction {
         return scrub(collapsed)
     }
 
+    /// What stands for a value libpq quoted back from a connection string.
+    static let hiddenValue = "(value not shown)"
+
+    /// A `PQconninfoParse` error without the parts of the string libpq quotes back: a mistyped
+    /// string may hold the password anywhere (`invalid percent-encoded token: "100%S3cr3t"`), so
+    /// only quoted option names (`keywords`), simple option names in "invalid connection option"
+    /// and single punctuation characters (`missing "=" after ...`) are kept.
+    static func parseError(_ reason: String, keywords: Set<String>) -> String {
+        let text = hidingOptionValues(oneLine(reason))
+        let namesAnOption = text.hasPrefix("invalid connection option") || text.hasPrefix("invalid URI query parameter")
+        var result = ""
+        var rest = Substring(text)
+        while let open = rest.firstIndex(of: "\"") {
+            result += rest[..<open]
+            let afterOpen = rest.index(after: open)
+            guard let close = rest[afterOpen...].firstIndex(of: "\"") else {
+                result += hiddenValue
+                return result
+            }
+            let quoted = rest[afterOpen..<close]
+            let isName = !quoted.isEmpty && quoted.count <= 40 && quoted.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
+            let isPunctuation = quoted.count == 1 && quoted.allSatisfy { $0.isASCII && !$0.isLetter && !$0.isNumber }
+            if keywords.contains(String(quoted)) || isPunctuation || (namesAnOption && isName) {
+                result += rest[open...close]
+            } else {
+                result += hiddenValue
+            }
+            rest = rest[rest.index(after: close)...]
+        }
+        result += rest
+        return result
+    }
+
+    /// Messages libpq gives on connecting that quote an option's value back
+    /// (`invalid integer value "S3cr3t" for connection option "port"`): the option is named, the
+    /// value is not (it may be a password in the wrong place).
+    static func hidingOptionValues(_ text: String) -> String {
+        var out = text
+        out = out.replacing(#/invalid integer value "[^"]*" for connection option "([A-Za-z_]+)"/#) {
+            "invalid integer value for connection option \"\($0.1)\" \(hiddenValue)"
+        }
+        out = out.replacing(#/invalid ([A-Za-z_ ]+) value: "[^"]*"/#) { "invalid \($0.1) value \(hiddenValue)" }
+        out = out.replacing(#/invalid port number: "[^"]*"/#) { _ in "invalid port number \(hiddenValue)" }
+        out = out.replacing(#/could not parse network address "[^"]*"/#) { _ in "could not parse network address (hostaddr) \(hiddenValue)" }
+        return out
+    }
+
     /// Removes `password=secret` (also quoted) and `scheme://user:secret@` from a text.
     static func scrub(_ text: String) -> String {
         var out = scrubKeywordPasswords(text)

@@ -11,7 +11,10 @@ struct ApplyCommand: ParsableCommand {
         abstract: "Copy the rows and keep the targets in sync, resuming from checkpoints.",
         discussion: """
             Runs until the backfill is done and the catch-up has caught up, then keeps the targets in sync until \
-            stopped (Ctrl-C stops cleanly), unless --until says to return earlier.
+            stopped (Ctrl-C stops cleanly), unless --until says to return earlier. On stop it prints one line: where \
+            it stopped and how to continue. Exit code 0 when --until's goal was reached or a plain apply was stopped; \
+            4 when a signal stopped it before --until's goal (so 'apply --until caught-up && next-step' does not go on).
+            With --json: progress as JSON lines on stderr, the outcome as one JSON object on stdout.
             """)
 
     @OptionGroup var migration: MigrationOptions
@@ -19,16 +22,18 @@ struct ApplyCommand: ParsableCommand {
     @Option(name: .long, help: "Return once 'backfilled' or 'caught-up' instead of syncing until stopped.")
     var until: String?
 
-    @Option(name: .long, help: "Backfill connections per shard.")
+    // Numbers take `.unconditional` parsing so "-5" is read as a value and refused by validate(),
+    // not taken for an option ("Missing value").
+    @Option(name: .long, parsing: .unconditional, help: "Backfill connections per shard.")
     var maxConnectionsPerShard = 4
 
-    @Option(name: .long, help: "Backfill rate limit (change it while running with 'reshard throttle').")
+    @Option(name: .long, parsing: .unconditional, help: "Backfill rate limit (change it while running with 'reshard throttle').")
     var maxRowsPerSecond: Int?
 
-    @Option(name: .long, help: "Pause the backfill while more changes than this wait to be applied.")
+    @Option(name: .long, parsing: .unconditional, help: "Pause the backfill while more changes than this wait to be applied.")
     var maxBacklog: Int64 = 500_000
 
-    @Option(name: .long, help: "Pause the backfill while a source's replicas lag more than this many seconds.")
+    @Option(name: .long, parsing: .unconditional, help: "Pause the backfill while a source's replicas lag more than this many seconds.")
     var maxReplicationLag: Double = 30
 
     @Flag(name: .long, help: "Create secondary indexes before the copy instead of after it.")
@@ -43,7 +48,12 @@ struct ApplyCommand: ParsableCommand {
             throw ValidationError("--until must be backfilled or caught-up")
         }
         guard maxConnectionsPerShard >= 1 else { throw ValidationError("--max-connections-per-shard must be at least 1") }
-        if let maxRowsPerSecond, maxRowsPerSecond < 1 { throw ValidationError("--max-rows-per-second must be positive") }
+        try RateLimit.validate(maxRowsPerSecond)
+        // A negative limit is never exceeded... by nothing: it would pause the backfill forever.
+        guard maxBacklog >= 1 else { throw ValidationError("--max-backlog must be at least 1, not \(maxBacklog)") }
+        guard maxReplicationLag > 0, maxReplicationLag.isFinite else {
+            throw ValidationError("--max-replication-lag must be a positive number of seconds, not \(maxReplicationLag)")
+        }
     }
 
     func run() throws {
@@ -61,8 +71,9 @@ struct ApplyCommand: ParsableCommand {
         let endpoint = try metrics.start()
         let figures = ReshardMetrics(migration: target.plan.migration)
         defer { withExtendedLifetime(endpoint) {} }
+        let outcome: ApplyOutcome
         do {
-            try coordinator.run(
+            outcome = try coordinator.run(
                 shouldStop: { TerminationSignal.received },
                 report: { p in
                     figures.record(p)
@@ -71,6 +82,8 @@ struct ApplyCommand: ParsableCommand {
         } catch {
             throw Self.failure(error, migration: target.plan.migration)
         }
+        if output.json { try Console.json(outcome) } else { Console.out(Self.summary(outcome)) }
+        if outcome.goal != .forever && !outcome.reachedGoal { throw ExitCode(ReshardError.Code.stoppedEarly.exitCode) }
     }
 
     /// A runtime failure (exit 1) leaves the shim on the sources, logging every write: says so,
@@ -86,5 +99,21 @@ struct ApplyCommand: ParsableCommand {
         return ReshardError.failed(
             message + "\nmigration \(migration): the sources keep the shim (once installed) and log every write: "
                 + "run 'reshard apply' again once fixed to resume, or 'reshard abort' to remove it", underlying: error)
+    }
+
+    /// The line printed on stop: where it stopped and how to continue.
+    static func summary(_ outcome: ApplyOutcome) -> String {
+        let p = outcome.progress
+        let rows = RowProgress(copied: p.rowsCopied, estimated: p.rowsEstimated, done: p.tables.allSatisfy(\.done))
+        let figures = "\(rows.text) rows copied, backlog \(p.backlog.grouped)"
+        let again = "reshard " + CommandLine.arguments.dropFirst().joined(separator: " ")
+        if outcome.goal == .forever {
+            return "migration \(p.migration): stopped in phase \(p.phase.rawValue) (\(figures)); run '\(again)' to keep the targets in sync"
+        }
+        if outcome.reachedGoal {
+            return "migration \(p.migration): reached \(outcome.goal.rawValue), phase \(p.phase.rawValue) (\(figures))"
+        }
+        return "migration \(p.migration): stopped in phase \(p.phase.rawValue) before reaching \(outcome.goal.rawValue) (\(figures)); "
+            + "run '\(again)' to continue"
     }
 }

@@ -29,6 +29,15 @@ struct MigrationOptions: ParsableArguments {
         return try MigrationTarget.fromConfig(try ReshardConfig.load(path: config ?? "reshard.yml"), sampleRows: sampleRows)
     }
 
+    /// Connection strings by shard name, without validating anything against the shards.
+    func shardConnections() throws -> [String: ConnectionString] {
+        if let plan { return try MigrationTarget.readPlanFile(plan).shards }
+        let config = try ReshardConfig.load(path: config ?? "reshard.yml")
+        var shards: [String: ConnectionString] = [:]
+        for shard in config.sources + config.targets { shards[shard.name] = shard.dsn }
+        return shards
+    }
+
     /// The migration's name and metadata database, reading nothing from the shards.
     func metadataOnly() throws -> (name: String, metadata: ConnectionString) {
         if let plan {

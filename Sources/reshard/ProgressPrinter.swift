@@ -1,8 +1,9 @@
 import Foundation
 import ReshardCore
 
-/// Shows apply progress: on a terminal, a live bar per table with rows/s and ETA, redrawn in
-/// place; otherwise a plain line every few seconds; with `--json`, one JSON object per line.
+/// Shows apply progress on stderr (stdout carries only the result): on a terminal, a live bar per
+/// table with rows/s and ETA, redrawn in place; otherwise a plain line every few seconds; with
+/// `--json`, one JSON object per line.
 final class ProgressPrinter {
     let json: Bool
     let terminal = isatty(2) == 1
@@ -16,14 +17,14 @@ final class ProgressPrinter {
 
     func show(_ p: ApplyProgress) {
         if json {
-            if let data = try? JSONEncoder().encode(p) { Console.out(String(decoding: data, as: UTF8.self)) }
+            if let data = try? JSONEncoder().encode(p) { Console.plain(String(decoding: data, as: UTF8.self)) }
             return
         }
         let eta = p.etaSeconds.map { " eta \(Self.duration($0))" } ?? ""
+        let rows = RowProgress(copied: p.rowsCopied, estimated: p.rowsEstimated, done: p.tables.allSatisfy(\.done))
         let summary = String(
-            format: "%@ %@: %@/%@ rows (%.0f%%), %@ rows/s%@, backlog %lld, applied %lld%@",
-            p.migration, p.phase.rawValue, Self.count(p.rowsCopied), Self.count(p.rowsEstimated),
-            Self.percent(p.rowsCopied, p.rowsEstimated), Self.count(Int64(p.rowsPerSecond)), eta, p.backlog,
+            format: "%@ %@: %@ rows (%.0f%%), %@ rows/s%@, backlog %lld, applied %lld%@",
+            p.migration, p.phase.rawValue, rows.text, rows.fraction * 100, Self.count(Int64(p.rowsPerSecond)), eta, p.backlog,
             p.changesApplied, p.paused ? " (paused)" : "")
         if terminal {
             var lines = [summary]
@@ -48,17 +49,16 @@ final class ProgressPrinter {
             rate = before.rate == 0 ? instant : 0.7 * before.rate + 0.3 * instant
         }
         previous[table.name] = (table.rowsCopied, now, rate)
-        let fraction = table.rowsEstimated > 0 ? min(1, Double(table.rowsCopied) / Double(table.rowsEstimated)) : 1
+        let rows = RowProgress(copied: table.rowsCopied, estimated: table.rowsEstimated, done: table.done)
         let width = 24
-        let filled = table.done ? width : Int(fraction * Double(width))
+        let filled = Int(rows.fraction * Double(width))
         let name = table.name.count > 16 ? String(table.name.prefix(15)) + "…" : table.name.padding(toLength: 16, withPad: " ", startingAt: 0)
         let tail = table.done
             ? "done"
             : "\(Self.count(Int64(rate))) rows/s" + (rate > 1 && table.rowsEstimated > table.rowsCopied
                 ? "  eta \(Self.duration(Double(table.rowsEstimated - table.rowsCopied) / rate))" : "")
         return "  \(name) [\(String(repeating: "#", count: filled))\(String(repeating: ".", count: width - filled))] "
-            + String(format: "%3.0f%%", table.done ? 100 : fraction * 100)
-            + "  \(Self.count(table.rowsCopied))/\(Self.count(table.rowsEstimated))  \(tail)"
+            + String(format: "%3.0f%%", rows.fraction * 100) + "  \(rows.text)  \(tail)"
     }
 
     static func percent(_ part: Int64, _ whole: Int64) -> Double { whole > 0 ? min(100, Double(part) * 100 / Double(whole)) : 100 }

@@ -6,12 +6,17 @@ import ReshardCore
 /// `reshard`: online resharding for PostgreSQL.
 ///
 /// Exit codes, everywhere: 0 success, 1 runtime failure, 2 bad input or refused (nothing was
-/// changed), 3 verification found differences.
+/// changed), 3 verification found differences, 4 stopped (Ctrl-C, SIGTERM) before the goal.
 @main
 struct Reshard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reshard",
         abstract: "Move PostgreSQL data from N shards to M shards while the application keeps running.",
+        discussion: """
+            Exit codes: 0 success; 1 runtime failure; 2 bad input or refused, nothing changed; 3 verify found \
+            differences; 4 stopped (Ctrl-C, SIGTERM) before reaching the goal (apply --until).
+            Output: results on stdout (one JSON object with --json), progress and errors on stderr.
+            """,
         version: ReshardVersion.string,
         subcommands: [
             InitCommand.self, PlanCommand.self, ApplyCommand.self, StatusCommand.self, ThrottleCommand.self, AbortCommand.self,
@@ -23,10 +28,24 @@ struct Reshard: ParsableCommand {
     /// (ArgumentParser's own usage errors would otherwise exit 64).
     static func main() {
         do {
+            try checkHelpTopic(Array(CommandLine.arguments.dropFirst()))
             var command = try parseAsRoot()
             try command.run()
         } catch {
             Foundation.exit(report(error))
+        }
+    }
+
+    /// `reshard help nosuch` would print the overview and exit 0: a script asking for help on a
+    /// command that does not exist gets a usage error instead.
+    static func checkHelpTopic(_ arguments: [String]) throws {
+        guard arguments.first == "help" else { return }
+        var command: ParsableCommand.Type = Reshard.self
+        for name in arguments.dropFirst() where !name.hasPrefix("-") {
+            guard let sub = command.configuration.subcommands.first(where: { $0.configuration.commandName == name }) else {
+                throw ValidationError("unknown command '\(name)'")
+            }
+            command = sub
         }
     }
 

@@ -9,7 +9,7 @@ struct SandboxCommand: ParsableCommand {
         commandName: "sandbox",
         abstract: "Start throwaway local PostgreSQL clusters until interrupted, then remove them.")
 
-    @Option(name: .long, help: "How many clusters to start.")
+    @Option(name: .long, parsing: .unconditional, help: "How many clusters to start.")
     var clusters = 2
 
     @Flag(name: .long, help: "Keep durability settings (fsync on), as a rehearsal would.")

@@ -8,23 +8,37 @@ struct ThrottleCommand: ParsableCommand {
         commandName: "throttle", abstract: "Change the backfill rate limit of a running (or later) apply.")
 
     @OptionGroup var migration: MigrationOptions
-    @Option(name: .long, help: "Rows per second across all backfill workers.")
+    @Option(name: .long, parsing: .unconditional, help: "Rows per second across all backfill workers.")
     var maxRowsPerSecond: Int?
     @Flag(name: .long, help: "Remove the limit.")
     var unlimited = false
+    @OptionGroup var output: OutputOptions
 
     func validate() throws {
         guard (maxRowsPerSecond != nil) != unlimited else { throw ValidationError("give --max-rows-per-second N or --unlimited") }
-        if let maxRowsPerSecond, maxRowsPerSecond < 1 { throw ValidationError("--max-rows-per-second must be positive") }
+        try RateLimit.validate(maxRowsPerSecond)
     }
 
     func run() throws {
         let (name, metadata) = try migration.metadataOnly()
         let meta = try PGConnection.connect(metadata, applicationName: "reshard throttle")
-        _ = try PhaseStore.read(name, on: meta)  // refuses a migration of a newer reshard
+        // Refuses a migration of a newer reshard; nil when not registered (also before 'reshard init').
+        guard try PhaseStore.read(name, on: meta) != nil else {
+            throw ReshardError.refused("migration \(name) is not registered on \(metadata); run 'reshard apply' first")
+        }
         let updated = try meta.query(
             "UPDATE reshard.migrations SET max_rows_per_second = $2 WHERE name = $1", [name, maxRowsPerSecond.map { $0 as any PGBindable }])
         guard updated.affectedRows == 1 else { throw ReshardError.refused("migration \(name) is not registered") }
-        Console.out("migration \(name): backfill limit \(maxRowsPerSecond.map { "\($0) rows/s" } ?? "removed")")
+        if output.json {
+            try Console.json(ThrottleResult(migration: name, maxRowsPerSecond: maxRowsPerSecond))
+        } else {
+            Console.out("migration \(name): backfill limit \(maxRowsPerSecond.map { "\($0) rows/s" } ?? "removed")")
+        }
     }
+}
+
+/// Printed by `reshard throttle --json`; `maxRowsPerSecond` is null when the limit was removed.
+struct ThrottleResult: Codable {
+    var migration: String
+    var maxRowsPerSecond: Int?
 }

@@ -19,10 +19,10 @@ struct VerifyCommand: ParsableCommand {
     @Option(name: .long, help: "Verify only this table (repeatable).")
     var table: [String] = []
 
-    @Option(name: .long, help: "Chunks verified at once (default: one per database, 2 to 8).")
+    @Option(name: .long, parsing: .unconditional, help: "Chunks verified at once (default: one per database, 2 to 8).")
     var jobs: Int?
 
-    @Option(name: .long, help: "About how many rows a chunk holds.")
+    @Option(name: .long, parsing: .unconditional, help: "About how many rows a chunk holds.")
     var chunkRows: Int64 = 100_000
 
     @Flag(name: .long, help: "Start over instead of continuing an interrupted verification.")

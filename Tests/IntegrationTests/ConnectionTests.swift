@@ -156,6 +156,92 @@ final class ConnectionTests: XCTestCase {
     }
 }
 
+final class ConnectionStringMistakeTests: XCTestCase {
+    /// Issue 15.7: libpq quotes back pieces of a mistyped string, which may be the password; no
+    /// piece of it (4 characters or more) may appear in anything reshard prints.
+    func testMistypedStringsNeverEchoAnyPartOfThePassword() throws {
+        let cluster = try TestClusters.shared.clusters()[0]
+        let secret = "S3cr3tPw\(UUID().uuidString.prefix(4))"
+        let cases: [(String, String)] = [
+            ("postgres://app:100%\(secret)@127.0.0.1:\(cluster.port)/db", "percent-encoded"),
+            ("postgres://app:\(secret)/db", "connection option \"port\""),
+            ("host=127.0.0.1 port=\(cluster.port) password \(secret)", "missing \"=\""),
+            ("postgres://app:\(secret)@[::1/db", "IPv6"),
+            ("host=127.0.0.1 port=\(cluster.port) sslmode=\(secret)", "sslmode"),
+            ("host=127.0.0.1 port=\(cluster.port) hostaddr=\(secret)", "network address"),
+        ]
+        let pieces = (0...(secret.count - 4)).map { String(secret.dropFirst($0).prefix(4)) }
+        for (raw, problem) in cases {
+            let outcome = try ReshardCLI.run(["init", "--metadata", raw])
+            XCTAssertEqual(outcome.status, 2, outcome.stderr)
+            XCTAssertEqual(outcome.stderr.split(separator: "\n").count, 1, outcome.stderr)
+            XCTAssertTrue(outcome.stderr.contains(problem), outcome.stderr)
+            for piece in pieces {
+                XCTAssertFalse(outcome.stderr.contains(piece) || outcome.stdout.contains(piece), "\(piece) leaked: \(outcome.stderr)")
+            }
+        }
+    }
+
+    /// `init` takes the metadata database from RESHARD_METADATA or the config file, so no password
+    /// needs to be on the command line (where `ps` shows it).
+    func testInitTakesTheMetadataFromTheEnvironmentOrTheConfig() throws {
+        let cluster = try TestClusters.shared.clusters()[0]
+        let fromEnvironment = try freshDatabase(on: cluster, "meta")
+        let outcome = try ReshardCLI.run(["init"], environment: ["RESHARD_METADATA": fromEnvironment.unsafeRawValue])
+        XCTAssertEqual(outcome.status, 0, outcome.stderr)
+        XCTAssertTrue(outcome.stdout.contains(fromEnvironment.endpoint.database), outcome.stdout)
+        XCTAssertEqual(try PGConnection.connect(fromEnvironment).query("SELECT to_regclass('reshard.migrations') IS NOT NULL").get(0, 0, as: Bool.self), true)
+
+        let fixture = try PlanFixture(self)
+        let config = try fixture.writeConfig()
+        let fromConfig = try ReshardCLI.run(["init", "-c", config], environment: ["RESHARD_METADATA": ""])
+        XCTAssertEqual(fromConfig.status, 0, fromConfig.stderr)
+        XCTAssertEqual(try PGConnection.connect(fixture.metadata).query("SELECT to_regclass('reshard.migrations') IS NOT NULL").get(0, 0, as: Bool.self), true)
+
+        let neither = try ReshardCLI.run(["init"], environment: ["RESHARD_METADATA": ""])
+        XCTAssertEqual(neither.status, 2)
+        XCTAssertTrue(neither.stderr.contains("RESHARD_METADATA"), neither.stderr)
+        let help = try ReshardCLI.run(["help", "init"])
+        XCTAssertTrue(help.stdout.contains("visible in 'ps'"), help.stdout)
+    }
+}
+
+final class NoticeTests: XCTestCase {
+    /// What this process writes on stderr while `body` runs.
+    private func capturingStderr(_ body: () throws -> Void) throws -> String {
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&fds), 0)
+        let saved = dup(2)
+        dup2(fds[1], 2)
+        close(fds[1])
+        var failure: Error?
+        do { try body() } catch { failure = error }
+        dup2(saved, 2)
+        close(saved)
+        var captured = Data()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fds[0], &buffer, buffer.count)
+            if n <= 0 { break }
+            captured.append(contentsOf: buffer[0..<n])
+        }
+        close(fds[0])
+        if let failure { throw failure }
+        return String(decoding: captured, as: UTF8.self)
+    }
+
+    /// Issue 14: server NOTICEs ("does not exist, skipping") went straight to stderr.
+    func testNoticesAreDroppedAndWarningsAreOneScrubbedLine() throws {
+        let conn = try PGConnection.connect(try TestClusters.shared.clusters()[0].connectionString())
+        let notices = try capturingStderr { try conn.execute("DROP TABLE IF EXISTS nosuch_\(UUID().uuidString.prefix(6).lowercased())") }
+        XCTAssertEqual(notices, "")
+        let warning = try capturingStderr {
+            try conn.execute("DO $$ BEGIN RAISE WARNING 'careful with password=hunter2secret'; END $$")
+        }
+        XCTAssertEqual(warning, "reshard: warning from the server: careful with password=********\n")
+    }
+}
+
 /// Carries a result out of a thread.
 final class OutcomeBox: @unchecked Sendable {
     private let lock = NSLock()

@@ -23,13 +23,14 @@ enum ReshardCLI {
         return bundleDirectory.appendingPathComponent("reshard").path
     }
 
-    static func run(_ arguments: [String]) throws -> Outcome {
-        let process = try start(arguments)
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Outcome {
+        let process = try start(arguments, environment: environment)
         let status = process.wait()
         return Outcome(status: status, stdout: process.stdout, stderr: process.stderr)
     }
 
-    static func start(_ arguments: [String]) throws -> Running {
+    /// - Parameter environment: variables set (or, with an empty value, unset) on top of this process's.
+    static func start(_ arguments: [String], environment: [String: String] = [:]) throws -> Running {
         let directory = NSTemporaryDirectory() + "reshard-cli-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var actions = posix_spawn_file_actions_t()
@@ -40,8 +41,12 @@ enum ReshardCLI {
         posix_spawn_file_actions_addopen(&actions, 2, directory + "/stderr", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        var variables = ProcessInfo.processInfo.environment
+        for (name, value) in environment { variables[name] = value.isEmpty ? nil : value }
+        let envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { envp.forEach { free($0) } }
         var pid: pid_t = 0
-        let code = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        let code = posix_spawn(&pid, executable, &actions, nil, argv, envp)
         guard code == 0 else { throw NSError(domain: "spawn", code: Int(code)) }
         return Running(pid: pid, directory: directory)
     }
@@ -71,6 +76,22 @@ enum ReshardCLI {
             let result = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
             status = result
             return result
+        }
+
+        /// Waits for exit up to `timeout`; nil (still running) after that.
+        func wait(timeout: TimeInterval) -> Int32? {
+            if let status { return status }
+            let deadline = Date().addingTimeInterval(timeout)
+            var raw: Int32 = 0
+            while Date() < deadline {
+                if waitpid(pid, &raw, WNOHANG) == pid {
+                    let result = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+                    status = result
+                    return result
+                }
+                usleep(20_000)
+            }
+            return nil
         }
 
         deinit {

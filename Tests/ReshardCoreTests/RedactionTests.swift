@@ -24,6 +24,29 @@ final class RedactionTests: XCTestCase {
         XCTAssertEqual(Redaction.scrub(message), message)
     }
 
+    /// Issue 15.7: what libpq quotes back from a mistyped string is not shown, option names are.
+    func testParseErrorsHideQuotedValuesButNameTheOption() {
+        let keywords: Set<String> = ["password", "port", "host"]
+        XCTAssertEqual(
+            Redaction.parseError(#"invalid percent-encoded token: "100%S3cr3tPw""#, keywords: keywords),
+            "invalid percent-encoded token: (value not shown)")
+        XCTAssertEqual(
+            Redaction.parseError(#"missing "=" after "S3cr3tPw" in connection info string"#, keywords: keywords),
+            #"missing "=" after (value not shown) in connection info string"#)
+        XCTAssertEqual(
+            Redaction.parseError(#"missing "=" after "password" in connection info string"#, keywords: keywords),
+            #"missing "=" after "password" in connection info string"#)
+        XCTAssertEqual(
+            Redaction.parseError(#"invalid connection option "bogus_option""#, keywords: keywords),
+            #"invalid connection option "bogus_option""#)
+        XCTAssertEqual(
+            Redaction.hidingOptionValues(#"invalid integer value "S3cr3tPw" for connection option "port""#),
+            #"invalid integer value for connection option "port" (value not shown)"#)
+        XCTAssertEqual(Redaction.hidingOptionValues(#"invalid sslmode value: "S3cr3tPw""#), "invalid sslmode value (value not shown)")
+        XCTAssertEqual(Endpoint(host: "app", port: "S3cr3tPw", database: "db", user: "u").port, "?")
+        XCTAssertEqual(Endpoint(host: "a,b", port: "5432,5433", database: "db", user: "u").port, "5432,5433")
+    }
+
     func testOneLineCollapsesLibpqMessages() {
         let libpq = "connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n\tIs the server running?\n"
         XCTAssertEqual(
@@ -52,6 +75,20 @@ final class ConnectionStringTests: XCTestCase {
             XCTAssertTrue(error.summary.contains("bogus_option"), error.summary)
             XCTAssertFalse(error.debugDescription.contains("hunter2secret"))
         }
+    }
+
+    /// A plan file keeps `${VAR}` references as the config wrote them, never an expanded secret.
+    func testPlanFileValueKeepsVariablesNeverSecrets() throws {
+        var fromVariable = try ConnectionString("postgres://app:hunter2secret@db/app")
+        fromVariable.template = "postgres://app:${DB_PASSWORD}@db/app"
+        XCTAssertEqual(fromVariable.planFileValue, "postgres://app:${DB_PASSWORD}@db/app")
+        var literal = try ConnectionString("host=db password=hunter2secret dbname=x")
+        literal.template = "host=${DB_HOST} password=hunter2secret dbname=x"
+        XCTAssertEqual(literal.planFileValue, "dbname='x' host='${DB_HOST}'")
+        var wholeString = try ConnectionString("host=db password=hunter2secret")
+        wholeString.template = "${DB_DSN}"
+        XCTAssertFalse(wholeString.planFileValue.contains("hunter2secret"))
+        XCTAssertFalse(try ConnectionString("host=db password=hunter2secret").planFileValue.contains("hunter2secret"))
     }
 
     func testSameDatabaseComparesHostPortAndName() throws {

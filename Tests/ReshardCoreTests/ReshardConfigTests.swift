@@ -37,6 +37,22 @@ final class ReshardConfigTests: XCTestCase {
         XCTAssertEqual(config.tables[1].line, 17)
     }
 
+    /// Issue 15.7: the metadata database may come from RESHARD_METADATA instead of the file.
+    func testMetadataFromTheEnvironmentWhenTheFileHasNone() throws {
+        let withoutMetadata = valid.replacingOccurrences(of: "metadata: postgres://postgres@127.0.0.1:5432/reshard\n", with: "")
+        let config = try ReshardConfig.parse(
+            withoutMetadata, file: "reshard.yml",
+            environment: ["APP_PASSWORD": "pw", "RESHARD_METADATA": "postgres://meta:secret@10.0.0.9/reshard"])
+        XCTAssertEqual(config.metadata.endpoint.host, "10.0.0.9")
+        XCTAssertThrowsError(try ReshardConfig.parse(withoutMetadata, file: "reshard.yml", environment: ["APP_PASSWORD": "pw"])) { error in
+            XCTAssertEqual((error as? ReshardError)?.code, .badInput)
+            XCTAssertTrue("\(error)".contains("missing key 'metadata' in the config file (or set RESHARD_METADATA)"), "\(error)")
+        }
+        // The file's own value wins over the variable.
+        let both = try ReshardConfig.parse(valid, file: "reshard.yml", environment: ["APP_PASSWORD": "pw", "RESHARD_METADATA": "host=elsewhere"])
+        XCTAssertEqual(both.metadata.endpoint.host, "127.0.0.1")
+    }
+
     func testErrorsNameFileLineAndKey() {
         let cases: [(String, String, String)] = [
             // (replace, with, expected message)

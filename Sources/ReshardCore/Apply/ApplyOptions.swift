@@ -42,3 +42,14 @@ public struct ApplyProgress: Sendable, Codable {
     public var paused: Bool
     public var tables: [Table]
 }
+
+extension MigrationStateMachine.Goal: Codable {}
+
+/// How a `reshard apply` ended: at its goal, or stopped (a signal) before it. A goal of `forever`
+/// is never reached: stopping is the only way it ends.
+public struct ApplyOutcome: Sendable, Codable {
+    public var goal: MigrationStateMachine.Goal
+    public var reachedGoal: Bool
+    /// The figures when it stopped.
+    public var progress: ApplyProgress
+}

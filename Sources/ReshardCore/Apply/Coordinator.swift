@@ -40,7 +40,11 @@ public final class Coordinator: @unchecked Sendable {
     ///   - shouldStop: polled about twice a second (Ctrl-C).
     ///   - report: called about once a second with the progress.
     ///   - notice: a line for the user when the coordinator waits for something.
-    public func run(shouldStop: () -> Bool, report: (ApplyProgress) -> Void, notice: (String) -> Void = { _ in }) throws {
+    /// - Returns: where it stopped and whether that was the goal (the CLI's exit code depends on it).
+    @discardableResult
+    public func run(
+        shouldStop: () -> Bool, report: (ApplyProgress) -> Void, notice: (String) -> Void = { _ in }
+    ) throws -> ApplyOutcome {
         let meta = try PGConnection.connect(metadataDSN, applicationName: "reshard apply")
         _ = try MetadataSchema.current.apply(to: meta)
         try acquireLease(meta)
@@ -54,6 +58,7 @@ public final class Coordinator: @unchecked Sendable {
         var lastCopied = state.copiedRows
         var lastRateAt = Date()
         var rate = 0.0
+        var stopRequested = false
         defer {
             state.stop()
             finished.wait()
@@ -79,8 +84,9 @@ public final class Coordinator: @unchecked Sendable {
                     finished.wait()
                     if let failure = state.firstFailure { throw failure }
                     try persistProgress(meta)
-                    report(progress(machine.phase, rate: rate))
-                    return
+                    let last = progress(machine.phase, rate: rate)
+                    report(last)
+                    return ApplyOutcome(goal: options.goal, reachedGoal: !stopRequested, progress: last)
                 }
             }
             if let failure = state.firstFailure {
@@ -88,6 +94,7 @@ public final class Coordinator: @unchecked Sendable {
                 throw failure
             }
             if shouldStop() {
+                stopRequested = true
                 pending += machine.stopRequested()
                 continue
             }

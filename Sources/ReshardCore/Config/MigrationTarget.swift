@@ -3,7 +3,9 @@ import PostgresClient
 
 /// What a command that acts on a migration needs: its plan and how to reach every shard.
 /// Built from `reshard.yml` (validated by the planner), or from a plan file whose connection
-/// strings carry no password (libpq finds it in `PGPASSWORD`, `.pgpass` or a `passfile`).
+/// strings carry no password: `${VAR}` references the config had are kept and expanded from the
+/// environment here, as for the config; otherwise libpq finds it in `PGPASSWORD`, `.pgpass` or
+/// a `passfile`.
 public struct MigrationTarget: Sendable {
     public var plan: Plan
     public var shards: [String: ConnectionString]
@@ -28,15 +30,26 @@ public struct MigrationTarget: Sendable {
     }
 
     /// Reads a plan file without touching any shard (`status`, `throttle`: metadata only).
-    public static func readPlanFile(_ path: String) throws -> MigrationTarget {
+    public static func readPlanFile(
+        _ path: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> MigrationTarget {
         guard let data = FileManager.default.contents(atPath: path) else { throw ReshardError.badInput("\(path): cannot read the plan file") }
         let plan: Plan
         do { plan = try JSONDecoder().decode(Plan.self, from: data) } catch {
             throw ReshardError.badInput("\(path): not a reshard plan file (\(error.localizedDescription))")
         }
+        func connectionString(_ written: String, _ label: String) throws -> ConnectionString {
+            do {
+                var dsn = try ConnectionString(try ReshardConfig.expandingEnvironment(written, environment), label: label)
+                if written.contains("${") { dsn.template = written }
+                return dsn
+            } catch let error as ReshardError {
+                throw ReshardError.badInput("\(path): \(error.message) (connection string of \(label))")
+            }
+        }
         var shards: [String: ConnectionString] = [:]
-        for shard in plan.sources + plan.targets { shards[shard.name] = try ConnectionString(shard.dsn, label: shard.name) }
-        return MigrationTarget(plan: plan, shards: shards, metadata: try ConnectionString(plan.metadata, label: "metadata"))
+        for shard in plan.sources + plan.targets { shards[shard.name] = try connectionString(shard.dsn, shard.name) }
+        return MigrationTarget(plan: plan, shards: shards, metadata: try connectionString(plan.metadata, "metadata"))
     }
 
     /// A plan file is only good for the schemas it was made for: every table on every source must

@@ -28,8 +28,20 @@ extension ReshardConfig {
         guard !migration.isEmpty, migration.count <= 63 else {
             throw ReshardError.badInput("migration must be a name of 1 to 63 characters", at: reader.location(top["migration"]!))
         }
-        let metadataNode = try reader.required(top, "metadata")
-        let metadata = try reader.dsn(metadataNode, label: "metadata")
+        // Without a `metadata` key the metadata database comes from RESHARD_METADATA, as for
+        // `init`: one place for it, outside the file and off the command line.
+        let metadata: ConnectionString
+        if top["metadata"] == nil, let fromEnvironment = environment[metadataVariable], !fromEnvironment.isEmpty {
+            do { metadata = try ConnectionString(fromEnvironment, label: "metadata") } catch let error as PostgresError {
+                throw ReshardError.badInput("\(metadataVariable): \(error.message)")
+            }
+        } else {
+            do {
+                metadata = try reader.dsn(try reader.required(top, "metadata"), label: "metadata")
+            } catch let error as ReshardError where top["metadata"] == nil {
+                throw ReshardError.badInput(error.message + " (or set \(metadataVariable))", at: error.location)
+            }
+        }
 
         let sourceNode = try reader.mapping(
             try reader.required(top, "source"), "source", keys: ["shards", "function", "split_points", "boundaries"])
@@ -178,7 +190,11 @@ struct YAMLReader {
 
     func dsn(_ node: Node, label: String) throws -> ConnectionString {
         let text = try scalar(node, label)
-        do { return try ConnectionString(text, label: label) } catch let error as PostgresError {
+        do {
+            var dsn = try ConnectionString(text, label: label)
+            if case .scalar(let written) = node, written.string.contains("${") { dsn.template = written.string }
+            return dsn
+        } catch let error as PostgresError {
             throw ReshardError.badInput("\(error.message)", at: location(node))
         }
     }
@@ -211,17 +227,30 @@ struct YAMLReader {
     }
 
     private func expand(_ text: String, _ node: Node) throws -> String {
+        do { return try ReshardConfig.expandingEnvironment(text, environment) } catch let error as ReshardError {
+            throw error.located(at: location(node))
+        }
+    }
+}
+
+extension ReshardConfig {
+    /// The environment variable that names the metadata database when the config does not.
+    public static let metadataVariable = "RESHARD_METADATA"
+
+    /// `text` with every `${VAR}` replaced from `environment` (config values, and the connection
+    /// strings a plan file keeps as the config wrote them).
+    public static func expandingEnvironment(_ text: String, _ environment: [String: String]) throws -> String {
         guard text.contains("${") else { return text }
         var out = ""
         var rest = Substring(text)
         while let start = rest.range(of: "${") {
             out += rest[..<start.lowerBound]
             guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
-                throw ReshardError.badInput("unterminated ${ in value", at: location(node))
+                throw ReshardError.badInput("unterminated ${ in value")
             }
             let name = String(rest[start.upperBound..<end])
             guard let value = environment[name] else {
-                throw ReshardError.badInput("environment variable \(name) is not set", at: location(node))
+                throw ReshardError.badInput("environment variable \(name) is not set")
             }
             out += value
             rest = rest[rest.index(after: end)...]

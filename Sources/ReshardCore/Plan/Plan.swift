@@ -45,6 +45,9 @@ public struct Plan: Sendable, Codable, Equatable {
 
         public var identityAlwaysOnTarget: Bool { identityAlways ?? columns.contains { $0.identity == "always" } }
 
+        /// Distinct shard key values across the sources, from the statistics, when they have them.
+        public var distinctKeys: Int64? = nil
+
         public var estimatedRows: Int64 { slices.reduce(0) { $0 + $1.estimatedRows } }
         public var estimatedBytes: Int64 { slices.reduce(0) { $0 + $1.estimatedBytes } }
         public var movingRows: Int64 { slices.filter { !$0.staysInPlace }.reduce(0) { $0 + $1.estimatedRows } }
@@ -74,6 +77,28 @@ public struct Plan: Sendable, Codable, Equatable {
 
 extension Plan {
     /// The plan as a person reads it: one block per table, one line per slice.
+    /// Why a table's new layout may be lopsided, for `plan` to warn about (not to refuse: a skewed
+    /// key can be deliberate): a target estimated to get more than twice the mean share of the
+    /// table, or a key with fewer distinct values than there are targets.
+    public static func skewWarnings(_ table: Table, targets: Int) -> [String] {
+        var warnings: [String] = []
+        if let distinct = table.distinctKeys, distinct < Int64(targets) {
+            warnings.append(
+                "table \(table.name): shard key \(table.key) has about \(distinct) distinct value(s) for \(targets) targets: some targets will get none")
+        }
+        let total = table.estimatedRows
+        guard total > 0, targets > 1 else { return warnings }
+        let mean = Double(total) / Double(targets)
+        var rowsByTarget: [String: Int64] = [:]
+        for slice in table.slices { rowsByTarget[slice.target, default: 0] += slice.estimatedRows }
+        for (target, rows) in rowsByTarget.sorted(by: { $0.key < $1.key }) where Double(rows) > 2 * mean {
+            warnings.append(String(
+                format: "table %@: target %@ would get ~%.0f%% of the rows (%.1fx the mean share); the shard key may be skewed",
+                table.name.description, target, 100 * Double(rows) / Double(total), Double(rows) / mean))
+        }
+        return warnings
+    }
+
     public var text: String {
         var lines: [String] = []
         let sameAs = targets.compactMap { t in t.sameAsSource.map { "\(t.name) = \($0)" } }

@@ -101,6 +101,7 @@ public struct Planner {
                     planned, sources: connectedSources, targets: connectedTargets, sameAs: sameAs, underWay: recordedPhase != nil)
                 problems += unique.problems
                 warnings += unique.warnings
+                warnings += Plan.skewWarnings(planned, targets: config.targets.count)
                 tables.append(planned)
             } catch let error as PostgresError {
                 problems.append("table \(table.name): \(error.summary)")
@@ -108,13 +109,13 @@ public struct Planner {
         }
         guard problems.isEmpty else { throw ReshardError.badInput(problems.joined(separator: "\n")) }
         return Plan(
-            migration: config.migration, metadata: config.metadata.withoutPassword, function: config.function,
+            migration: config.migration, metadata: config.metadata.planFileValue, function: config.function,
             sourceFunction: config.sourceFunction,
             sources: connectedSources.map {
-                Plan.Shard(name: $0.shard.name, endpoint: $0.shard.dsn.endpoint.description, dsn: $0.shard.dsn.withoutPassword, sameAsSource: nil)
+                Plan.Shard(name: $0.shard.name, endpoint: $0.shard.dsn.endpoint.description, dsn: $0.shard.dsn.planFileValue, sameAsSource: nil)
             },
             targets: zip(connectedTargets, sameAs).map { t, same in
-                Plan.Shard(name: t.shard.name, endpoint: t.shard.dsn.endpoint.description, dsn: t.shard.dsn.withoutPassword, sameAsSource: same)
+                Plan.Shard(name: t.shard.name, endpoint: t.shard.dsn.endpoint.description, dsn: t.shard.dsn.planFileValue, sameAsSource: same)
             },
             tables: tables, recordedPhase: recordedPhase, warnings: warnings.isEmpty ? nil : warnings)
     }
@@ -176,7 +177,8 @@ public struct Planner {
         for source in sources {
             let here = "source \(source.shard.name)"
             guard let schema = try TableSchema.read(table.name, on: source.connection) else {
-                problems.append("table \(table.name) is missing on \(here)")
+                let suggestion = try Self.similarTable(to: table.name, on: source.connection).map { " (did you mean \($0)?)" } ?? ""
+                problems.append("table \(table.name) is missing on \(here)\(suggestion)")
                 continue
             }
             problems += try Self.shimTableProblems(table.name, on: source)
@@ -388,6 +390,46 @@ public struct Planner {
         return Array(found.prefix(limit))
     }
 
+    /// The source's table closest to a missing one's name (a typo), schema-qualified when the
+    /// config qualified it.
+    static func similarTable(to name: QualifiedName, on conn: PGConnection) throws -> String? {
+        let rows = try conn.query(
+            """
+            SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'reshard_shim')
+              AND n.nspname NOT LIKE 'pg_toast%' AND ($1::text IS NOT NULL OR n.oid = ANY (current_schemas(false)::regnamespace[]))
+            """, [name.schema])
+        let names = (0..<rows.rowCount).map { name.schema == nil ? rows[$0, 1]! : "\(rows[$0, 0]!).\(rows[$0, 1]!)" }
+        return NameSuggestion.closest(to: name.description, among: names)
+    }
+
+    /// Distinct shard key values on a source from the statistics (nil without them), and the
+    /// values themselves when the statistics list them all (few distinct values: every one is a
+    /// most common value), so counts from several sources can be combined without double counting.
+    static func distinctKeys(_ table: QualifiedName, key: String, on conn: PGConnection) throws -> (count: Int64, values: Set<String>?)? {
+        let rows = try conn.query(
+            """
+            SELECT CASE WHEN s.n_distinct >= 0 THEN s.n_distinct ELSE -s.n_distinct * greatest(c.reltuples, 0) END::float8,
+                   array_to_json(s.most_common_vals::text::text[])::text
+            FROM pg_stats s JOIN pg_class c ON c.oid = to_regclass($1)
+              JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schemaname
+            WHERE s.tablename = c.relname AND s.attname = $2
+            """, [try conn.quote(table), key])
+        guard rows.rowCount == 1, let estimate = try rows.get(0, 0, as: Double?.self) else { return nil }
+        let count = Int64(estimate.rounded())
+        let values = rows[0, 1].flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }.map(Set.init)
+        return (count, values.flatMap { $0.count == count ? $0 : nil })
+    }
+
+    /// Distinct key values across the sources: the union of complete value lists, else the sum.
+    static func combinedDistinctKeys(_ perSource: [(count: Int64, values: Set<String>?)?]) -> Int64? {
+        let known = perSource.compactMap { $0 }
+        guard known.count == perSource.count else { return nil }
+        let lists = known.compactMap(\.values)
+        if lists.count == known.count { return Int64(lists.reduce(into: Set<String>()) { $0.formUnion($1) }.count) }
+        return known.reduce(0) { $0 + $1.count }
+    }
+
     // MARK: Estimates
 
     /// Per source: the row count from statistics (exact when there are none) split by a
@@ -431,8 +473,10 @@ public struct Planner {
                     staysInPlace: sameAs[t] == source.shard.name))
             }
         }
+        let distinct = try sources.map { try Self.distinctKeys(table.name, key: table.key, on: $0.connection) }
         return Plan.Table(
             name: table.name, key: table.key, keyType: keyType, columns: schema.columns, uniqueKey: schema.uniqueKey,
-            fingerprint: schema.fingerprint, estimateMethod: sampled ? "sample" : "exact", slices: slices)
+            fingerprint: schema.fingerprint, estimateMethod: sampled ? "sample" : "exact", slices: slices,
+            distinctKeys: Self.combinedDistinctKeys(distinct))
     }
 }
