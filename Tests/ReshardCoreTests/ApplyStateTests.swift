@@ -67,7 +67,7 @@ final class ApplyStateTests: XCTestCase {
             .init(level: "info", message: "catch-up s1 recovered after 2 failure(s)", shard: "s1"),
         ])
         XCTAssertEqual(state.takeEvents(), [])
-        XCTAssertEqual([1, 2, 3, 4, 11, 12, 13, 21, 22, 101].map(ApplyState.ordinal),
+        XCTAssertEqual([1, 2, 3, 4, 11, 12, 13, 21, 22, 101].map(MigrationStatus.Runtime.ordinal),
                        ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st"])
     }
 

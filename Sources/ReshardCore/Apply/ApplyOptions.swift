@@ -49,6 +49,8 @@ public struct ApplyProgress: Sendable, Codable {
     public var pausedReason: String? = nil
     /// The backfill's rate limit in force, rows per second.
     public var maxRowsPerSecond: Int? = nil
+    /// Whether the changelog grows or drains: `s1 falling behind: 7,000 changes/s produced, 1,200 applied`.
+    public var backlogTrend: String? = nil
     /// Work being retried right now: `retrying s1: ... (3rd attempt, since 12:00:01 UTC)`.
     public var retrying: [String] = []
     public var tables: [Table]

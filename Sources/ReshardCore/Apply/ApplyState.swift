@@ -246,7 +246,7 @@ final class ApplyState: @unchecked Sendable {
     /// Records that `work` failed and is retried, and queues the event saying so.
     func noteRetry(_ work: String, _ retry: RetryPolicy.Retry) {
         let message = String(
-            format: "retrying %@: %@ (%@ attempt in %.1fs, failing since %@)", work, retry.error, Self.ordinal(retry.failures + 1),
+            format: "retrying %@: %@ (%@ attempt in %.1fs, failing since %@)", work, retry.error, MigrationStatus.Runtime.ordinal(retry.failures + 1),
             retry.delay, Self.clock(retry.since))
         lock.withLock {
             retrying[work] = retry
@@ -274,11 +274,6 @@ final class ApplyState: @unchecked Sendable {
     }
 
     func requeue(_ unwritten: [Event]) { lock.withLock { events = unwritten + events } }
-
-    static func ordinal(_ n: Int) -> String {
-        let suffix = (11...13).contains(n % 100) ? "th" : [1: "st", 2: "nd", 3: "rd"][n % 10] ?? "th"
-        return "\(n)\(suffix)"
-    }
 
     /// `12:00:01 UTC`
     static func clock(_ date: Date) -> String {

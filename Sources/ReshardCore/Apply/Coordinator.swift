@@ -126,6 +126,7 @@ public final class Coordinator: @unchecked Sendable {
             if Date().timeIntervalSince(lastTick) >= 1 {
                 lastTick = Date()
                 try readThrottle()
+                sampleTrends()
                 _ = try onMetadata { meta in
                     try heartbeat(meta)
                     try persistProgress(meta)
@@ -229,9 +230,9 @@ public final class Coordinator: @unchecked Sendable {
             migration: plan.migration, phase: phase, rowsCopied: copied, rowsEstimated: estimated,
             rowsPerSecond: max(rate, 0), etaSeconds: rate > 1 && estimated > copied ? Double(estimated - copied) / rate : nil,
             backlog: catchUp.reduce(0) { $0 + $1.backlog }, changesApplied: catchUp.reduce(0) { $0 + $1.applied },
-            paused: state.isPaused, pausedReason: state.pauseReason, maxRowsPerSecond: state.rateLimit,
+            paused: state.isPaused, pausedReason: state.pauseReason, maxRowsPerSecond: state.rateLimit, backlogTrend: trendText,
             retrying: state.retries.sorted { $0.key < $1.key }.map { work, retry in
-                "retrying \(work): \(retry.error) (\(ApplyState.ordinal(retry.failures + 1)) attempt, since \(ApplyState.clock(retry.since)))"
+                "retrying \(work): \(retry.error) (\(MigrationStatus.Runtime.ordinal(retry.failures + 1)) attempt, since \(ApplyState.clock(retry.since)))"
             },
             tables: state.tableProgress.map { .init(name: $0.name, rowsCopied: $0.copied, rowsEstimated: $0.estimated, done: $0.done) })
     }
@@ -345,18 +346,50 @@ public final class Coordinator: @unchecked Sendable {
 
     /// Changes applied per source as last persisted, so the metadata's total accumulates across runs.
     private var persistedApplied: [String: Int64] = [:]
+    /// Per source: changes produced and applied per second, sampled every control-loop tick.
+    private var trends: [String: BacklogTrend] = [:]
+
+    /// Adds a sample of every source's backlog and applied count to its trend; events when a
+    /// changelog starts falling behind (the application writes faster than the catch-up applies,
+    /// which `apply` never hides by slowing the application) and when it drains again.
+    func sampleTrends() {
+        for (source, figures) in state.catchUp {
+            var trend = trends[source] ?? BacklogTrend()
+            let before = trend.rates.map { MigrationStatus.Runtime.trend(source: source, produced: $0.produced, applied: $0.applied, backlog: figures.backlog) }
+            trend.add(at: Date(), backlog: figures.backlog, applied: figures.applied)
+            trends[source] = trend
+            guard let rates = trend.rates else { continue }
+            let now = MigrationStatus.Runtime.trend(source: source, produced: rates.produced, applied: rates.applied, backlog: figures.backlog)
+            if now.fallingBehind != (before?.fallingBehind ?? false) {
+                state.log("changelog \(source) \(now.text)", level: now.fallingBehind ? "warning" : "info", shard: source)
+            }
+        }
+    }
+
+    /// The catch-up's trend for the progress line: the first source falling behind, else the
+    /// slowest to drain.
+    var trendText: String? {
+        let all = state.catchUp.compactMap { source, figures in
+            trends[source]?.rates.map { MigrationStatus.Runtime.trend(source: source, produced: $0.produced, applied: $0.applied, backlog: figures.backlog) }
+        }
+        let shown = all.first(where: \.fallingBehind) ?? all.filter { $0.etaSeconds != nil }.max { $0.etaSeconds! < $1.etaSeconds! }
+        return shown.map { "\($0.source) \($0.text)" }
+    }
 
     func persistProgress(_ meta: PGConnection) throws {
         for (source, figures) in state.catchUp {
             let delta = figures.applied - persistedApplied[source, default: 0]
+            let rates = trends[source]?.rates
             try meta.query(
                 """
-                INSERT INTO reshard.catchup (migration, source, backlog, oldest_change_at, applied_total, updated_at)
-                VALUES ($1, $2, $3, $4::timestamptz, $5, now())
+                INSERT INTO reshard.catchup (migration, source, backlog, oldest_change_at, applied_total, produced_per_second,
+                    applied_per_second, updated_at)
+                VALUES ($1, $2, $3, $4::timestamptz, $5, $6, $7, now())
                 ON CONFLICT (migration, source) DO UPDATE SET backlog = EXCLUDED.backlog,
                     oldest_change_at = EXCLUDED.oldest_change_at,
-                    applied_total = reshard.catchup.applied_total + EXCLUDED.applied_total, updated_at = now()
-                """, [plan.migration, source, figures.backlog, figures.oldest, delta])
+                    applied_total = reshard.catchup.applied_total + EXCLUDED.applied_total,
+                    produced_per_second = EXCLUDED.produced_per_second, applied_per_second = EXCLUDED.applied_per_second, updated_at = now()
+                """, [plan.migration, source, figures.backlog, figures.oldest, delta, rates?.produced, rates?.applied])
             persistedApplied[source] = figures.applied
         }
         if pausedChanged {
