@@ -57,6 +57,7 @@ final class RuntimeTests: XCTestCase {
         XCTAssertGreaterThan(try events(fixture, like: "retrying prepare: %", shard: "s1"), 0)
 
         let load = WriteLoad(sources: fixture.sources, writers: 1, longTransactions: false)
+        defer { load.stop() }
         XCTAssertTrue(eventually(timeout: 60) { load.committed > 50 })
         try spare.clusters[1].restart(mode: "immediate")
         let committed = load.committed
@@ -68,6 +69,7 @@ final class RuntimeTests: XCTestCase {
         }, "the coordinator must take its lease again: \(apply.stderr)")
         XCTAssertGreaterThan(try events(fixture, like: "retrying metadata: %", shard: "metadata"), 0)
         load.stop()
+        load.assertHealthy()
         XCTAssertTrue(try eventually(timeout: 120) { try changelogIsEmpty(fixture) }, "the changelog did not drain")
         apply.signal(SIGTERM)
         XCTAssertEqual(apply.wait(), 0, apply.stderr)
@@ -217,5 +219,43 @@ final class RuntimeTests: XCTestCase {
         XCTAssertTrue(try eventually(timeout: 120) { try changelogIsEmpty(fixture) }, "the changelog did not drain")
         apply.signal(SIGTERM)
         XCTAssertEqual(apply.wait(), 0, apply.stderr)
+    }
+
+    /// Issue 9: a stop is bounded. A backfill batch blocked on a target (a lock held there) does
+    /// not keep `apply` from stopping: after the grace period its statement is cancelled and the
+    /// coordinator exits cleanly, leaving no session behind.
+    func testAStopCancelsAStatementThatDoesNotEnd() throws {
+        let fixture = try PlanFixture(self)
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                """
+                CREATE TABLE items (id bigint PRIMARY KEY, payload text NOT NULL);
+                INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 40000) g WHERE g % 2 = \(k);
+                ANALYZE items;
+                """)
+        }
+        let config = try fixture.writeConfig(tables: [("items", "id")])
+        let apply = try ReshardCLI.start(["apply", "-c", config, "--max-rows-per-second", "500"])
+        XCTAssertTrue(try eventually(timeout: 120) {
+            guard let s = try status(config) else { return false }
+            return s.phase == "backfilling" && s.slices.contains { $0.target == "t1" && $0.rowsCopied > 0 }
+        }, apply.stderr)
+        let locker = try PGConnection.connect(fixture.targets[1])
+        try locker.execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        let observer = try PGConnection.connect(fixture.targets[1])
+        let blocked = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reshard apply' AND wait_event_type = 'Lock'"
+        XCTAssertTrue(try eventually(timeout: 60) { try observer.query(blocked).get(0, 0, as: Int.self) > 0 }, apply.stderr)
+
+        let stopped = Date()
+        apply.signal(SIGTERM)
+        let exited = try eventually(timeout: 40) {
+            let stat = (try? String(contentsOfFile: "/proc/\(apply.pid)/stat", encoding: .utf8)) ?? ""
+            return stat.isEmpty || stat.contains(") Z ")
+        }
+        XCTAssertTrue(exited, "apply did not stop while a statement was blocked: \(apply.stderr)")
+        XCTAssertEqual(apply.wait(), 0, apply.stderr)
+        XCTAssertLessThan(Date().timeIntervalSince(stopped), 30)
+        XCTAssertEqual(try observer.query(blocked).get(0, 0, as: Int.self), 0, "a blocked session was left behind")
+        try locker.execute("ROLLBACK")
     }
 }

@@ -562,6 +562,8 @@ public final class Coordinator: @unchecked Sendable {
                 if run.succeeded() { state.noteRecovered(what) }
                 if finished { return }
             } catch {
+                // A statement cancelled by a stop (`Workers.stop`) is the stop, not a failure.
+                if state.isStopping { return }
                 guard let retry = run.failed(error) else {
                     state.log("\(what) failed: \((error as? PostgresError)?.summary ?? "\(error)")", level: "error",
                               shard: (error as? PostgresError)?.endpoint?.label)
