@@ -253,6 +253,7 @@ final class RuntimeTests: XCTestCase {
             return stat.isEmpty || stat.contains(") Z ")
         }
         XCTAssertTrue(exited, "apply did not stop while a statement was blocked: \(apply.stderr)")
+        if !exited { apply.signal(SIGKILL) }
         XCTAssertEqual(apply.wait(), 0, apply.stderr)
         XCTAssertLessThan(Date().timeIntervalSince(stopped), 30)
         XCTAssertEqual(try observer.query(blocked).get(0, 0, as: Int.self), 0, "a blocked session was left behind")
