@@ -76,7 +76,7 @@ public final class Coordinator: @unchecked Sendable {
                 let action = pending.removeFirst()
                 switch action {
                 case .prepare:
-                    guard try prepareRetrying(shouldStop: shouldStop) else {
+                    guard try retrying("prepare", shouldStop: shouldStop, prepare) else {
                         stopRequested = true
                         pending = machine.stopRequested()
                         continue actions
@@ -96,7 +96,10 @@ public final class Coordinator: @unchecked Sendable {
                     startLagChecks()
                     startCatchUp()
                 case .buildDeferredIndexes:
-                    if !options.keepIndexes { try buildDeferredIndexes() }
+                    if !options.keepIndexes, !(try retrying("build indexes", shouldStop: shouldStop, buildDeferredIndexes)) {
+                        stopRequested = true
+                        pending = machine.stopRequested()
+                    }
                 case .stop:
                     stopWorkers()
                     if let failure = state.firstFailure { throw failure }
@@ -501,19 +504,19 @@ public final class Coordinator: @unchecked Sendable {
         }
     }
 
-    /// `prepare()` through transient failures (a source restarting while the shim is installed),
-    /// retried as the backfill is (`RetryPolicy`), each retry an event. Returns false when a stop
-    /// was requested first.
-    func prepareRetrying(shouldStop: () -> Bool) throws -> Bool {
+    /// `body` (prepare, the deferred index build) on the control loop through transient failures
+    /// (a source restarting while the shim is installed), retried as the backfill is
+    /// (`RetryPolicy`), each retry an event. Returns false when a stop was requested first.
+    func retrying(_ what: String, shouldStop: () -> Bool, _ body: () throws -> Void) throws -> Bool {
         var run = RetryPolicy.Run(options.retry)
         while !shouldStop() {
             do {
-                try prepare()
-                if run.succeeded() { state.noteRecovered("prepare") }
+                try body()
+                if run.succeeded() { state.noteRecovered(what) }
                 return true
             } catch {
                 guard let retry = run.failed(error) else { throw error }
-                state.noteRetry("prepare", retry)
+                state.noteRetry(what, retry)
                 _ = try onMetadata { try flushEvents($0) }
                 let until = Date().addingTimeInterval(retry.delay)
                 while Date() < until && !shouldStop() { state.wait(0.1) }
