@@ -115,7 +115,9 @@ public final class Coordinator: @unchecked Sendable {
             }
             if shouldStop() {
                 stopRequested = true
-                pending += machine.stopRequested()
+                // Pending actions are only left over when a phase could not be recorded (the
+                // metadata database is away): the recorded phase is where the next run resumes.
+                pending = machine.stopRequested()
                 continue
             }
             if pending.isEmpty, machine.phase == .backfilling, state.pendingSlices == 0 {
