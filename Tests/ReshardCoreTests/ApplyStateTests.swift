@@ -58,13 +58,15 @@ final class ApplyStateTests: XCTestCase {
         let state = ApplyState(slices: [:], sources: [])
         let since = Date(timeIntervalSince1970: 43_201)
         state.noteRetry("catch-up s1", .init(failures: 2, since: since, delay: 0.4, error: "s1 (...): connection refused", shard: "s1"))
-        XCTAssertEqual(state.retries["catch-up s1"]?.failures, 2)
+        state.noteRetry("catch-up s1", .init(failures: 3, since: since, delay: 0.8, error: "s1 (...): connection refused", shard: "s1"))
+        XCTAssertEqual(state.retries["catch-up s1"]?.failures, 3)
         state.noteRecovered("catch-up s1")
         state.noteRecovered("catch-up s1")
         XCTAssertTrue(state.retries.isEmpty)
         XCTAssertEqual(state.takeEvents(), [
+            // The 3rd failure is not an event of its own: only the 1st, 2nd, 4th, 8th...
             .init(level: "warning", message: "retrying catch-up s1: s1 (...): connection refused (3rd attempt in 0.4s, failing since 12:00:01 UTC)", shard: "s1"),
-            .init(level: "info", message: "catch-up s1 recovered after 2 failure(s)", shard: "s1"),
+            .init(level: "info", message: "catch-up s1 recovered after 3 failure(s)", shard: "s1"),
         ])
         XCTAssertEqual(state.takeEvents(), [])
         XCTAssertEqual([1, 2, 3, 4, 11, 12, 13, 21, 22, 101].map(MigrationStatus.Runtime.ordinal),

@@ -243,14 +243,18 @@ final class ApplyState: @unchecked Sendable {
         lock.withLock { events.append(Event(level: level, message: message, shard: shard)) }
     }
 
-    /// Records that `work` failed and is retried, and queues the event saying so.
+    /// Records that `work` failed and is retried, and queues the event saying so for the 1st,
+    /// 2nd, 4th, 8th... failure in a row (a shard down for five minutes is a dozen events per
+    /// worker, not a hundred; `status` shows the current attempt all along).
     func noteRetry(_ work: String, _ retry: RetryPolicy.Retry) {
         let message = String(
             format: "retrying %@: %@ (%@ attempt in %.1fs, failing since %@)", work, retry.error, MigrationStatus.Runtime.ordinal(retry.failures + 1),
             retry.delay, Self.clock(retry.since))
         lock.withLock {
             retrying[work] = retry
-            events.append(Event(level: "warning", message: message, shard: retry.shard))
+            if retry.failures & (retry.failures - 1) == 0 {
+                events.append(Event(level: "warning", message: message, shard: retry.shard))
+            }
         }
     }
 
