@@ -10,8 +10,8 @@ import Foundation
 /// that deliberately bypasses the lock is `cancel()`: it uses the separate `PGcancel` object,
 /// which libpq documents as safe to use from another thread while a statement runs.
 ///
-/// All calls block. Run them on a dedicated thread (see `ConnectionWorker`), never on Swift's
-/// cooperative pool.
+/// All calls block. Run them on a dedicated thread (reshard's coordinator gives each worker one,
+/// see `Workers`), never on Swift's cooperative pool.
 public final class PGConnection: @unchecked Sendable {
     let handle: OpaquePointer
     let cancelHandle: OpaquePointer?

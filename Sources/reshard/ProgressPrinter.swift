@@ -25,7 +25,8 @@ final class ProgressPrinter {
         let summary = String(
             format: "%@ %@: %@ rows (%.0f%%), %@ rows/s%@, backlog %lld, applied %lld%@",
             p.migration, p.phase.rawValue, rows.text, rows.fraction * 100, Self.count(Int64(p.rowsPerSecond)), eta, p.backlog,
-            p.changesApplied, p.paused ? " (paused)" : "")
+            p.changesApplied, p.paused ? " (paused\(p.pausedReason.map { ": \($0)" } ?? ""))" : "")
+            + (p.backlogTrend.map { "; \($0)" } ?? "") + p.retrying.map { "; \($0)" }.joined()
         if terminal {
             var lines = [summary]
             for table in p.tables { lines.append(bar(table)) }

@@ -26,8 +26,13 @@ struct ThrottleCommand: ParsableCommand {
         guard try PhaseStore.read(name, on: meta) != nil else {
             throw ReshardError.refused("migration \(name) is not registered on \(metadata); run 'reshard apply' first")
         }
+        // The limit's source column came with schema version 8 (a migration registered by an older reshard).
+        _ = try MetadataSchema.current.apply(to: meta)
         let updated = try meta.query(
-            "UPDATE reshard.migrations SET max_rows_per_second = $2 WHERE name = $1", [name, maxRowsPerSecond.map { $0 as any PGBindable }])
+            """
+            UPDATE reshard.migrations SET max_rows_per_second = $2, max_rows_per_second_source = 'reshard throttle',
+                max_rows_per_second_at = now() WHERE name = $1
+            """, [name, maxRowsPerSecond.map { $0 as any PGBindable }])
         guard updated.affectedRows == 1 else { throw ReshardError.refused("migration \(name) is not registered") }
         if output.json {
             try Console.json(ThrottleResult(migration: name, maxRowsPerSecond: maxRowsPerSecond))

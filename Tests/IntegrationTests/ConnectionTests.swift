@@ -93,34 +93,6 @@ final class ConnectionTests: XCTestCase {
         XCTAssertEqual(try conn.query("SELECT 2").get(0, 0, as: Int.self), 2)
     }
 
-    func testWorkerRunsOffTheCallingThreadAndTaskCancellationCancelsTheStatement() async throws {
-        let cluster = try TestClusters.shared.clusters()[0]
-        let worker = ConnectionWorker(connection: try PGConnection.connect(cluster.connectionString()), name: "pg-test-worker")
-        XCTAssertFalse(worker.thread.isCurrent)
-        let thread = worker.thread
-        let ranOnWorker = try await worker.run { _ in thread.isCurrent }
-        XCTAssertTrue(ranOnWorker)
-        let answer = try await worker.run { try $0.query("SELECT 40 + 2").get(0, 0, as: Int.self) }
-        XCTAssertEqual(answer, 42)
-
-        let observer = try PGConnection.connect(cluster.connectionString())
-        let pid = worker.connection.backendPID
-        let task = Task { try await worker.run { try $0.query("SELECT pg_sleep(30)").rowCount } }
-        let active = try eventually {
-            try observer.query(
-                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep%'", [pid]
-            ).rowCount == 1
-        }
-        XCTAssertTrue(active)
-        task.cancel()
-        do {
-            _ = try await task.value
-            XCTFail("the sleep should have been cancelled")
-        } catch let error as PostgresError {
-            XCTAssertEqual(error.code, .cancelled)
-        }
-    }
-
     func testConnectionFailuresNameHostPortAndDatabaseButNeverThePassword() throws {
         let cluster = try TestClusters.shared.clusters()[0]
         let secret = "Wr0ng-S3cret-\(UUID().uuidString.prefix(6))"

@@ -40,14 +40,45 @@ final class ApplyStateTests: XCTestCase {
         XCTAssertFalse(state.caughtUp)
     }
 
-    func testThrottleSpreadsRowsOverTime() {
+    func testABacklogOrALagThatCannotBeReadPausesTheBackfillAndSaysWhy() {
+        let state = ApplyState(slices: [:], sources: ["s0", "s1"])
+        XCTAssertNil(state.pauseReason(maxBacklog: 100, maxLagSeconds: 30), "no lag read yet is no reason to pause")
+        state.setLag("s0", .seconds(3))
+        XCTAssertNil(state.pauseReason(maxBacklog: 100, maxLagSeconds: 30))
+        state.setLag("s1", .unreadable("connection refused"))
+        XCTAssertEqual(state.pauseReason(maxBacklog: 100, maxLagSeconds: 30), "replication lag of s1 cannot be read (connection refused)")
+        state.setLag("s1", .seconds(45))
+        state.recordCatchUp(source: "s0", applied: 0, drained: false, backlog: (150, nil))
+        XCTAssertEqual(
+            state.pauseReason(maxBacklog: 100, maxLagSeconds: 30),
+            "changelog backlog 150 > --max-backlog 100; replicas of s1 lag 45s > --max-replication-lag 30s")
+    }
+
+    func testRetriesAreEventsAndShowUntilTheWorkRecovers() {
         let state = ApplyState(slices: [:], sources: [])
-        XCTAssertEqual(state.throttleDelay(rows: 1_000_000), 0, "no limit, no wait")
-        state.setThrottle(maxRowsPerSecond: 1000, paused: false)
-        XCTAssertEqual(state.throttleDelay(rows: 500), 0.5, accuracy: 0.05)
-        XCTAssertEqual(state.throttleDelay(rows: 500), 1.0, accuracy: 0.05)
-        state.setThrottle(maxRowsPerSecond: nil, paused: true)
-        XCTAssertTrue(state.isPaused)
-        XCTAssertEqual(state.throttleDelay(rows: 500), 0)
+        let since = Date(timeIntervalSince1970: 43_201)
+        state.noteRetry("catch-up s1", .init(failures: 2, since: since, delay: 0.4, error: "s1 (...): connection refused", shard: "s1"))
+        state.noteRetry("catch-up s1", .init(failures: 3, since: since, delay: 0.8, error: "s1 (...): connection refused", shard: "s1"))
+        XCTAssertEqual(state.retries["catch-up s1"]?.failures, 3)
+        state.noteRecovered("catch-up s1")
+        state.noteRecovered("catch-up s1")
+        XCTAssertTrue(state.retries.isEmpty)
+        XCTAssertEqual(state.takeEvents(), [
+            // The 3rd failure is not an event of its own: only the 1st, 2nd, 4th, 8th...
+            .init(level: "warning", message: "retrying catch-up s1: s1 (...): connection refused (3rd attempt in 0.4s, failing since 12:00:01 UTC)", shard: "s1"),
+            .init(level: "info", message: "catch-up s1 recovered after 3 failure(s)", shard: "s1"),
+        ])
+        XCTAssertEqual(state.takeEvents(), [])
+        XCTAssertEqual([1, 2, 3, 4, 11, 12, 13, 21, 22, 101].map(MigrationStatus.Runtime.ordinal),
+                       ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st"])
+    }
+
+    func testAWaitEndsEarlyOnStop() {
+        let state = ApplyState(slices: [:], sources: [])
+        let started = Date()
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.1) { state.stop() }
+        XCTAssertFalse(state.wait(30))
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5)
+        XCTAssertFalse(state.reserveRows(10))
     }
 }

@@ -16,8 +16,13 @@ public struct ApplyOptions: Sendable {
     public var maxBacklog: Int64 = 500_000
     /// Pause the backfill while a source's replicas lag more than this.
     public var maxReplicationLagSeconds = 30.0
-    /// How long a worker keeps retrying a shard that went away before the migration fails.
-    public var retryWindowSeconds = 300.0
+    /// How work interrupted by a shard or the metadata database going away is retried, and for
+    /// how long before the migration fails.
+    public var retry = RetryPolicy()
+    /// How long a stop waits for workers to finish their statements before cancelling them.
+    public var stopGraceSeconds = 10.0
+    /// A source's replication lag query may take this long before the lag counts as unreadable.
+    public var lagCheckTimeoutSeconds = 2.0
 
     public init() {}
 }
@@ -40,6 +45,14 @@ public struct ApplyProgress: Sendable, Codable {
     public var backlog: Int64
     public var changesApplied: Int64
     public var paused: Bool
+    /// Why the backfill is paused, when it is.
+    public var pausedReason: String? = nil
+    /// The backfill's rate limit in force, rows per second.
+    public var maxRowsPerSecond: Int? = nil
+    /// Whether the changelog grows or drains: `s1 falling behind: 7,000 changes/s produced, 1,200 applied`.
+    public var backlogTrend: String? = nil
+    /// Work being retried right now: `retrying s1: ... (3rd attempt, since 12:00:01 UTC)`.
+    public var retrying: [String] = []
     public var tables: [Table]
 }
 

@@ -11,10 +11,10 @@ public final class Coordinator: @unchecked Sendable {
     let metadataDSN: ConnectionString
     let options: ApplyOptions
     let state: ApplyState
-    private var threads: [Thread] = []
-    private let finished = DispatchGroup()
+    let workers = Workers()
     private var backfillStarted = false
     private var catchUpStarted = false
+    private var lagChecksStarted = false
 
     /// - Parameter shards: connection strings by shard name (sources and targets).
     public init(plan: Plan, shards: [String: ConnectionString], metadata: ConnectionString, options: ApplyOptions) {
@@ -31,13 +31,21 @@ public final class Coordinator: @unchecked Sendable {
             }
         }
         state = ApplyState(slices: slices, sources: plan.sources.map(\.name))
+        metaRetry = RetryPolicy.Run(options.retry)
     }
 
     // MARK: - Run
 
+    /// The metadata connection of the control loop; nil while the metadata database is away.
+    private var meta: PGConnection?
+    /// The backend of the last metadata connection, so a reconnect can end it (and its lock).
+    private var metaSession: Int32?
+    private var metaRetry: RetryPolicy.Run
+    private var metaRetryAt = Date.distantPast
+
     /// Runs until the goal is reached, `shouldStop` says so, or a fatal error.
     /// - Parameters:
-    ///   - shouldStop: polled about twice a second (Ctrl-C).
+    ///   - shouldStop: polled about ten times a second (Ctrl-C).
     ///   - report: called about once a second with the progress.
     ///   - notice: a line for the user when the coordinator waits for something.
     /// - Returns: where it stopped and whether that was the goal (the CLI's exit code depends on it).
@@ -49,8 +57,11 @@ public final class Coordinator: @unchecked Sendable {
         _ = try MetadataSchema.current.apply(to: meta)
         try acquireLease(meta)
         try acquireCatchUpLock(meta, notice: notice)
+        self.meta = meta
+        metaSession = meta.backendPID
         let recorded = try register(meta)
         try loadCheckpoints(meta)
+        try storeApplyLimit(meta)
 
         var machine = MigrationStateMachine(migration: plan.migration, phase: recorded, goal: options.goal)
         var pending = try machine.resume()
@@ -59,58 +70,72 @@ public final class Coordinator: @unchecked Sendable {
         var lastRateAt = Date()
         var rate = 0.0
         var stopRequested = false
-        defer {
-            state.stop()
-            finished.wait()
-        }
+        defer { stopWorkers() }
         while true {
-            while !pending.isEmpty {
+            actions: while !pending.isEmpty {
                 let action = pending.removeFirst()
                 switch action {
                 case .prepare:
-                    try prepare()
+                    guard try retrying("prepare", shouldStop: shouldStop, prepare) else {
+                        stopRequested = true
+                        pending = machine.stopRequested()
+                        continue actions
+                    }
                     pending += try machine.prepared()
                 case .record(let transition):
-                    try record(transition, on: meta)
+                    guard try onMetadata({ try record(transition, on: $0) }) != nil else {
+                        // The metadata database is away: the phase is recorded once it is back.
+                        pending.insert(action, at: 0)
+                        break actions
+                    }
                 case .runBackfillAndCatchUp:
+                    startLagChecks()
                     startBackfill()
                     startCatchUp()
                 case .runCatchUp:
+                    startLagChecks()
                     startCatchUp()
                 case .buildDeferredIndexes:
-                    if !options.keepIndexes { try buildDeferredIndexes() }
+                    if !options.keepIndexes, !(try retrying("build indexes", shouldStop: shouldStop, buildDeferredIndexes)) {
+                        stopRequested = true
+                        pending = machine.stopRequested()
+                    }
                 case .stop:
-                    state.stop()
-                    finished.wait()
+                    stopWorkers()
                     if let failure = state.firstFailure { throw failure }
-                    try persistProgress(meta)
+                    _ = try onMetadata { try persistProgress($0) }
                     let last = progress(machine.phase, rate: rate)
                     report(last)
                     return ApplyOutcome(goal: options.goal, reachedGoal: !stopRequested, progress: last)
                 }
             }
             if let failure = state.firstFailure {
-                try? recordError(failure, on: meta)
+                _ = try? onMetadata { try recordError(failure, on: $0) }
                 throw failure
             }
             if shouldStop() {
                 stopRequested = true
-                pending += machine.stopRequested()
+                // Pending actions are only left over when a phase could not be recorded (the
+                // metadata database is away): the recorded phase is where the next run resumes.
+                pending = machine.stopRequested()
                 continue
             }
-            if machine.phase == .backfilling, state.pendingSlices == 0 {
+            if pending.isEmpty, machine.phase == .backfilling, state.pendingSlices == 0 {
                 pending += try machine.backfillComplete()
                 continue
             }
-            if [.catchingUp, .inSync, .rolledBack].contains(machine.phase), state.caughtUp {
+            if pending.isEmpty, [.catchingUp, .inSync, .rolledBack].contains(machine.phase), state.caughtUp {
                 pending += try machine.caughtUp()
                 if !pending.isEmpty { continue }
             }
             if Date().timeIntervalSince(lastTick) >= 1 {
                 lastTick = Date()
-                try heartbeat(meta)
-                try persistProgress(meta)
-                try readThrottle(meta)
+                try readThrottle()
+                sampleTrends()
+                _ = try onMetadata { meta in
+                    try heartbeat(meta)
+                    try persistProgress(meta)
+                }
                 let copied = state.copiedRows
                 let elapsed = Date().timeIntervalSince(lastRateAt)
                 rate = rate == 0 ? Double(copied - lastCopied) / elapsed : 0.7 * rate + 0.3 * Double(copied - lastCopied) / elapsed
@@ -118,7 +143,88 @@ public final class Coordinator: @unchecked Sendable {
                 lastRateAt = Date()
                 report(progress(machine.phase, rate: rate))
             }
-            usleep(100_000)
+            state.wait(0.1)
+        }
+    }
+
+    /// Tells every worker to stop and waits for them, bounded: statements still running after
+    /// the grace period are cancelled, and threads that still do not end are named in an event.
+    func stopWorkers() {
+        state.stop()
+        let stuck = workers.stop(grace: options.stopGraceSeconds, afterCancel: 5)
+        if !stuck.isEmpty {
+            state.log("stopped without waiting for \(stuck.joined(separator: ", ")): their statements did not end", level: "warning")
+            _ = try? onMetadata { try flushEvents($0) }
+        }
+    }
+
+    /// Runs `body` on the control loop's metadata connection. When the metadata database is away
+    /// (restart, network) the failure is retried like any other (`RetryPolicy`), without blocking
+    /// the loop: this returns nil, and a later call reconnects and takes the lease again. Throws
+    /// when the error is not transient, the retry window is spent, or the lease was lost.
+    @discardableResult
+    func onMetadata<T>(_ body: (PGConnection) throws -> T) throws -> T? {
+        if meta == nil || !(meta?.isHealthy ?? false) {
+            meta = nil
+            guard Date() >= metaRetryAt else { return nil }
+            do {
+                let conn = try PGConnection.connect(metadataDSN, applicationName: "reshard apply")
+                try ApplyLease.reacquire(plan.migration, on: conn, previousSession: metaSession)
+                try acquireCatchUpLock(conn, notice: { _ in })
+                try ApplyLease.recordHolder(plan.migration, on: conn)
+                meta = conn
+                metaSession = conn.backendPID
+                state.log("metadata connection re-established; apply lease taken again")
+            } catch {
+                try metadataFailed(error)
+                return nil
+            }
+        }
+        do {
+            let value = try body(meta!)
+            if metaRetry.succeeded() { state.noteRecovered("metadata") }
+            try flushEvents(meta!)
+            return value
+        } catch {
+            try metadataFailed(error)
+            return nil
+        }
+    }
+
+    private func metadataFailed(_ error: any Error) throws {
+        guard let retry = metaRetry.failed(error) else { throw error }
+        if !(meta?.isHealthy ?? false) { meta = nil }
+        metaRetryAt = Date().addingTimeInterval(retry.delay)
+        var noted = retry
+        noted.shard = noted.shard ?? "metadata"
+        state.noteRetry("metadata", noted)
+    }
+
+    /// Writes the events the workers queued, and the work being retried, for `status`.
+    func flushEvents(_ meta: PGConnection) throws {
+        let queued = state.takeEvents()
+        let retries = state.retries
+        do {
+            try meta.transaction { conn in
+                for event in queued {
+                    try conn.query(
+                        "INSERT INTO reshard.events (migration, level, message, shard) VALUES ($1, $2, $3, $4)",
+                        [plan.migration, event.level, event.message, event.shard])
+                }
+                try conn.query("DELETE FROM reshard.retries WHERE migration = $1 AND NOT (work = ANY($2::text[]))", [plan.migration, Array(retries.keys)])
+                for (work, retry) in retries {
+                    try conn.query(
+                        """
+                        INSERT INTO reshard.retries (migration, work, shard, failures, since, last_error, updated_at)
+                        VALUES ($1, $2, $3, $4, to_timestamp($5), $6, now())
+                        ON CONFLICT (migration, work) DO UPDATE SET shard = EXCLUDED.shard, failures = EXCLUDED.failures,
+                            since = EXCLUDED.since, last_error = EXCLUDED.last_error, updated_at = now()
+                        """, [plan.migration, work, retry.shard, retry.failures, retry.since.timeIntervalSince1970, retry.error])
+                }
+            }
+        } catch {
+            state.requeue(queued)
+            throw error
         }
     }
 
@@ -129,7 +235,10 @@ public final class Coordinator: @unchecked Sendable {
             migration: plan.migration, phase: phase, rowsCopied: copied, rowsEstimated: estimated,
             rowsPerSecond: max(rate, 0), etaSeconds: rate > 1 && estimated > copied ? Double(estimated - copied) / rate : nil,
             backlog: catchUp.reduce(0) { $0 + $1.backlog }, changesApplied: catchUp.reduce(0) { $0 + $1.applied },
-            paused: state.isPaused,
+            paused: state.isPaused, pausedReason: state.pauseReason, maxRowsPerSecond: state.rateLimit, backlogTrend: trendText,
+            retrying: state.retries.sorted { $0.key < $1.key }.map { work, retry in
+                "retrying \(work): \(retry.error) (\(MigrationStatus.Runtime.ordinal(retry.failures + 1)) attempt, since \(ApplyState.clock(retry.since)))"
+            },
             tables: state.tableProgress.map { .init(name: $0.name, rowsCopied: $0.copied, rowsEstimated: $0.estimated, done: $0.done) })
     }
 
@@ -182,6 +291,8 @@ public final class Coordinator: @unchecked Sendable {
                 try event("resumed in phase \(phase.rawValue) by \(ProcessInfo.processInfo.hostName) pid \(getpid())", on: conn)
             }
             try ApplyLease.recordHolder(plan.migration, on: conn)
+            // Retries a dead coordinator was in the middle of are not ours.
+            try conn.query("DELETE FROM reshard.retries WHERE migration = $1", [plan.migration])
             return phase
         }
     }
@@ -222,14 +333,16 @@ public final class Coordinator: @unchecked Sendable {
         }
     }
 
-    func event(_ message: String, level: String = "info", on conn: PGConnection) throws {
-        try conn.query("INSERT INTO reshard.events (migration, level, message) VALUES ($1, $2, $3)", [plan.migration, level, message])
+    func event(_ message: String, level: String = "info", shard: String? = nil, on conn: PGConnection) throws {
+        try conn.query(
+            "INSERT INTO reshard.events (migration, level, message, shard) VALUES ($1, $2, $3, $4)", [plan.migration, level, message, shard])
     }
 
     func recordError(_ error: Error, on meta: PGConnection) throws {
         let text = (error as? PostgresError)?.summary ?? "\(error)"
+        let shard = (error as? PostgresError)?.endpoint?.label ?? (error as? ReshardError)?.shard
         try meta.query("UPDATE reshard.migrations SET last_error = $2, last_error_at = now() WHERE name = $1", [plan.migration, text])
-        try event(text, level: "error", on: meta)
+        try event(text, level: "error", shard: shard, on: meta)
     }
 
     func heartbeat(_ meta: PGConnection) throws {
@@ -238,53 +351,148 @@ public final class Coordinator: @unchecked Sendable {
 
     /// Changes applied per source as last persisted, so the metadata's total accumulates across runs.
     private var persistedApplied: [String: Int64] = [:]
+    /// Per source: changes produced and applied per second, sampled every control-loop tick.
+    private var trends: [String: BacklogTrend] = [:]
+
+    /// Adds a sample of every source's backlog and applied count to its trend; events when a
+    /// changelog starts falling behind (the application writes faster than the catch-up applies,
+    /// which `apply` never hides by slowing the application) and when it drains again.
+    func sampleTrends() {
+        for (source, figures) in state.catchUp {
+            var trend = trends[source] ?? BacklogTrend()
+            let before = trend.rates.map { MigrationStatus.Runtime.trend(source: source, produced: $0.produced, applied: $0.applied, backlog: figures.backlog) }
+            trend.add(at: Date(), backlog: figures.backlog, applied: figures.applied)
+            trends[source] = trend
+            guard let rates = trend.rates else { continue }
+            let now = MigrationStatus.Runtime.trend(source: source, produced: rates.produced, applied: rates.applied, backlog: figures.backlog)
+            if now.fallingBehind != (before?.fallingBehind ?? false) {
+                state.log("changelog \(source) \(now.text)", level: now.fallingBehind ? "warning" : "info", shard: source)
+            }
+        }
+    }
+
+    /// The catch-up's trend for the progress line: the first source falling behind, else the
+    /// slowest to drain.
+    var trendText: String? {
+        let all = state.catchUp.compactMap { source, figures in
+            trends[source]?.rates.map { MigrationStatus.Runtime.trend(source: source, produced: $0.produced, applied: $0.applied, backlog: figures.backlog) }
+        }
+        let shown = all.first(where: \.fallingBehind) ?? all.filter { $0.etaSeconds != nil }.max { $0.etaSeconds! < $1.etaSeconds! }
+        return shown.map { "\($0.source) \($0.text)" }
+    }
 
     func persistProgress(_ meta: PGConnection) throws {
         for (source, figures) in state.catchUp {
             let delta = figures.applied - persistedApplied[source, default: 0]
+            let rates = trends[source]?.rates
             try meta.query(
                 """
-                INSERT INTO reshard.catchup (migration, source, backlog, oldest_change_at, applied_total, updated_at)
-                VALUES ($1, $2, $3, $4::timestamptz, $5, now())
+                INSERT INTO reshard.catchup (migration, source, backlog, oldest_change_at, applied_total, produced_per_second,
+                    applied_per_second, updated_at)
+                VALUES ($1, $2, $3, $4::timestamptz, $5, $6, $7, now())
                 ON CONFLICT (migration, source) DO UPDATE SET backlog = EXCLUDED.backlog,
                     oldest_change_at = EXCLUDED.oldest_change_at,
-                    applied_total = reshard.catchup.applied_total + EXCLUDED.applied_total, updated_at = now()
-                """, [plan.migration, source, figures.backlog, figures.oldest, delta])
+                    applied_total = reshard.catchup.applied_total + EXCLUDED.applied_total,
+                    produced_per_second = EXCLUDED.produced_per_second, applied_per_second = EXCLUDED.applied_per_second, updated_at = now()
+                """, [plan.migration, source, figures.backlog, figures.oldest, delta, rates?.produced, rates?.applied])
             persistedApplied[source] = figures.applied
         }
-    }
-
-    /// Picks up `reshard throttle` changes and pauses the backfill while the changelog backlog is
-    /// too long (the catch-up must keep up) or a source's replicas fall behind.
-    func readThrottle(_ meta: PGConnection) throws {
-        let row = try meta.query("SELECT max_rows_per_second FROM reshard.migrations WHERE name = $1", [plan.migration])
-        let limit = row.rowCount > 0 ? row[0, 0].flatMap { Int($0) } : nil
-        let backlog = state.catchUp.values.reduce(0) { $0 + $1.backlog }
-        var lagging = false
-        for source in plan.sources {
-            guard let dsn = shards[source.name], let conn = try? connectionForLagChecks(source.name, dsn) else { continue }
-            let lag = try? conn.query("SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication")
-            if let seconds = try? lag?.get(0, 0, as: Double.self), seconds > options.maxReplicationLagSeconds { lagging = true }
+        if pausedChanged {
+            try meta.query(
+                """
+                UPDATE reshard.migrations SET paused_reason = $2,
+                    paused_since = CASE WHEN $2::text IS NULL THEN NULL ELSE coalesce(paused_since, now()) END WHERE name = $1
+                """, [plan.migration, state.pauseReason])
+            pausedChanged = false
         }
-        state.setThrottle(maxRowsPerSecond: limit ?? options.maxRowsPerSecond, paused: backlog > options.maxBacklog || lagging)
     }
 
-    private var lagConnections: [String: PGConnection] = [:]
-    private func connectionForLagChecks(_ name: String, _ dsn: ConnectionString) throws -> PGConnection {
-        if let conn = lagConnections[name], conn.isHealthy { return conn }
-        let conn = try PGConnection.connect(dsn, applicationName: "reshard apply")
-        lagConnections[name] = conn
-        return conn
+    /// Stores `--max-rows-per-second` of this run as the limit in force, so `status` shows it and
+    /// where it came from. Without the flag, the limit stored earlier (by `throttle` or an
+    /// earlier run) stays in force.
+    func storeApplyLimit(_ meta: PGConnection) throws {
+        if let limit = options.maxRowsPerSecond {
+            try meta.transaction { conn in
+                try conn.query(
+                    """
+                    UPDATE reshard.migrations SET max_rows_per_second = $2, max_rows_per_second_source = 'apply --max-rows-per-second',
+                        max_rows_per_second_at = now() WHERE name = $1
+                    """, [plan.migration, limit])
+                try event("backfill limit \(Int64(limit).grouped) rows/s (apply --max-rows-per-second)", on: conn)
+            }
+        }
+        state.setRateLimit(try readLimit(meta))
+    }
+
+    func readLimit(_ meta: PGConnection) throws -> Int? {
+        let row = try meta.query("SELECT max_rows_per_second FROM reshard.migrations WHERE name = $1", [plan.migration])
+        return row.rowCount > 0 ? row[0, 0].flatMap { Int($0) } : nil
+    }
+
+    /// Picks up `reshard throttle` changes (when the metadata can be read) and pauses the
+    /// backfill while the changelog backlog is too long (the catch-up must keep up) or a
+    /// source's replicas fall behind or cannot be checked (`ApplyState.pauseReason`). A change of
+    /// either is an event, and the pause and its reason are stored for `status`.
+    func readThrottle() throws {
+        if let limit = try onMetadata({ try readLimit($0) }), limit != state.rateLimit {
+            state.setRateLimit(limit)
+            state.log("backfill limit now \(limit.map { "\(Int64($0).grouped) rows/s" } ?? "removed")")
+        }
+        let reason = state.pauseReason(maxBacklog: options.maxBacklog, maxLagSeconds: options.maxReplicationLagSeconds)
+        let before = state.pauseReason
+        guard reason != before else { return }
+        state.setPaused(reason)
+        state.log(reason.map { "backfill paused: \($0)" } ?? "backfill resumed", level: reason == nil ? "info" : "warning")
+        pausedChanged = true
+    }
+
+    /// Whether the pause changed since it was last stored.
+    private var pausedChanged = false
+
+    /// Reads every source's replication lag once a second on a thread of its own, with a bounded
+    /// `statement_timeout`, so a slow or unreachable source never holds up the control loop. A
+    /// lag that cannot be read is recorded as such, which pauses the backfill (not knowing is
+    /// not the same as not lagging); the first failure and the recovery are events.
+    func startLagChecks() {
+        guard !lagChecksStarted else { return }
+        lagChecksStarted = true
+        let timeout = String(Int(options.lagCheckTimeoutSeconds * 1000))
+        workers.start("reshard lag checks") { [self] in
+            var connections: [String: PGConnection] = [:]
+            while !state.isStopping {
+                for source in plan.sources {
+                    let previous = state.lag[source.name]
+                    do {
+                        if connections[source.name].map({ !$0.isHealthy }) ?? true {
+                            connections[source.name] = nil
+                            connections[source.name] = try connect(source.name, settings: ["statement_timeout": timeout])
+                        }
+                        let lag = try connections[source.name]!.query(
+                            "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication")
+                        state.setLag(source.name, .seconds(try lag.get(0, 0, as: Double.self)))
+                        if case .unreadable = previous { state.log("replication lag of \(source.name) readable again", shard: source.name) }
+                    } catch {
+                        let why = (error as? PostgresError)?.message ?? "\(error)"
+                        state.setLag(source.name, .unreadable(why))
+                        if case .unreadable = previous {} else {
+                            state.log("replication lag of \(source.name) cannot be read: \(why)", level: "warning", shard: source.name)
+                        }
+                    }
+                }
+                state.wait(1)
+            }
+        }
     }
 
     // MARK: - Actions
 
     /// A connection to a shard. Values print the same on every such connection
     /// (`CanonicalText`), as the shim logs them, so keys read back from the changelog match.
+    /// Registered with `workers`, so a stop can cancel its statement.
     func connect(_ shard: String, settings: [String: String] = [:]) throws -> PGConnection {
-        guard let dsn = shards[shard] else { throw ReshardError.badInput("no connection string for shard \(shard)") }
-        return try PGConnection.connect(
-            dsn, applicationName: "reshard apply", settings: CanonicalText.settings.merging(settings) { $1 })
+        guard let dsn = shards[shard] else { throw ReshardError.badInput("no connection string for shard \(shard)", shard: shard) }
+        return workers.track(try PGConnection.connect(
+            dsn, applicationName: "reshard apply", settings: CanonicalText.settings.merging(settings) { $1 }))
     }
 
     /// Creates missing target tables and installs the shim on every source table. Idempotent.
@@ -298,6 +506,27 @@ public final class Coordinator: @unchecked Sendable {
         }
     }
 
+    /// `body` (prepare, the deferred index build) on the control loop through transient failures
+    /// (a source restarting while the shim is installed), retried as the backfill is
+    /// (`RetryPolicy`), each retry an event. Returns false when a stop was requested first.
+    func retrying(_ what: String, shouldStop: () -> Bool, _ body: () throws -> Void) throws -> Bool {
+        var run = RetryPolicy.Run(options.retry)
+        while !shouldStop() {
+            do {
+                try body()
+                if run.succeeded() { state.noteRecovered(what) }
+                return true
+            } catch {
+                guard let retry = run.failed(error) else { throw error }
+                state.noteRetry(what, retry)
+                _ = try onMetadata { try flushEvents($0) }
+                let until = Date().addingTimeInterval(retry.delay)
+                while Date() < until && !shouldStop() { state.wait(0.1) }
+            }
+        }
+        return false
+    }
+
     func buildDeferredIndexes() throws {
         let source = try connect(plan.sources[0].name)
         for target in plan.targets where target.sameAsSource == nil {
@@ -307,65 +536,47 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
-        finished.enter()
-        let group = finished
-        let thread = Thread {
-            body()
-            group.leave()
-        }
-        thread.name = name
-        threads.append(thread)
-        thread.start()
+        workers.start(name, body)
     }
 
     func startBackfill() {
         guard !backfillStarted else { return }
         backfillStarted = true
-        let workers = max(1, min(state.pendingSlices, options.maxConnectionsPerShard * max(plan.sources.count, plan.targets.count)))
-        for index in 0..<workers {
-            spawn("reshard backfill \(index)") { [self] in
-                while !state.isStopping, state.pendingSlices > 0 {
-                    guard let key = state.claimSlice(limitPerShard: options.maxConnectionsPerShard) else {
-                        usleep(100_000)
-                        continue
-                    }
-                    copySlice(key)
-                    state.release(key)
+        let count = max(1, min(state.pendingSlices, options.maxConnectionsPerShard * max(plan.sources.count, plan.targets.count)))
+        workers.start("reshard backfill", count: count) { [self] _ in
+            while !state.isStopping, state.pendingSlices > 0 {
+                guard let key = state.claimSlice(limitPerShard: options.maxConnectionsPerShard) else {
+                    state.wait(0.1)
+                    continue
                 }
+                copySlice(key)
+                state.release(key)
             }
         }
     }
 
-    func startCatchUp() {
-        guard !catchUpStarted else { return }
-        catchUpStarted = true
-        for source in plan.sources {
-            spawn("reshard catch-up \(source.name)") { [self] in catchUp(source.name) }
-        }
-    }
-
     /// Retries `body` through transient failures (a shard restarting, a dropped connection) with
-    /// backoff, for up to `retryWindowSeconds`; any other error fails the migration.
+    /// the backoff of `options.retry`, until it returns true or a stop; any other error, or
+    /// failures lasting longer than the retry window, fail the migration. Every retry is an event
+    /// naming `what` and the shard, and shows in `status` until `what` succeeds again.
     func withRetry(_ what: String, _ body: () throws -> Bool) {
-        var delay = 0.2
-        var firstFailure: Date?
+        var run = RetryPolicy.Run(options.retry)
         while !state.isStopping {
             do {
-                if try body() { return }
-                firstFailure = nil
-                delay = 0.2
-            } catch let error as PostgresError where error.isTransient || error.code == .connectionFailed {
-                let since = firstFailure ?? Date()
-                firstFailure = since
-                if Date().timeIntervalSince(since) > options.retryWindowSeconds {
+                let finished = try body()
+                if run.succeeded() { state.noteRecovered(what) }
+                if finished { return }
+            } catch {
+                // A statement cancelled by a stop (`Workers.stop`) is the stop, not a failure.
+                if state.isStopping { return }
+                guard let retry = run.failed(error) else {
+                    state.log("\(what) failed: \((error as? PostgresError)?.summary ?? "\(error)")", level: "error",
+                              shard: (error as? PostgresError)?.endpoint?.label)
                     state.fail(error)
                     return
                 }
-                usleep(UInt32(delay * 1_000_000))
-                delay = min(delay * 2, 5)
-            } catch {
-                state.fail(error)
-                return
+                state.noteRetry(what, retry)
+                state.wait(retry.delay)
             }
         }
     }
@@ -373,7 +584,12 @@ public final class Coordinator: @unchecked Sendable {
     func copySlice(_ key: ApplyState.SliceKey) {
         guard let table = plan.tables.first(where: { $0.name.description == key.table }),
             let targetIndex = plan.targets.firstIndex(where: { $0.name == key.target })
-        else { return }
+        else {
+            // Cannot happen for slices built from the plan; if it does, say so and stop rather
+            // than leave the slice to be claimed again forever.
+            state.fail(ReshardError.failed("slice \(key.table) \(key.source) -> \(key.target) is not part of the plan", shard: key.target))
+            return
+        }
         var connections: (source: PGConnection, target: PGConnection, meta: PGConnection)?
         var batchSize = options.initialBatchSize
         var integerRange: SliceCopier.IntegerKeyRange??
@@ -382,18 +598,22 @@ public final class Coordinator: @unchecked Sendable {
                 connections = nil
                 // Slices already run side by side: parallel query workers would only compete with them.
                 connections = (try connect(key.source, settings: ["max_parallel_workers_per_gather": "0"]), try connect(key.target),
-                               try PGConnection.connect(metadataDSN, applicationName: "reshard apply"))
+                               workers.track(try PGConnection.connect(metadataDSN, applicationName: "reshard apply")))
             }
             let (source, target, meta) = connections!
             let copier = SliceCopier(plan: plan, table: table, targetIndex: targetIndex, source: source, target: target)
             let slice = state.slice(key)
             if slice.done { return true }
-            while state.isPaused && !state.isStopping { usleep(200_000) }
-            let wait = state.throttleDelay(rows: batchSize)
-            if wait > 0 { usleep(UInt32(min(wait, 5) * 1_000_000)) }
+            while state.isPaused && state.wait(0.2) {}
+            // A batch holds at most about a second of the rate limit, and waits for it in full.
+            let rows = min(batchSize, state.maxBatchRows ?? batchSize)
+            guard state.reserveRows(rows) else { return true }
+            var copied = 0
+            defer { state.settleRows(reserved: rows, copied: copied) }
             let started = Date()
             if integerRange == nil { integerRange = .some(try copier.integerKeyRange()) }
-            let batch = try copier.copyBatch(after: slice.lastKey, batchSize: batchSize, integerRange: integerRange!)
+            let batch = try copier.copyBatch(after: slice.lastKey, batchSize: rows, integerRange: integerRange!)
+            copied = batch.rows
             // Only now, with the batch committed on the target, does the checkpoint move.
             try meta.query(
                 """
@@ -403,9 +623,17 @@ public final class Coordinator: @unchecked Sendable {
                 """, [plan.migration, key.table, key.source, key.target, batch.rows, batch.lastKey, batch.done])
             state.recordBatch(key, rows: batch.rows, lastKey: batch.lastKey, done: batch.done)
             let took = Date().timeIntervalSince(started)
-            if took < options.targetBatchSeconds / 2 { batchSize = min(batchSize * 2, 1_000_000) }
-            if took > options.targetBatchSeconds * 2 { batchSize = max(batchSize / 2, 1_000) }
+            if took < options.targetBatchSeconds / 2 { batchSize = min(rows * 2, 1_000_000) }
+            if took > options.targetBatchSeconds * 2 { batchSize = max(rows / 2, 1_000) }
             return batch.done
+        }
+    }
+
+    func startCatchUp() {
+        guard !catchUpStarted else { return }
+        catchUpStarted = true
+        for source in plan.sources {
+            spawn("reshard catch-up \(source.name)") { [self] in catchUp(source.name) }
         }
     }
 

@@ -101,6 +101,27 @@ public enum ApplyLease {
         throw ReshardError.refused("migration \(migration) is already being applied by \(try holderDescription(migration, on: meta))")
     }
 
+    /// Takes the lease again on a new connection after the old one broke (the metadata database
+    /// restarted, the network dropped). Our old session may not be gone yet on the server: it is
+    /// ended (`pg_terminate_backend`, allowed for one's own role) and the lock waited for briefly.
+    /// Refuses, naming the holder, when another coordinator took the lease meanwhile.
+    public static func reacquire(_ migration: String, on meta: PGConnection, previousSession pid: Int32?, wait seconds: Double = 10) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        if let pid {
+            _ = try? meta.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND pid <> pg_backend_pid()", [Int(pid)])
+        }
+        while true {
+            if try MetadataLock.apply.tryLock(migration, on: meta) { return }
+            let holder = try meta.query("SELECT holder_host, holder_pid FROM reshard.leases WHERE migration = $1", [migration])
+            let holderPID = holder.rowCount == 1 ? try holder.get(0, 1, as: Int32.self) : 0
+            let ours = holder.rowCount == 1 && holder[0, 0] == ProcessInfo.processInfo.hostName && holderPID == getpid()
+            guard ours, Date() < deadline else { break }
+            usleep(100_000)
+        }
+        throw ReshardError.refused("migration \(migration): lost the apply lease while the metadata database was away; it is now held by \(try holderDescription(migration, on: meta))")
+    }
+
     /// `host h pid p since t`, or a generic phrase when no holder row exists.
     public static func holderDescription(_ migration: String, on meta: PGConnection) throws -> String {
         let holder = try meta.query(

@@ -77,6 +77,8 @@ public struct MigrationStatus: Sendable, Codable {
     /// Whether `backlog` was counted on the sources just now.
     public var backlogLive = false
     public var verification: [Verification] = []
+    /// Rate limit, pause, retries and changelog trend (`MigrationStatus+Runtime.swift`).
+    public var runtime: Runtime?
 
     /// Every moving slice copied: the copy is complete whatever the estimates said.
     public var copyDone: Bool { slices.filter { !$0.staysInPlace }.allSatisfy(\.done) }
@@ -191,6 +193,8 @@ public struct MigrationStatus: Sendable, Codable {
                 appliedTotal: try catchUp.get(r, 3), updatedAt: catchUp[r, 4]!, ageSeconds: try catchUp.get(r, 5)))
             status.backlog += backlog
         }
+        status.runtime = try readRuntime(
+            migration: migration, backlogs: Dictionary(status.catchUp.map { ($0.source, $0.backlog) }) { $1 }, from: meta)
         if try meta.query("SELECT to_regclass('reshard.verify_tables') IS NOT NULL").get(0, 0, as: Bool.self) {
             let verified = try meta.query(
                 """
@@ -247,6 +251,7 @@ public struct MigrationStatus: Sendable, Codable {
             let figures = "\(v.sourceRows.grouped) source rows, \(v.targetRows.grouped) target rows, \(v.differences.grouped) difference(s)"
             lines.append("verify \(v.table): \(v.outcome) \(when) (\(figures))")
         }
+        lines += runtimeLines
         if let lastError { lines.append("last error (\(lastErrorAt ?? "?")): \(lastError)") }
         return lines.joined(separator: "\n")
     }
