@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/swhitty/FlyingFox", from: "0.27.1"),
@@ -30,10 +31,13 @@ let package = Package(
         // Throwaway local PostgreSQL clusters for tests, demos and `reshard rehearse`.
         .target(name: "LocalCluster", dependencies: ["PostgresClient"]),
         // Config, plan, SQL, phases, metadata, apply and verify.
-        // It emits metrics through swift-metrics only; the CLI picks the backend.
+        // It logs and emits metrics through swift-log and swift-metrics only; the CLI picks the backends.
         .target(
             name: "ReshardCore",
-            dependencies: ["PostgresClient", "ReshardRouting", "Yams", .product(name: "Metrics", package: "swift-metrics")]
+            dependencies: [
+                "PostgresClient", "ReshardRouting", "Yams", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
         ),
         // The command-line interface.
         .executableTarget(
@@ -41,6 +45,7 @@ let package = Package(
             dependencies: [
                 "ReshardCore", "ReshardRouting", "LocalCluster", "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "FlyingFox", package: "FlyingFox"),

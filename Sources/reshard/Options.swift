@@ -7,6 +7,11 @@ import ReshardCore
 struct OutputOptions: ParsableArguments {
     @Flag(name: .long, help: "Print the result as JSON on stdout.")
     var json = false
+
+    @Option(name: .long, help: "Events (phase changes, retries, errors) on stderr as text lines or JSON objects.")
+    var logFormat: LogFormat = .text
+
+    func validate() throws { LogFormat.current = logFormat }
 }
 
 /// The backfill rate limit's bounds, shared by `apply` and `throttle` (the metadata stores it as

@@ -27,6 +27,7 @@ struct Reshard: ParsableCommand {
     /// Parses, runs, and maps every failure to one line on stderr and the documented exit code
     /// (ArgumentParser's own usage errors would otherwise exit 64).
     static func main() {
+        LogFormat.bootstrap()
         do {
             try checkHelpTopic(Array(CommandLine.arguments.dropFirst()))
             var command = try parseAsRoot()

@@ -207,9 +207,7 @@ public final class Coordinator: @unchecked Sendable {
         do {
             try meta.transaction { conn in
                 for event in queued {
-                    try conn.query(
-                        "INSERT INTO reshard.events (migration, level, message, shard) VALUES ($1, $2, $3, $4)",
-                        [plan.migration, event.level, event.message, event.shard])
+                    try EventLog.record(migration: plan.migration, level: event.level, event.message, shard: event.shard, on: conn)
                 }
                 try conn.query("DELETE FROM reshard.retries WHERE migration = $1 AND NOT (work = ANY($2::text[]))", [plan.migration, Array(retries.keys)])
                 for (work, retry) in retries {
@@ -334,8 +332,7 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     func event(_ message: String, level: String = "info", shard: String? = nil, on conn: PGConnection) throws {
-        try conn.query(
-            "INSERT INTO reshard.events (migration, level, message, shard) VALUES ($1, $2, $3, $4)", [plan.migration, level, message, shard])
+        try EventLog.record(migration: plan.migration, level: level, message, shard: shard, on: conn)
     }
 
     func recordError(_ error: Error, on meta: PGConnection) throws {

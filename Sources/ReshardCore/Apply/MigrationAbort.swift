@@ -95,8 +95,7 @@ public enum MigrationAbort {
         }
         try meta.transaction { conn in
             if let transition { try PhaseStore.write(transition, migration: migration, on: conn) }
-            try conn.query("INSERT INTO reshard.events (migration, level, message) VALUES ($1, 'info', $2)",
-                           [migration, "aborted: " + (done + leftInPlace).joined(separator: "; ")])
+            try EventLog.record(migration: migration, "aborted: " + (done + leftInPlace).joined(separator: "; "), on: conn)
         }
         return Report(migration: migration, done: done, leftInPlace: leftInPlace)
     }
