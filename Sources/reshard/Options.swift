@@ -8,10 +8,14 @@ struct OutputOptions: ParsableArguments {
     @Flag(name: .long, help: "Print the result as JSON on stdout.")
     var json = false
 
-    @Option(name: .long, help: "Events (phase changes, retries, errors) on stderr as text lines or JSON objects.")
-    var logFormat: LogFormat = .text
+    @Option(
+        name: .long,
+        help: "Events (phase changes, retries, errors) on stderr as text lines or JSON objects (default: json with --json, else text).")
+    var logFormat: LogFormat?
 
-    func validate() throws { LogFormat.current = logFormat }
+    /// With `--json` every line on stderr is a JSON object: progress lines, and events (those
+    /// carry `level` and `message`).
+    func validate() throws { LogFormat.current = logFormat ?? (json ? .json : .text) }
 }
 
 /// The backfill rate limit's bounds, shared by `apply` and `throttle` (the metadata stores it as
