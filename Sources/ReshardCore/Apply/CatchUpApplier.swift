@@ -4,35 +4,69 @@ import PostgresClient
 
 /// Applies one source's changelog to the targets.
 ///
-/// Each table's log is a queue, not a stream: each round reads entries still there, applies
-/// them, and deletes exactly the entries it applied (by `ctid`). A transaction that commits late
-/// (its ids are lower than entries already applied) simply shows up in a later round, so no
-/// change is lost to id order. Applying is idempotent and order-safe: for each key the current
-/// row is re-read from the source and upserted on the target it now belongs to, and the row is
-/// deleted where the entry says it was (matching the old shard key too, so a row that moved to
-/// another source and back to the same target is never deleted by a stale entry).
+/// **Queue.** Each table's log is a queue, not a stream: each round reads entries still there,
+/// applies them, and deletes exactly the entries it applied (by `ctid`; log rows are never
+/// updated, so a ctid names one entry until it is deleted). A transaction that commits late (its
+/// entries sit among ones already applied) simply shows up in a later round, so no change is lost
+/// to order. Entries of a table are only applied once the table's slices from this source are
+/// copied: until then the backfill will read the row anyway, and applying early could be
+/// overwritten by a batch read before the change.
 ///
-/// Entries of a table are only applied once the table's slices from this source are copied:
-/// until then the backfill will read the row anyway, and applying early could be overwritten by
-/// a batch read before the change.
-struct CatchUpApplier {
+/// **What applying a key means.** An entry only says "key K changed on this source S". For each
+/// target T the round makes T's row K what the sources hold for T now, re-read (so applying is
+/// idempotent and order does not matter):
+/// - S's current row K, if it belongs to T, is upserted on T;
+/// - a row K that T holds for itself (belongs to T by the server's own shard function, so
+///   placement always agrees with the backfill) and S no longer provides is deleted, unless
+///   another source holds a row K for T: the application is moving the row between sources
+///   (insert on s1, then delete on s0), and that source's own entries own it;
+/// - on S's own database (a target that is this source) S's rows are the application's and are
+///   never touched; keys S no longer holds are filled in from the other sources (a row moved to
+///   s1 whose copy on s0 the application's delete on s0 removed), never over a row S holds;
+/// - on another source's database, only rows whose shard key S's entries logged are deletion
+///   candidates, and that source itself is not asked (its rows there are the target's own).
+///
+/// **Why it converges.** Everything a round does for (table, T) — reading the sources for its
+/// keys and writing T — happens under one lock per (table, target) in this process (only the
+/// apply lease holder applies). So writes to T for a key are ordered, and each was computed from
+/// reads made after the previous one committed. Take the last write W to key K on any source: it
+/// logged an entry on its source, and the round that applies that entry reads every source after
+/// W committed, so it computes K's final layout; any later round for K reads later still. A round
+/// that skips K because another source holds it leaves T to that source, whose last write to K
+/// is logged and applied the same way.
+///
+/// Rounds run the targets in parallel (one lane per target, each with its own connections), at
+/// most `CatchUpGate.limitPerShard` lanes at once on any shard, and the batch grows while a round
+/// takes under half a second and shrinks when it takes over two.
+final class CatchUpApplier: @unchecked Sendable {
     let plan: Plan
+    let sourceName: String
+    /// Reads and deletes this source's entries and counts the backlog.
     let source: PGConnection
-    /// Target connections by index; nil for a target that is this source's own database.
-    let targets: [PGConnection?]
-    var batchLimit = 5000
+    private let lanes: [Lane]
+    private let gate: CatchUpGate
+    private(set) var batchLimit = 2_000
+    static let batchRange = 200...50_000
 
-    /// An applier for `source`, connected to it and to every target that is not its own database.
-    static func connecting(plan: Plan, source: String, connect: (String) throws -> PGConnection) throws -> CatchUpApplier {
-        CatchUpApplier(
-            plan: plan, source: try connect(source), targets: try plan.targets.map { $0.sameAsSource == source ? nil : try connect($0.name) })
+    /// An applier for `source`, connected to it and, lane by lane, to every target.
+    static func connecting(
+        plan: Plan, source: String, gate: CatchUpGate, connect: @escaping @Sendable (String) throws -> PGConnection
+    ) throws -> CatchUpApplier {
+        let lanes = try plan.targets.indices.map { t in
+            try Lane(plan: plan, sourceName: source, target: t, connect: connect)
+        }
+        return CatchUpApplier(plan: plan, sourceName: source, source: try connect(source), lanes: lanes, gate: gate)
     }
 
-    struct Entry: Decodable {
-        let ctid: String
-        let pk: [String]
-        let shardKey: String
+    private init(plan: Plan, sourceName: String, source: PGConnection, lanes: [Lane], gate: CatchUpGate) {
+        self.plan = plan
+        self.sourceName = sourceName
+        self.source = source
+        self.lanes = lanes
+        self.gate = gate
     }
+
+    var isHealthy: Bool { source.isHealthy && lanes.allSatisfy(\.isHealthy) }
 
     struct Round {
         /// Entries applied (and removed).
@@ -46,49 +80,50 @@ struct CatchUpApplier {
         guard !tables.isEmpty else { return Round(applied: 0, drained: false) }
         var applied = 0
         var drained = true
-        let decoder = JSONDecoder()
         for table in tables {
             let log = Shim.logTable(migration: plan.migration, table: table)
-            let result = try source.query(
-                "SELECT json_build_object('ctid', ctid::text, 'pk', pk, 'shardKey', shard_key)::text FROM \(log) LIMIT \(batchLimit)")
-            let entries = try (0..<result.rowCount).map { try decoder.decode(Entry.self, from: Data(result[$0, 0]!.utf8)) }
-            guard !entries.isEmpty else { continue }
-            try apply(entries, table: table)
-            try source.query("DELETE FROM \(log) WHERE ctid = ANY($1::tid[])", [entries.map(\.ctid)])
-            applied += entries.count
-            if entries.count >= batchLimit { drained = false }
+            let limit = batchLimit
+            let started = Date()
+            let pk = table.uniqueKey.indices.map { "pk[\($0 + 1)]" }.joined(separator: ", ")
+            let result = try source.query("SELECT ctid::text, shard_key, \(pk) FROM \(log) LIMIT \(limit)")
+            guard result.rowCount > 0 else { continue }
+            let batch = Batch(result, keyColumns: table.uniqueKey.count)
+            try runLanes(batch, table: table, log: log)
+            try source.query("DELETE FROM \(log) WHERE ctid = ANY($1::tid[])", [batch.ctids])
+            applied += batch.ctids.count
+            if batch.ctids.count >= limit {
+                drained = false
+                adapt(took: Date().timeIntervalSince(started))
+            }
         }
         return Round(applied: applied, drained: drained)
     }
 
-    private func apply(_ entries: [Entry], table: Plan.Table) throws {
-        var seen = Set<[String]>()
-        let keys = entries.map(\.pk).filter { seen.insert($0).inserted }
-        let sql = TableSQL(table)
-        let currentRows = "SELECT \(sql.writableColumns) FROM \(sql.name) WHERE \(sql.keyRow) IN (\(sql.keyList(keys)))"
-        for (index, target) in targets.enumerated() {
-            guard let target else { continue }
-            // Where each entry says the row was, for this target.
-            let leaving = try entries.filter { entry in
-                guard let key = ShardKey(text: entry.shardKey, type: table.keyType) else { return false }
-                return try plan.function.shard(for: key) == index
-            }
-            let select = "\(currentRows) AND \(sql.shardFilter(plan.function, target: index))"
-            try target.transaction { conn in
-                try conn.execute(
-                    "SET LOCAL reshard.applying = on; CREATE TEMP TABLE reshard_staging (LIKE \(sql.name)) ON COMMIT DROP")
-                if !leaving.isEmpty {
-                    let keyType = table.columns.first { $0.name == table.key }?.type ?? "text"
-                    let rows = leaving.map { "(\(sql.keyLiteral($0.pk).dropFirst().dropLast()), \(SQLText.literal($0.shardKey))::\(keyType))" }
-                    try conn.execute(
-                        "DELETE FROM \(sql.name) WHERE (\(sql.keyColumns.joined(separator: ", ")), \(sql.shardKey)) IN (\(rows.joined(separator: ", ")))")
+    /// Full batches grow while quick and shrink when slow, so a round stays around a second.
+    private func adapt(took: TimeInterval) {
+        if took < 0.5 { batchLimit = min(batchLimit * 2, Self.batchRange.upperBound) }
+        if took > 2 { batchLimit = max(batchLimit / 2, Self.batchRange.lowerBound) }
+    }
+
+    /// Runs every target's lane for `batch` at once (each waits for its shards' slots) and
+    /// rethrows the first failure.
+    private func runLanes(_ batch: Batch, table: Plan.Table, log: String) throws {
+        let done = DispatchGroup()
+        let failure = FirstError()
+        for lane in lanes {
+            done.enter()
+            let gate = self.gate
+            lane.thread.submit {
+                defer { done.leave() }
+                do {
+                    try gate.withSlots([lane.sourceName, lane.targetName]) { try lane.apply(batch, table: table, log: log, gate: gate) }
+                } catch {
+                    failure.record(error)
                 }
-                _ = try PGConnection.relayCopy(
-                    from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: conn,
-                    "COPY reshard_staging (\(sql.writableColumns)) FROM STDIN (FORMAT binary)")
-                try conn.execute("\(sql.insertFromStaging("reshard_staging")) \(sql.onKeyConflictUpdate)")
             }
         }
+        done.wait()
+        if let error = failure.error { throw error }
     }
 
     /// How many entries wait, and since when, for `status`.
@@ -96,5 +131,213 @@ struct CatchUpApplier {
         let parts = plan.tables.map { "SELECT count(*) AS n, min(at) AS at FROM \(Shim.logTable(migration: plan.migration, table: $0))" }
         let result = try source.query("SELECT coalesce(sum(n), 0)::bigint, min(at)::text FROM (\(parts.joined(separator: " UNION ALL "))) logs")
         return (try result.get(0, 0, as: Int64.self), result[0, 1])
+    }
+}
+
+extension CatchUpApplier {
+    /// One round's entries of one table.
+    struct Batch: Sendable {
+        var ctids: [String] = []
+        /// The distinct keys (by bytes), one text[] per key column.
+        var keys: [[String]]
+        /// The distinct (key, logged shard key) pairs: one text[] per key column, then the shard keys.
+        var keysAndShardKeys: [[String]]
+
+        init(_ result: PGResult, keyColumns: Int) {
+            keys = Array(repeating: [], count: keyColumns)
+            keysAndShardKeys = Array(repeating: [], count: keyColumns + 1)
+            var seenKeys = Set<[[UInt8]]>(), seenPairs = Set<[[UInt8]]>()
+            for r in 0..<result.rowCount {
+                ctids.append(result[r, 0]!)
+                let key = (0..<keyColumns).map { result[r, 2 + $0] ?? "" }
+                let bytes = key.map { Array($0.utf8) }
+                if seenKeys.insert(bytes).inserted {
+                    for (c, value) in key.enumerated() { keys[c].append(value) }
+                }
+                let shardKey = result[r, 1] ?? ""
+                if seenPairs.insert(bytes + [Array(shardKey.utf8)]).inserted {
+                    for (c, value) in (key + [shardKey]).enumerated() { keysAndShardKeys[c].append(value) }
+                }
+            }
+        }
+    }
+
+    /// One target's share of the work, with connections of its own so lanes run side by side:
+    /// a session on the source (its temp key set, the COPY out), one on the target (nil when the
+    /// target is the source's own database: the source session then serves as both), and, opened
+    /// on first use, sessions on the other sources.
+    ///
+    /// Why `@unchecked Sendable`: a lane is used by its own thread only; the round waits for it.
+    final class Lane: @unchecked Sendable {
+        let plan: Plan
+        let sourceName: String
+        let target: Int
+        let targetName: String
+        let source: PGConnection
+        let targetConnection: PGConnection?
+        let thread: WorkerThread
+        private let connect: @Sendable (String) throws -> PGConnection
+        private var others: [String: PGConnection] = [:]
+        private var prepared: Set<String> = []
+
+        init(plan: Plan, sourceName: String, target: Int, connect: @escaping @Sendable (String) throws -> PGConnection) throws {
+            self.plan = plan
+            self.sourceName = sourceName
+            self.target = target
+            targetName = plan.targets[target].name
+            self.connect = connect
+            source = try connect(sourceName)
+            targetConnection = plan.targets[target].sameAsSource == sourceName ? nil : try connect(targetName)
+            thread = WorkerThread(name: "reshard catch-up \(sourceName) -> \(targetName)")
+        }
+
+        deinit { thread.shutdown() }
+
+        var isHealthy: Bool {
+            source.isHealthy && (targetConnection?.isHealthy ?? true) && others.values.allSatisfy(\.isHealthy)
+        }
+
+        /// The sources that may hold rows for this target other than `sourceName`: not the
+        /// target's own database, whose rows there are the target's.
+        private var otherSources: [String] {
+            plan.sources.map(\.name).filter { $0 != sourceName && $0 != plan.targets[target].sameAsSource }
+        }
+
+        /// A broken one makes the lane unhealthy, and the coordinator replaces the whole applier.
+        private func other(_ name: String) throws -> PGConnection {
+            if let conn = others[name] { return conn }
+            let conn = try connect(name)
+            others[name] = conn
+            return conn
+        }
+
+        /// Temp tables are made once per session.
+        private func prepare(_ conn: PGConnection, _ what: String, _ sql: String) throws {
+            let id = "\(ObjectIdentifier(conn).hashValue) \(what)"
+            guard !prepared.contains(id) else { return }
+            try conn.execute(sql)
+            prepared.insert(id)
+        }
+
+        func apply(_ batch: Batch, table: Plan.Table, log: String, gate: CatchUpGate) throws {
+            let sql = CatchUpSQL(plan: plan, table: table)
+            try prepare(source, "keys", CatchUpSQL.createKeyTable)
+            try source.execute(CatchUpSQL.clearKeys)
+            try source.query(CatchUpSQL.loadKeys(fromLog: log), [batch.ctids])
+            try gate.exclusively(table: table.name.description, target: targetName) {
+                if let targetConnection {
+                    try apply(batch, sql, on: targetConnection, ownDatabaseOf: plan.targets[target].sameAsSource)
+                } else {
+                    try fillFromOtherSources(sql)
+                }
+            }
+        }
+
+        /// A target that is not this source: upsert what the source holds for it, delete what
+        /// it holds that no source does.
+        private func apply(_ batch: Batch, _ sql: CatchUpSQL, on conn: PGConnection, ownDatabaseOf owner: String?) throws {
+            try prepare(conn, "staging \(sql.staging)", sql.createStaging)
+            try conn.transaction { conn in
+                try conn.execute("SET LOCAL reshard.applying = on")
+                _ = try PGConnection.relayCopy(
+                    from: source, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn, sql.copyIntoStaging)
+                let matching = owner != nil
+                let found = try conn.query(
+                    sql.deleteCandidates(target: target, matchingShardKey: matching),
+                    (matching ? batch.keysAndShardKeys : batch.keys).map { $0 as any PGBindable })
+                if found.rowCount > 0 {
+                    var candidates = (0..<sql.sql.keyColumns.count).map { c in (0..<found.rowCount).map { found[$0, c] ?? "" } }
+                    for name in otherSources where !candidates[0].isEmpty {
+                        let held = try other(name).query(sql.heldKeys(target: target), candidates.map { $0 as any PGBindable })
+                        let positions = Set(try (0..<held.rowCount).map { try held.get($0, 0, as: Int.self) - 1 })
+                        candidates = candidates.map { column in column.enumerated().filter { !positions.contains($0.offset) }.map(\.element) }
+                    }
+                    if !candidates[0].isEmpty {
+                        try conn.query(sql.deleteKeys(target: target), candidates.map { $0 as any PGBindable })
+                    }
+                }
+                try conn.execute(sql.upsertStaging)
+            }
+        }
+
+        /// This source's own database: its rows are the application's. Keys it no longer holds
+        /// are filled in from the other sources' rows for this target, never over a row it holds.
+        private func fillFromOtherSources(_ sql: CatchUpSQL) throws {
+            let names = otherSources
+            guard !names.isEmpty else { return }
+            let missing = try source.query(sql.missingKeys)
+            guard missing.rowCount > 0 else { return }
+            let keys = (0..<sql.sql.keyColumns.count).map { c in (0..<missing.rowCount).map { missing[$0, c] ?? "" } }
+            try prepare(source, "staging \(sql.staging)", sql.createStaging)
+            for name in names {
+                let conn = try other(name)
+                try prepare(conn, "keys", CatchUpSQL.createKeyTable)
+                try conn.execute(CatchUpSQL.clearKeys)
+                try conn.query(sql.loadKeys, keys.map { $0 as any PGBindable })
+            }
+            try source.transaction { local in
+                try local.execute("SET LOCAL reshard.applying = on")
+                for name in names {
+                    _ = try PGConnection.relayCopy(
+                        from: try other(name), "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: local,
+                        sql.copyIntoStaging)
+                }
+                try local.execute(sql.insertStagingIfAbsent)
+            }
+        }
+    }
+
+    /// The first error of several threads.
+    private final class FirstError: @unchecked Sendable {
+        private let lock = NSLock()
+        private var first: Error?
+        func record(_ error: Error) { lock.withLock { if first == nil { first = error } } }
+        var error: Error? { lock.withLock { first } }
+    }
+}
+
+/// What the catch-up's lanes share in one process: at most `limitPerShard` lanes at once on any
+/// shard (`--max-connections-per-shard`, counted apart from the backfill's), and one lock per
+/// (table, target), which is what makes concurrent lanes converge (see `CatchUpApplier`).
+///
+/// Why `@unchecked Sendable`: all state is under `condition`.
+final class CatchUpGate: @unchecked Sendable {
+    let limitPerShard: Int
+    private let condition = NSCondition()
+    private var inUse: [String: Int] = [:]
+    private var locked: Set<String> = []
+
+    init(limitPerShard: Int) { self.limitPerShard = max(1, limitPerShard) }
+
+    /// Runs `body` holding a slot on every shard named (all at once, so two lanes never wait on
+    /// each other's half).
+    func withSlots<T>(_ shards: [String], _ body: () throws -> T) throws -> T {
+        let shards = Array(Set(shards))
+        condition.withLock {
+            while shards.contains(where: { inUse[$0, default: 0] >= limitPerShard }) { condition.wait() }
+            for shard in shards { inUse[shard, default: 0] += 1 }
+        }
+        defer {
+            condition.withLock {
+                for shard in shards { inUse[shard, default: 1] -= 1 }
+                condition.broadcast()
+            }
+        }
+        return try body()
+    }
+
+    func exclusively<T>(table: String, target: String, _ body: () throws -> T) throws -> T {
+        let name = "\(table)\u{0}\(target)"
+        condition.withLock {
+            while locked.contains(name) { condition.wait() }
+            locked.insert(name)
+        }
+        defer {
+            condition.withLock {
+                locked.remove(name)
+                condition.broadcast()
+            }
+        }
+        return try body()
     }
 }

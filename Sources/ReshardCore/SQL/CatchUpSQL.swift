@@ -1,0 +1,144 @@
+import ReshardRouting
+
+/// The catch-up's SQL for one table, built from the plan alone so it can be read as text
+/// (`CatchUpSQLTests`).
+///
+/// Keys never travel as a row-value `(a, b, c) IN ((...), ...)` list: the planner runs such a list
+/// as a filter over every row of the table, which is what kept the catch-up at a fraction of the
+/// write rate on composite keys. Instead a set of keys is joined column by column (`t.a = k.a AND
+/// t.b = k.b ...`), which the planner turns into one index lookup per key whatever the key's
+/// width. Where a statement takes parameters the keys are `unnest($1::text[], $2::text[], ...)`,
+/// one text[] per key column, cast to the key's types on the server. COPY takes no parameters:
+/// there the keys are the session's temp table `pg_temp.reshard_keys`, filled from the changelog
+/// by ctid (or from parameters) just before. Every comparison of keys happens on the server, by
+/// the key type's own equality (bytes, for text), never by Swift's `String ==`.
+///
+/// Table columns are always qualified (`t.`, `s.`): a table may have columns named `pk` or `k0`.
+struct CatchUpSQL: Sendable {
+    let sql: TableSQL
+    let function: ShardFunction
+    /// A staging table per table and session, emptied at every commit.
+    let staging: String
+    /// The shard key column's type, for casting logged shard keys.
+    let shardKeyType: String
+
+    static let keyTable = "pg_temp.reshard_keys"
+
+    init(plan: Plan, table: Plan.Table) {
+        sql = TableSQL(table)
+        function = plan.function
+        staging = "pg_temp.reshard_staging_" + Shim.objectNames(migration: plan.migration, table: table).log.dropFirst("log_".count)
+        shardKeyType = table.columns.first { $0.name == table.key }?.type ?? "text"
+    }
+
+    // MARK: the session's key set (for COPY)
+
+    /// Created once per session; holds the changelog entries (or keys) a COPY reads.
+    static let createKeyTable =
+        "SET client_min_messages = warning; CREATE TEMP TABLE IF NOT EXISTS reshard_keys (pk text[] NOT NULL, shard_key text); RESET client_min_messages"
+
+    static let clearKeys = "TRUNCATE \(keyTable)"
+
+    /// Parameter: the entries' ctids (a tid scan on the log).
+    static func loadKeys(fromLog log: String) -> String {
+        "INSERT INTO \(keyTable) (pk, shard_key) SELECT pk, shard_key FROM \(log) WHERE ctid = ANY($1::tid[])"
+    }
+
+    /// Parameters: one text[] per key column.
+    var loadKeys: String {
+        "INSERT INTO \(Self.keyTable) (pk) SELECT ARRAY[\(aliases("e").joined(separator: ", "))] FROM \(unnest("e"))"
+    }
+
+    var createStaging: String {
+        "SET client_min_messages = warning; CREATE TEMP TABLE IF NOT EXISTS \(staging.dropFirst("pg_temp.".count)) (LIKE \(sql.name)) ON COMMIT DELETE ROWS; RESET client_min_messages"
+    }
+
+    /// `t.a = (k.pk[1])::bigint AND t.b = (k.pk[2])::text`
+    private var joinKeyTable: String {
+        zip(sql.keyColumns, sql.keyTypes).enumerated().map { "t.\($1.0) = (k.pk[\($0 + 1)])::\($1.1)" }.joined(separator: " AND ")
+    }
+
+    private var distinctKeys: String { "(SELECT DISTINCT pk FROM \(Self.keyTable)) k" }
+
+    /// The condition true exactly for the rows of `target`, on alias `t`.
+    func belongsTo(_ target: Int) -> String {
+        function.sqlShardFilter(quotedColumn: "t.\(sql.shardKey)", type: sql.table.keyType, target: target)
+    }
+
+    private func qualified(_ alias: String) -> String {
+        sql.table.columns.filter { !$0.isGenerated }.map { "\(alias).\(SQLText.identifier($0.name))" }.joined(separator: ", ")
+    }
+
+    /// The current rows of the session's keys that belong to `target`: what a COPY relays.
+    func currentRows(target: Int) -> String {
+        "SELECT \(qualified("t")) FROM \(sql.name) t JOIN \(distinctKeys) ON \(joinKeyTable) WHERE \(belongsTo(target))"
+    }
+
+    /// The session's keys the table does not hold, as text (one column per key column).
+    var missingKeys: String {
+        let columns = sql.keyColumns.indices.map { "k.pk[\($0 + 1)]" }.joined(separator: ", ")
+        return "SELECT \(columns) FROM \(distinctKeys) WHERE NOT EXISTS (SELECT 1 FROM \(sql.name) t WHERE \(joinKeyTable))"
+    }
+
+    // MARK: keys as parameters
+
+    /// `e.k0, e.k1`
+    private func aliases(_ alias: String) -> [String] { sql.keyColumns.indices.map { "\(alias).k\($0)" } }
+
+    /// `unnest($1::text[], $2::text[]) AS e(k0, k1)`, optionally with the shard key and the ordinality.
+    private func unnest(_ alias: String, shardKey: Bool = false, ordinality: Bool = false) -> String {
+        let count = sql.keyColumns.count + (shardKey ? 1 : 0)
+        let arrays = (1...count).map { "$\($0)::text[]" }.joined(separator: ", ")
+        let names = sql.keyColumns.indices.map { "k\($0)" } + (shardKey ? ["sk"] : []) + (ordinality ? ["i"] : [])
+        return "unnest(\(arrays))\(ordinality ? " WITH ORDINALITY" : "") AS \(alias)(\(names.joined(separator: ", ")))"
+    }
+
+    /// `t.a = e.k0::bigint AND t.b = e.k1::text`
+    private func joinParameters(_ alias: String) -> String {
+        zip(sql.keyColumns, sql.keyTypes).enumerated().map { "t.\($1.0) = \(alias).k\($0)::\($1.1)" }.joined(separator: " AND ")
+    }
+
+    private var keysText: String { sql.keyColumns.map { "t.\($0)::text" }.joined(separator: ", ") }
+
+    /// The keys (parameters: one text[] per key column, then the logged shard keys when
+    /// `matchingShardKey`) that the target holds for itself but staging does not: rows to delete
+    /// unless another source holds them. With `matchingShardKey` only rows whose shard key the
+    /// entries logged count (on a target that is another source's database, the rows that
+    /// source holds itself are never candidates).
+    func deleteCandidates(target: Int, matchingShardKey: Bool) -> String {
+        var on = joinParameters("e")
+        if matchingShardKey { on += " AND t.\(sql.shardKey) = e.sk::\(shardKeyType)" }
+        let inStaging = sql.keyColumns.map { "s.\($0) = t.\($0)" }.joined(separator: " AND ")
+        return """
+            SELECT DISTINCT \(keysText) FROM \(sql.name) t JOIN \(unnest("e", shardKey: matchingShardKey)) ON \(on)
+            WHERE \(belongsTo(target)) AND NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(inStaging))
+            """
+    }
+
+    /// Which of the keys (parameters: one text[] per key column) this database holds for
+    /// `target`, as 1-based positions.
+    func heldKeys(target: Int) -> String {
+        "SELECT DISTINCT e.i FROM \(unnest("e", ordinality: true)) JOIN \(sql.name) t ON \(joinParameters("e")) WHERE \(belongsTo(target))"
+    }
+
+    /// Deletes the keys (parameters: one text[] per key column) where they belong to `target`.
+    func deleteKeys(target: Int) -> String {
+        "DELETE FROM \(sql.name) t USING \(unnest("e")) WHERE \(joinParameters("e")) AND \(belongsTo(target))"
+    }
+
+    // MARK: staging
+
+    var copyIntoStaging: String { "COPY \(staging) (\(sql.writableColumns)) FROM STDIN (FORMAT binary)" }
+
+    /// Staging holds one source's rows, unique by key: upserted over what the target has.
+    var upsertStaging: String {
+        "INSERT INTO \(sql.name) (\(sql.writableColumns)) SELECT \(qualified("s")) FROM \(staging) s ON CONFLICT \(sql.keyRow) DO \(sql.updateSet)"
+    }
+
+    /// Staging holds rows of several sources (a key may be on two while the application moves
+    /// it): one per key, and never over a row the database holds itself.
+    var insertStagingIfAbsent: String {
+        let keys = sql.keyColumns.map { "s.\($0)" }.joined(separator: ", ")
+        return "INSERT INTO \(sql.name) (\(sql.writableColumns)) SELECT DISTINCT ON (\(keys)) \(qualified("s")) FROM \(staging) s ON CONFLICT \(sql.keyRow) DO NOTHING"
+    }
+}

@@ -1,0 +1,66 @@
+import PostgresClient
+import ReshardRouting
+import XCTest
+
+@testable import ReshardCore
+
+/// The catch-up's SQL read as text: keys are joined column by column (index lookups), never a
+/// row-value IN list, and every table column is qualified and quoted.
+final class CatchUpSQLTests: XCTestCase {
+    private func sql() throws -> CatchUpSQL {
+        let columns = [
+            TableSchema.Column(name: "customer_id", type: "bigint", notNull: true),
+            TableSchema.Column(name: "pk", type: "integer", notNull: true),
+            TableSchema.Column(name: "li\"ne", type: "text", notNull: true),
+            TableSchema.Column(name: "total", type: "numeric", notNull: false, isGenerated: true),
+        ]
+        let table = Plan.Table(
+            name: QualifiedName(schema: "app", "or\"ders"), key: "customer_id", keyType: .bigint, columns: columns,
+            uniqueKey: ["customer_id", "pk", "li\"ne"], fingerprint: "f", estimateMethod: "exact", slices: [])
+        let plan = Plan(
+            migration: "m", metadata: "", function: try ShardFunction(kind: .hash, shardCount: 2), sources: [], targets: [],
+            tables: [table])
+        return CatchUpSQL(plan: plan, table: table)
+    }
+
+    func testKeysAreJoinedColumnByColumnNeverAsARowValueList() throws {
+        let sql = try sql()
+        XCTAssertEqual(
+            sql.currentRows(target: 0),
+            #"SELECT t."customer_id", t."pk", t."li""ne" FROM "app"."or""ders" t JOIN (SELECT DISTINCT pk FROM pg_temp.reshard_keys) k ON t."customer_id" = (k.pk[1])::bigint AND t."pk" = (k.pk[2])::integer AND t."li""ne" = (k.pk[3])::text WHERE (hashint8(t."customer_id") < 0)"#
+        )
+        XCTAssertEqual(
+            sql.deleteKeys(target: 1),
+            #"DELETE FROM "app"."or""ders" t USING unnest($1::text[], $2::text[], $3::text[]) AS e(k0, k1, k2) WHERE t."customer_id" = e.k0::bigint AND t."pk" = e.k1::integer AND t."li""ne" = e.k2::text AND (hashint8(t."customer_id") >= 0)"#
+        )
+        XCTAssertEqual(
+            sql.heldKeys(target: 0),
+            #"SELECT DISTINCT e.i FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS e(k0, k1, k2, i) JOIN "app"."or""ders" t ON t."customer_id" = e.k0::bigint AND t."pk" = e.k1::integer AND t."li""ne" = e.k2::text WHERE (hashint8(t."customer_id") < 0)"#
+        )
+        for statement in [
+            sql.currentRows(target: 0), sql.deleteKeys(target: 0), sql.heldKeys(target: 1), sql.missingKeys, sql.loadKeys,
+            sql.deleteCandidates(target: 0, matchingShardKey: true), sql.upsertStaging, sql.insertStagingIfAbsent,
+        ] {
+            XCTAssertFalse(statement.contains(" IN ("), statement)
+        }
+    }
+
+    func testDeleteCandidatesMatchTheLoggedShardKeyOnlyWhenAsked() throws {
+        let sql = try sql()
+        let plain = sql.deleteCandidates(target: 0, matchingShardKey: false)
+        XCTAssertTrue(plain.contains("unnest($1::text[], $2::text[], $3::text[]) AS e(k0, k1, k2)"), plain)
+        XCTAssertFalse(plain.contains("e.sk"), plain)
+        let matching = sql.deleteCandidates(target: 0, matchingShardKey: true)
+        XCTAssertTrue(matching.contains("unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e(k0, k1, k2, sk)"), matching)
+        XCTAssertTrue(matching.contains(#"AND t."customer_id" = e.sk::bigint"#), matching)
+        XCTAssertTrue(matching.contains(#"NOT EXISTS (SELECT 1 FROM \#(sql.staging) s WHERE s."customer_id" = t."customer_id" AND s."pk" = t."pk""#), matching)
+    }
+
+    func testStagingNeverWritesGeneratedColumnsAndKeepsOneRowPerKey() throws {
+        let sql = try sql()
+        XCTAssertFalse(sql.upsertStaging.contains("total"))
+        XCTAssertTrue(sql.insertStagingIfAbsent.contains(#"SELECT DISTINCT ON (s."customer_id", s."pk", s."li""ne")"#), sql.insertStagingIfAbsent)
+        XCTAssertTrue(sql.insertStagingIfAbsent.hasSuffix("DO NOTHING"), sql.insertStagingIfAbsent)
+        XCTAssertTrue(sql.staging.hasPrefix("pg_temp.reshard_staging_"))
+    }
+}
