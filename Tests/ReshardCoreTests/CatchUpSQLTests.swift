@@ -31,29 +31,29 @@ final class CatchUpSQLTests: XCTestCase {
         )
         XCTAssertEqual(
             sql.deleteKeys(target: 1),
-            #"DELETE FROM "app"."or""ders" t USING unnest($1::text[], $2::text[], $3::text[]) AS e(k0, k1, k2) WHERE t."customer_id" = e.k0::bigint AND t."pk" = e.k1::integer AND t."li""ne" = e.k2::text AND (hashint8(t."customer_id") >= 0)"#
+            #"DELETE FROM "app"."or""ders" t USING unnest($1::text[], $2::text[], $3::text[]) AS e(k0, k1, k2) WHERE t."customer_id" = e.k0::bigint AND t."pk" = e.k1::integer AND t."li""ne" = e.k2::text AND (hashint8(t."customer_id") >= 0) AND NOT EXISTS (SELECT 1 FROM \#(sql.staging) s WHERE s."customer_id" = t."customer_id" AND s."pk" = t."pk" AND s."li""ne" = t."li""ne")"#
         )
         XCTAssertEqual(
-            sql.heldKeys(target: 0),
-            #"SELECT DISTINCT e.i FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS e(k0, k1, k2, i) JOIN "app"."or""ders" t ON t."customer_id" = e.k0::bigint AND t."pk" = e.k1::integer AND t."li""ne" = e.k2::text WHERE (hashint8(t."customer_id") < 0)"#
-        )
+            CatchUpSQL.loadKeys(columns: 3),
+            "INSERT INTO pg_temp.reshard_keys (pk) SELECT ARRAY[e.k0, e.k1, e.k2] FROM unnest($1::text[], $2::text[], $3::text[]) AS e(k0, k1, k2)")
         for statement in [
-            sql.currentRows(target: 0), sql.deleteKeys(target: 0), sql.heldKeys(target: 1), sql.missingKeys, sql.loadKeys,
-            sql.deleteCandidates(target: 0, matchingShardKey: true), sql.upsertStaging, sql.insertStagingIfAbsent,
+            sql.currentRows(target: 0), sql.deleteKeys(target: 0), sql.missingKeys, CatchUpSQL.loadKeys(columns: 3),
+            sql.deleteCandidates(target: 0), sql.upsertStaging, sql.upsertStagingOnePerKey, sql.insertStagingIfAbsent,
         ] {
             XCTAssertFalse(statement.contains(" IN ("), statement)
         }
     }
 
-    func testDeleteCandidatesMatchTheLoggedShardKeyOnlyWhenAsked() throws {
+    func testDeleteCandidatesAndKeySetsFollowTheLoggedShardKey() throws {
         let sql = try sql()
-        let plain = sql.deleteCandidates(target: 0, matchingShardKey: false)
-        XCTAssertTrue(plain.contains("unnest($1::text[], $2::text[], $3::text[]) AS e(k0, k1, k2)"), plain)
-        XCTAssertFalse(plain.contains("e.sk"), plain)
-        let matching = sql.deleteCandidates(target: 0, matchingShardKey: true)
-        XCTAssertTrue(matching.contains("unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e(k0, k1, k2, sk)"), matching)
-        XCTAssertTrue(matching.contains(#"AND t."customer_id" = e.sk::bigint"#), matching)
-        XCTAssertTrue(matching.contains(#"NOT EXISTS (SELECT 1 FROM \#(sql.staging) s WHERE s."customer_id" = t."customer_id" AND s."pk" = t."pk""#), matching)
+        let candidates = sql.deleteCandidates(target: 0)
+        XCTAssertTrue(candidates.contains("unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e(k0, k1, k2, sk)"), candidates)
+        XCTAssertTrue(candidates.contains(#"AND t."customer_id" = e.sk::bigint"#), candidates)
+        XCTAssertTrue(candidates.contains("WHERE (hashint8((e.sk)::bigint) < 0) AND (hashint8(t.\"customer_id\") < 0)"), candidates)
+        XCTAssertTrue(candidates.contains(#"NOT EXISTS (SELECT 1 FROM \#(sql.staging) s WHERE s."customer_id" = t."customer_id" AND s."pk" = t."pk""#), candidates)
+        XCTAssertEqual(
+            sql.loadKeys(fromLog: "reshard_shim.log_1", target: 1),
+            "INSERT INTO pg_temp.reshard_keys (pk, shard_key) SELECT pk, shard_key FROM reshard_shim.log_1 WHERE ctid = ANY($1::tid[]) AND (hashint8((shard_key)::bigint) >= 0)")
     }
 
     func testStagingNeverWritesGeneratedColumnsAndKeepsOneRowPerKey() throws {

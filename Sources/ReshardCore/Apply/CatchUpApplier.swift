@@ -12,28 +12,33 @@ import PostgresClient
 /// copied: until then the backfill will read the row anyway, and applying early could be
 /// overwritten by a batch read before the change.
 ///
-/// **What applying a key means.** An entry only says "key K changed on this source S". For each
-/// target T the round makes T's row K what the sources hold for T now, re-read (so applying is
-/// idempotent and order does not matter):
+/// **What applying a key means.** An entry only says "key K, with shard key k, changed on this
+/// source S". The target an entry concerns is where k belongs, computed by the server's own shard
+/// filter (so placement always agrees with the backfill). For that target T the round makes T's
+/// row K what the sources hold for T now, re-read (so applying is idempotent and order does not
+/// matter):
 /// - S's current row K, if it belongs to T, is upserted on T;
-/// - a row K that T holds for itself (belongs to T by the server's own shard function, so
-///   placement always agrees with the backfill) and S no longer provides is deleted, unless
-///   another source holds a row K for T: the application is moving the row between sources
-///   (insert on s1, then delete on s0), and that source's own entries own it;
+/// - a row (K, k) that T holds for itself and S no longer provides is replaced by the row K that
+///   another source holds for T, if one does (the application is moving the row between
+///   sources: insert on s1, then delete on s0), and deleted otherwise. Matching k means a row T
+///   holds for another reason (on a target that is another source's database, that source's own
+///   row) is never touched by S's entries;
 /// - on S's own database (a target that is this source) S's rows are the application's and are
 ///   never touched; keys S no longer holds are filled in from the other sources (a row moved to
-///   s1 whose copy on s0 the application's delete on s0 removed), never over a row S holds;
-/// - on another source's database, only rows whose shard key S's entries logged are deletion
-///   candidates, and that source itself is not asked (its rows there are the target's own).
+///   s1 whose copy on s0 the application's delete on s0 removed), never over a row S holds.
+/// An entry whose k belongs elsewhere is not needed for T: the write that gave a row its current
+/// shard key logged that key too (in this batch or a later one), and the shim logs the old key of
+/// a row that leaves.
 ///
 /// **Why it converges.** Everything a round does for (table, T) — reading the sources for its
 /// keys and writing T — happens under one lock per (table, target) in this process (only the
 /// apply lease holder applies). So writes to T for a key are ordered, and each was computed from
 /// reads made after the previous one committed. Take the last write W to key K on any source: it
 /// logged an entry on its source, and the round that applies that entry reads every source after
-/// W committed, so it computes K's final layout; any later round for K reads later still. A round
-/// that skips K because another source holds it leaves T to that source, whose last write to K
-/// is logged and applied the same way.
+/// W committed, so it computes K's final layout; any later round for K reads later still. That is
+/// also why a delete looks for the row on the other sources rather than leaving it to their
+/// entries: a row that reached T by the backfill (which keeps the first copy of a key two
+/// sources hold) may have no entry left anywhere.
 ///
 /// Rounds run the targets in parallel (one lane per target, each with its own connections), at
 /// most `CatchUpGate.limitPerShard` lanes at once on any shard, and the batch grows while a round
@@ -90,8 +95,8 @@ final class CatchUpApplier: @unchecked Sendable {
             let batch = Batch(result, keyColumns: table.uniqueKey.count)
             try runLanes(batch, table: table, log: log)
             try source.query("DELETE FROM \(log) WHERE ctid = ANY($1::tid[])", [batch.ctids])
-            applied += batch.ctids.count
-            if batch.ctids.count >= limit {
+            applied += batch.count
+            if batch.count >= limit {
                 drained = false
                 adapt(took: Date().timeIntervalSince(started))
             }
@@ -137,29 +142,33 @@ final class CatchUpApplier: @unchecked Sendable {
 extension CatchUpApplier {
     /// One round's entries of one table.
     struct Batch: Sendable {
-        var ctids: [String] = []
-        /// The distinct keys (by bytes), one text[] per key column.
-        var keys: [[String]]
-        /// The distinct (key, logged shard key) pairs: one text[] per key column, then the shard keys.
-        var keysAndShardKeys: [[String]]
+        var ctids: TextArray
+        var count: Int
+        /// The distinct (key, logged shard key) pairs, by bytes: one text[] per key column, then
+        /// the shard keys; rendered once for every lane.
+        var keysAndShardKeys: [TextArray]
 
         init(_ result: PGResult, keyColumns: Int) {
-            keys = Array(repeating: [], count: keyColumns)
-            keysAndShardKeys = Array(repeating: [], count: keyColumns + 1)
-            var seenKeys = Set<[[UInt8]]>(), seenPairs = Set<[[UInt8]]>()
+            var ctids: [String] = []
+            var columns = Array(repeating: [String](), count: keyColumns + 1)
+            var seen = Set<[[UInt8]]>()
             for r in 0..<result.rowCount {
                 ctids.append(result[r, 0]!)
-                let key = (0..<keyColumns).map { result[r, 2 + $0] ?? "" }
-                let bytes = key.map { Array($0.utf8) }
-                if seenKeys.insert(bytes).inserted {
-                    for (c, value) in key.enumerated() { keys[c].append(value) }
-                }
-                let shardKey = result[r, 1] ?? ""
-                if seenPairs.insert(bytes + [Array(shardKey.utf8)]).inserted {
-                    for (c, value) in (key + [shardKey]).enumerated() { keysAndShardKeys[c].append(value) }
+                let pair = (0..<keyColumns).map { result[r, 2 + $0] ?? "" } + [result[r, 1] ?? ""]
+                if seen.insert(pair.map { Array($0.utf8) }).inserted {
+                    for (c, value) in pair.enumerated() { columns[c].append(value) }
                 }
             }
+            count = ctids.count
+            self.ctids = TextArray(ctids)
+            keysAndShardKeys = columns.map(TextArray.init)
         }
+    }
+
+    /// A text[] parameter rendered once.
+    struct TextArray: PGBindable {
+        let pgText: String?
+        init(_ values: [String]) { pgText = values.pgText }
     }
 
     /// One target's share of the work, with connections of its own so lanes run side by side:
@@ -219,14 +228,21 @@ extension CatchUpApplier {
             prepared.insert(id)
         }
 
+        /// Makes `keys` (one text[] per key column) the session's key set.
+        private func load(_ keys: [TextArray], into conn: PGConnection) throws {
+            try prepare(conn, "keys", CatchUpSQL.createKeyTable)
+            try conn.execute(CatchUpSQL.clearKeys)
+            try conn.query(CatchUpSQL.loadKeys(columns: keys.count), keys)
+        }
+
         func apply(_ batch: Batch, table: Plan.Table, log: String, gate: CatchUpGate) throws {
             let sql = CatchUpSQL(plan: plan, table: table)
             try prepare(source, "keys", CatchUpSQL.createKeyTable)
             try source.execute(CatchUpSQL.clearKeys)
-            try source.query(CatchUpSQL.loadKeys(fromLog: log), [batch.ctids])
+            try source.query(sql.loadKeys(fromLog: log, target: target), [batch.ctids])
             try gate.exclusively(table: table.name.description, target: targetName) {
                 if let targetConnection {
-                    try apply(batch, sql, on: targetConnection, ownDatabaseOf: plan.targets[target].sameAsSource)
+                    try apply(batch, sql, on: targetConnection)
                 } else {
                     try fillFromOtherSources(sql)
                 }
@@ -235,28 +251,27 @@ extension CatchUpApplier {
 
         /// A target that is not this source: upsert what the source holds for it, delete what
         /// it holds that no source does.
-        private func apply(_ batch: Batch, _ sql: CatchUpSQL, on conn: PGConnection, ownDatabaseOf owner: String?) throws {
+        private func apply(_ batch: Batch, _ sql: CatchUpSQL, on conn: PGConnection) throws {
             try prepare(conn, "staging \(sql.staging)", sql.createStaging)
             try conn.transaction { conn in
                 try conn.execute("SET LOCAL reshard.applying = on")
                 _ = try PGConnection.relayCopy(
                     from: source, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn, sql.copyIntoStaging)
-                let matching = owner != nil
-                let found = try conn.query(
-                    sql.deleteCandidates(target: target, matchingShardKey: matching),
-                    (matching ? batch.keysAndShardKeys : batch.keys).map { $0 as any PGBindable })
+                let found = try conn.query(sql.deleteCandidates(target: target), batch.keysAndShardKeys)
+                var fromOthers = false
                 if found.rowCount > 0 {
-                    var candidates = (0..<sql.sql.keyColumns.count).map { c in (0..<found.rowCount).map { found[$0, c] ?? "" } }
-                    for name in otherSources where !candidates[0].isEmpty {
-                        let held = try other(name).query(sql.heldKeys(target: target), candidates.map { $0 as any PGBindable })
-                        let positions = Set(try (0..<held.rowCount).map { try held.get($0, 0, as: Int.self) - 1 })
-                        candidates = candidates.map { column in column.enumerated().filter { !positions.contains($0.offset) }.map(\.element) }
+                    let candidates = (0..<sql.sql.keyColumns.count).map { c in TextArray((0..<found.rowCount).map { found[$0, c] ?? "" }) }
+                    // What the other sources hold of those keys for this target joins staging.
+                    for name in otherSources {
+                        let other = try other(name)
+                        try load(candidates, into: other)
+                        let rows = try PGConnection.relayCopy(
+                            from: other, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn, sql.copyIntoStaging)
+                        fromOthers = fromOthers || rows.rows > 0
                     }
-                    if !candidates[0].isEmpty {
-                        try conn.query(sql.deleteKeys(target: target), candidates.map { $0 as any PGBindable })
-                    }
+                    try conn.query(sql.deleteKeys(target: target), candidates)
                 }
-                try conn.execute(sql.upsertStaging)
+                try conn.execute(fromOthers ? sql.upsertStagingOnePerKey : sql.upsertStaging)
             }
         }
 
@@ -267,14 +282,9 @@ extension CatchUpApplier {
             guard !names.isEmpty else { return }
             let missing = try source.query(sql.missingKeys)
             guard missing.rowCount > 0 else { return }
-            let keys = (0..<sql.sql.keyColumns.count).map { c in (0..<missing.rowCount).map { missing[$0, c] ?? "" } }
+            let keys = (0..<sql.sql.keyColumns.count).map { c in TextArray((0..<missing.rowCount).map { missing[$0, c] ?? "" }) }
             try prepare(source, "staging \(sql.staging)", sql.createStaging)
-            for name in names {
-                let conn = try other(name)
-                try prepare(conn, "keys", CatchUpSQL.createKeyTable)
-                try conn.execute(CatchUpSQL.clearKeys)
-                try conn.query(sql.loadKeys, keys.map { $0 as any PGBindable })
-            }
+            for name in names { try load(keys, into: try other(name)) }
             try source.transaction { local in
                 try local.execute("SET LOCAL reshard.applying = on")
                 for name in names {

@@ -39,14 +39,21 @@ struct CatchUpSQL: Sendable {
 
     static let clearKeys = "TRUNCATE \(keyTable)"
 
-    /// Parameter: the entries' ctids (a tid scan on the log).
-    static func loadKeys(fromLog log: String) -> String {
-        "INSERT INTO \(keyTable) (pk, shard_key) SELECT pk, shard_key FROM \(log) WHERE ctid = ANY($1::tid[])"
+    /// The entries (parameter: their ctids, a tid scan on the log) whose logged shard key belongs
+    /// to `target`. Enough for that target: the write that gave a row its current shard key logged
+    /// that key, in this batch or in one still to come, so a row that belongs to `target` now is
+    /// applied there by that entry; and a row `target` holds was put there under a shard key its
+    /// source logs again when the row changes or leaves.
+    func loadKeys(fromLog log: String, target: Int) -> String {
+        let shardKey = function.sqlShardFilter(quotedColumn: "(shard_key)::\(shardKeyType)", type: sql.table.keyType, target: target)
+        return "INSERT INTO \(Self.keyTable) (pk, shard_key) SELECT pk, shard_key FROM \(log) WHERE ctid = ANY($1::tid[]) AND \(shardKey)"
     }
 
     /// Parameters: one text[] per key column.
-    var loadKeys: String {
-        "INSERT INTO \(Self.keyTable) (pk) SELECT ARRAY[\(aliases("e").joined(separator: ", "))] FROM \(unnest("e"))"
+    static func loadKeys(columns: Int) -> String {
+        let arrays = (1...columns).map { "$\($0)::text[]" }.joined(separator: ", ")
+        let names = (0..<columns).map { "k\($0)" }
+        return "INSERT INTO \(keyTable) (pk) SELECT ARRAY[\(names.map { "e.\($0)" }.joined(separator: ", "))] FROM unnest(\(arrays)) AS e(\(names.joined(separator: ", ")))"
     }
 
     var createStaging: String {
@@ -82,9 +89,6 @@ struct CatchUpSQL: Sendable {
 
     // MARK: keys as parameters
 
-    /// `e.k0, e.k1`
-    private func aliases(_ alias: String) -> [String] { sql.keyColumns.indices.map { "\(alias).k\($0)" } }
-
     /// `unnest($1::text[], $2::text[]) AS e(k0, k1)`, optionally with the shard key and the ordinality.
     private func unnest(_ alias: String, shardKey: Bool = false, ordinality: Bool = false) -> String {
         let count = sql.keyColumns.count + (shardKey ? 1 : 0)
@@ -100,30 +104,25 @@ struct CatchUpSQL: Sendable {
 
     private var keysText: String { sql.keyColumns.map { "t.\($0)::text" }.joined(separator: ", ") }
 
-    /// The keys (parameters: one text[] per key column, then the logged shard keys when
-    /// `matchingShardKey`) that the target holds for itself but staging does not: rows to delete
-    /// unless another source holds them. With `matchingShardKey` only rows whose shard key the
-    /// entries logged count (on a target that is another source's database, the rows that
-    /// source holds itself are never candidates).
-    func deleteCandidates(target: Int, matchingShardKey: Bool) -> String {
-        var on = joinParameters("e")
-        if matchingShardKey { on += " AND t.\(sql.shardKey) = e.sk::\(shardKeyType)" }
+    /// The keys (parameters: one text[] per key column, then the logged shard keys) whose logged
+    /// shard key belongs to `target`, that the target holds under that shard key but staging
+    /// does not: rows to delete unless another source holds them. Matching the logged shard key
+    /// means a row the target holds for another reason (on a target that is another source's
+    /// database, that source's own row) is never a candidate.
+    func deleteCandidates(target: Int) -> String {
+        let logged = function.sqlShardFilter(quotedColumn: "(e.sk)::\(shardKeyType)", type: sql.table.keyType, target: target)
         let inStaging = sql.keyColumns.map { "s.\($0) = t.\($0)" }.joined(separator: " AND ")
         return """
-            SELECT DISTINCT \(keysText) FROM \(sql.name) t JOIN \(unnest("e", shardKey: matchingShardKey)) ON \(on)
-            WHERE \(belongsTo(target)) AND NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(inStaging))
+            SELECT DISTINCT \(keysText) FROM \(sql.name) t JOIN \(unnest("e", shardKey: true)) ON \(joinParameters("e")) AND t.\(sql.shardKey) = e.sk::\(shardKeyType)
+            WHERE \(logged) AND \(belongsTo(target)) AND NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(inStaging))
             """
     }
 
-    /// Which of the keys (parameters: one text[] per key column) this database holds for
-    /// `target`, as 1-based positions.
-    func heldKeys(target: Int) -> String {
-        "SELECT DISTINCT e.i FROM \(unnest("e", ordinality: true)) JOIN \(sql.name) t ON \(joinParameters("e")) WHERE \(belongsTo(target))"
-    }
-
-    /// Deletes the keys (parameters: one text[] per key column) where they belong to `target`.
+    /// Deletes the keys (parameters: one text[] per key column) where they belong to `target`,
+    /// unless staging holds them.
     func deleteKeys(target: Int) -> String {
-        "DELETE FROM \(sql.name) t USING \(unnest("e")) WHERE \(joinParameters("e")) AND \(belongsTo(target))"
+        let inStaging = sql.keyColumns.map { "s.\($0) = t.\($0)" }.joined(separator: " AND ")
+        return "DELETE FROM \(sql.name) t USING \(unnest("e")) WHERE \(joinParameters("e")) AND \(belongsTo(target)) AND NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(inStaging))"
     }
 
     // MARK: staging
@@ -136,9 +135,15 @@ struct CatchUpSQL: Sendable {
     }
 
     /// Staging holds rows of several sources (a key may be on two while the application moves
-    /// it): one per key, and never over a row the database holds itself.
-    var insertStagingIfAbsent: String {
-        let keys = sql.keyColumns.map { "s.\($0)" }.joined(separator: ", ")
-        return "INSERT INTO \(sql.name) (\(sql.writableColumns)) SELECT DISTINCT ON (\(keys)) \(qualified("s")) FROM \(staging) s ON CONFLICT \(sql.keyRow) DO NOTHING"
+    /// it): one per key.
+    var upsertStagingOnePerKey: String {
+        "INSERT INTO \(sql.name) (\(sql.writableColumns)) SELECT DISTINCT ON (\(stagingKeys)) \(qualified("s")) FROM \(staging) s ON CONFLICT \(sql.keyRow) DO \(sql.updateSet)"
     }
+
+    /// The same, never over a row the database holds itself.
+    var insertStagingIfAbsent: String {
+        "INSERT INTO \(sql.name) (\(sql.writableColumns)) SELECT DISTINCT ON (\(stagingKeys)) \(qualified("s")) FROM \(staging) s ON CONFLICT \(sql.keyRow) DO NOTHING"
+    }
+
+    private var stagingKeys: String { sql.keyColumns.map { "s.\($0)" }.joined(separator: ", ") }
 }
