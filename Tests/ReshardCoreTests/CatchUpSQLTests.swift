@@ -7,7 +7,7 @@ import XCTest
 /// The catch-up's SQL read as text: keys are joined column by column (index lookups), never a
 /// row-value IN list, and every table column is qualified and quoted.
 final class CatchUpSQLTests: XCTestCase {
-    private func sql() throws -> CatchUpSQL {
+    private func sql(uniqueKey: [String] = ["customer_id", "pk", "li\"ne"]) throws -> CatchUpSQL {
         let columns = [
             TableSchema.Column(name: "customer_id", type: "bigint", notNull: true),
             TableSchema.Column(name: "pk", type: "integer", notNull: true),
@@ -16,7 +16,7 @@ final class CatchUpSQLTests: XCTestCase {
         ]
         let table = Plan.Table(
             name: QualifiedName(schema: "app", "or\"ders"), key: "customer_id", keyType: .bigint, columns: columns,
-            uniqueKey: ["customer_id", "pk", "li\"ne"], fingerprint: "f", estimateMethod: "exact", slices: [])
+            uniqueKey: uniqueKey, fingerprint: "f", estimateMethod: "exact", slices: [])
         let plan = Plan(
             migration: "m", metadata: "", function: try ShardFunction(kind: .hash, shardCount: 2), sources: [], targets: [],
             tables: [table])
@@ -48,7 +48,10 @@ final class CatchUpSQLTests: XCTestCase {
         let sql = try sql()
         let candidates = sql.deleteCandidates(target: 0)
         XCTAssertTrue(candidates.contains("unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e(k0, k1, k2, sk)"), candidates)
-        XCTAssertTrue(candidates.contains(#"AND t."customer_id" = e.sk::bigint"#), candidates)
+        // The shard key is part of this unique key: the key join matches it already.
+        XCTAssertFalse(candidates.contains("e.sk::bigint"), candidates)
+        let byOtherKey = try self.sql(uniqueKey: ["pk"]).deleteCandidates(target: 1)
+        XCTAssertTrue(byOtherKey.contains(#"ON t."pk" = e.k0::integer AND t."customer_id" = e.sk::bigint"#), byOtherKey)
         XCTAssertTrue(candidates.contains("WHERE (hashint8((e.sk)::bigint) < 0) AND (hashint8(t.\"customer_id\") < 0)"), candidates)
         XCTAssertTrue(candidates.contains(#"NOT EXISTS (SELECT 1 FROM \#(sql.staging) s WHERE s."customer_id" = t."customer_id" AND s."pk" = t."pk""#), candidates)
         XCTAssertEqual(

@@ -56,8 +56,15 @@ struct CatchUpSQL: Sendable {
         return "INSERT INTO \(keyTable) (pk) SELECT ARRAY[\(names.map { "e.\($0)" }.joined(separator: ", "))] FROM unnest(\(arrays)) AS e(\(names.joined(separator: ", ")))"
     }
 
+    /// Indexed on the key: "not in staging" is then a lookup per row whatever the planner
+    /// estimates (it cannot know a temp table's size, and a nested loop over an unindexed staging
+    /// table is quadratic).
     var createStaging: String {
-        "SET client_min_messages = warning; CREATE TEMP TABLE IF NOT EXISTS \(staging.dropFirst("pg_temp.".count)) (LIKE \(sql.name)) ON COMMIT DELETE ROWS; RESET client_min_messages"
+        let name = staging.dropFirst("pg_temp.".count)
+        return """
+            SET client_min_messages = warning; CREATE TEMP TABLE IF NOT EXISTS \(name) (LIKE \(sql.name)) ON COMMIT DELETE ROWS;
+            CREATE INDEX IF NOT EXISTS \(name)_key ON \(name) (\(sql.keyColumns.joined(separator: ", "))); RESET client_min_messages
+            """
     }
 
     /// `t.a = (k.pk[1])::bigint AND t.b = (k.pk[2])::text`
@@ -112,8 +119,11 @@ struct CatchUpSQL: Sendable {
     func deleteCandidates(target: Int) -> String {
         let logged = function.sqlShardFilter(quotedColumn: "(e.sk)::\(shardKeyType)", type: sql.table.keyType, target: target)
         let inStaging = sql.keyColumns.map { "s.\($0) = t.\($0)" }.joined(separator: " AND ")
+        // When the shard key is part of the unique key, the key join already matches it (and a
+        // second equality on the same column would only skew the planner's estimates).
+        let shardKey = sql.table.uniqueKey.contains(sql.table.key) ? "" : " AND t.\(sql.shardKey) = e.sk::\(shardKeyType)"
         return """
-            SELECT DISTINCT \(keysText) FROM \(sql.name) t JOIN \(unnest("e", shardKey: true)) ON \(joinParameters("e")) AND t.\(sql.shardKey) = e.sk::\(shardKeyType)
+            SELECT DISTINCT \(keysText) FROM \(sql.name) t JOIN \(unnest("e", shardKey: true)) ON \(joinParameters("e"))\(shardKey)
             WHERE \(logged) AND \(belongsTo(target)) AND NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(inStaging))
             """
     }
