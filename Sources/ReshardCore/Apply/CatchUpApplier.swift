@@ -239,10 +239,10 @@ extension CatchUpApplier {
             let sql = CatchUpSQL(plan: plan, table: table)
             try prepare(source, "keys", CatchUpSQL.createKeyTable)
             try source.execute(CatchUpSQL.clearKeys)
-            try source.query(sql.loadKeys(fromLog: log, target: target), [batch.ctids])
+            let keys = try source.query(sql.loadKeys(fromLog: log, target: target), [batch.ctids]).affectedRows
             try gate.exclusively(table: table.name.description, target: targetName) {
                 if let targetConnection {
-                    try apply(batch, sql, on: targetConnection)
+                    try apply(batch, keys: keys, sql, on: targetConnection)
                 } else {
                     try fillFromOtherSources(sql)
                 }
@@ -251,15 +251,16 @@ extension CatchUpApplier {
 
         /// A target that is not this source: upsert what the source holds for it, delete what
         /// it holds that no source does.
-        private func apply(_ batch: Batch, _ sql: CatchUpSQL, on conn: PGConnection) throws {
+        private func apply(_ batch: Batch, keys: Int, _ sql: CatchUpSQL, on conn: PGConnection) throws {
             try prepare(conn, "staging \(sql.staging)", sql.createStaging)
             try conn.transaction { conn in
                 try conn.execute("SET LOCAL reshard.applying = on")
-                _ = try PGConnection.relayCopy(
+                let provided = try PGConnection.relayCopy(
                     from: source, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn, sql.copyIntoStaging)
-                let found = try conn.query(sql.deleteCandidates(target: target), batch.keysAndShardKeys)
                 var fromOthers = false
-                if found.rowCount > 0 {
+                // Every key has its row in staging (the common case: updates): nothing to delete.
+                let found = provided.rows == keys ? nil : try conn.query(sql.deleteCandidates(target: target), batch.keysAndShardKeys)
+                if let found, found.rowCount > 0 {
                     let candidates = (0..<sql.sql.keyColumns.count).map { c in TextArray((0..<found.rowCount).map { found[$0, c] ?? "" }) }
                     // What the other sources hold of those keys for this target joins staging.
                     for name in otherSources {

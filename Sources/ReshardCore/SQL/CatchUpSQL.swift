@@ -33,20 +33,20 @@ struct CatchUpSQL: Sendable {
 
     // MARK: the session's key set (for COPY)
 
-    /// Created once per session; holds the changelog entries (or keys) a COPY reads.
+    /// Created once per session; holds the distinct keys a COPY reads.
     static let createKeyTable =
-        "SET client_min_messages = warning; CREATE TEMP TABLE IF NOT EXISTS reshard_keys (pk text[] NOT NULL, shard_key text); RESET client_min_messages"
+        "SET client_min_messages = warning; CREATE TEMP TABLE IF NOT EXISTS reshard_keys (pk text[] NOT NULL); RESET client_min_messages"
 
     static let clearKeys = "TRUNCATE \(keyTable)"
 
-    /// The entries (parameter: their ctids, a tid scan on the log) whose logged shard key belongs
-    /// to `target`. Enough for that target: the write that gave a row its current shard key logged
+    /// The distinct keys of the entries (parameter: their ctids, a tid scan on the log) whose
+    /// logged shard key belongs to `target`. Enough for that target: the write that gave a row its current shard key logged
     /// that key, in this batch or in one still to come, so a row that belongs to `target` now is
     /// applied there by that entry; and a row `target` holds was put there under a shard key its
     /// source logs again when the row changes or leaves.
     func loadKeys(fromLog log: String, target: Int) -> String {
         let shardKey = function.sqlShardFilter(quotedColumn: "(shard_key)::\(shardKeyType)", type: sql.table.keyType, target: target)
-        return "INSERT INTO \(Self.keyTable) (pk, shard_key) SELECT pk, shard_key FROM \(log) WHERE ctid = ANY($1::tid[]) AND \(shardKey)"
+        return "INSERT INTO \(Self.keyTable) (pk) SELECT DISTINCT pk FROM \(log) WHERE ctid = ANY($1::tid[]) AND \(shardKey)"
     }
 
     /// Parameters: one text[] per key column.
@@ -72,7 +72,7 @@ struct CatchUpSQL: Sendable {
         zip(sql.keyColumns, sql.keyTypes).enumerated().map { "t.\($1.0) = (k.pk[\($0 + 1)])::\($1.1)" }.joined(separator: " AND ")
     }
 
-    private var distinctKeys: String { "(SELECT DISTINCT pk FROM \(Self.keyTable)) k" }
+    private var distinctKeys: String { "\(Self.keyTable) k" }
 
     /// The condition true exactly for the rows of `target`, on alias `t`.
     func belongsTo(_ target: Int) -> String {
