@@ -89,10 +89,10 @@ final class CatchUpApplier: @unchecked Sendable {
             let log = Shim.logTable(migration: plan.migration, table: table)
             let limit = batchLimit
             let started = Date()
-            let pk = table.uniqueKey.indices.map { "pk[\($0 + 1)]" }.joined(separator: ", ")
-            let result = try source.query("SELECT ctid::text, shard_key, \(pk) FROM \(log) LIMIT \(limit)")
-            guard result.rowCount > 0 else { continue }
-            let batch = Batch(result, keyColumns: table.uniqueKey.count)
+            // One text[] of ctids made by the server: the coordinator handles no entry one by one.
+            let result = try source.query("SELECT count(*), array_agg(ctid)::text FROM (SELECT ctid FROM \(log) LIMIT \(limit)) e")
+            let batch = Batch(count: try result.get(0, 0, as: Int.self), ctids: ArrayText(pgText: result[0, 1]))
+            guard batch.count > 0 else { continue }
             try runLanes(batch, table: table, log: log)
             try source.query("DELETE FROM \(log) WHERE ctid = ANY($1::tid[])", [batch.ctids])
             applied += batch.count
@@ -142,33 +142,15 @@ final class CatchUpApplier: @unchecked Sendable {
 extension CatchUpApplier {
     /// One round's entries of one table.
     struct Batch: Sendable {
-        var ctids: TextArray
         var count: Int
-        /// The distinct (key, logged shard key) pairs, by bytes: one text[] per key column, then
-        /// the shard keys; rendered once for every lane.
-        var keysAndShardKeys: [TextArray]
-
-        init(_ result: PGResult, keyColumns: Int) {
-            var ctids: [String] = []
-            var columns = Array(repeating: [String](), count: keyColumns + 1)
-            var seen = Set<[[UInt8]]>()
-            for r in 0..<result.rowCount {
-                ctids.append(result[r, 0]!)
-                let pair = (0..<keyColumns).map { result[r, 2 + $0] ?? "" } + [result[r, 1] ?? ""]
-                if seen.insert(pair.map { Array($0.utf8) }).inserted {
-                    for (c, value) in pair.enumerated() { columns[c].append(value) }
-                }
-            }
-            count = ctids.count
-            self.ctids = TextArray(ctids)
-            keysAndShardKeys = columns.map(TextArray.init)
-        }
+        var ctids: ArrayText
     }
 
-    /// A text[] parameter rendered once.
-    struct TextArray: PGBindable {
+    /// An array parameter in the text form the server printed it in (`array_agg(...)::text`):
+    /// sets of keys go from one server to another without the coordinator parsing or comparing
+    /// them, so they stay exactly the bytes the servers hold.
+    struct ArrayText: PGBindable {
         let pgText: String?
-        init(_ values: [String]) { pgText = values.pgText }
     }
 
     /// One target's share of the work, with connections of its own so lanes run side by side:
@@ -228,8 +210,13 @@ extension CatchUpApplier {
             prepared.insert(id)
         }
 
+        /// The arrays of a one-row `count, array, array...` result, as parameters.
+        private func arrays(_ result: PGResult) -> [ArrayText] {
+            (1..<result.columnCount).map { ArrayText(pgText: result[0, $0]) }
+        }
+
         /// Makes `keys` (one text[] per key column) the session's key set.
-        private func load(_ keys: [TextArray], into conn: PGConnection) throws {
+        private func load(_ keys: [ArrayText], into conn: PGConnection) throws {
             try prepare(conn, "keys", CatchUpSQL.createKeyTable)
             try conn.execute(CatchUpSQL.clearKeys)
             try conn.query(CatchUpSQL.loadKeys(columns: keys.count), keys)
@@ -242,7 +229,7 @@ extension CatchUpApplier {
             let keys = try source.query(sql.loadKeys(fromLog: log, target: target), [batch.ctids]).affectedRows
             try gate.exclusively(table: table.name.description, target: targetName) {
                 if let targetConnection {
-                    try apply(batch, keys: keys, sql, on: targetConnection)
+                    try apply(batch, keys: keys, sql, log: log, on: targetConnection)
                 } else {
                     try fillFromOtherSources(sql)
                 }
@@ -251,7 +238,7 @@ extension CatchUpApplier {
 
         /// A target that is not this source: upsert what the source holds for it, delete what
         /// it holds that no source does.
-        private func apply(_ batch: Batch, keys: Int, _ sql: CatchUpSQL, on conn: PGConnection) throws {
+        private func apply(_ batch: Batch, keys: Int, _ sql: CatchUpSQL, log: String, on conn: PGConnection) throws {
             try prepare(conn, "staging \(sql.staging)", sql.createStaging)
             try conn.transaction { conn in
                 try conn.execute("SET LOCAL reshard.applying = on")
@@ -259,18 +246,22 @@ extension CatchUpApplier {
                     from: source, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn, sql.copyIntoStaging)
                 var fromOthers = false
                 // Every key has its row in staging (the common case: updates): nothing to delete.
-                let found = provided.rows == keys ? nil : try conn.query(sql.deleteCandidates(target: target), batch.keysAndShardKeys)
-                if let found, found.rowCount > 0 {
-                    let candidates = (0..<sql.sql.keyColumns.count).map { c in TextArray((0..<found.rowCount).map { found[$0, c] ?? "" }) }
-                    // What the other sources hold of those keys for this target joins staging.
-                    for name in otherSources {
-                        let other = try other(name)
-                        try load(candidates, into: other)
-                        let rows = try PGConnection.relayCopy(
-                            from: other, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn, sql.copyIntoStaging)
-                        fromOthers = fromOthers || rows.rows > 0
+                if provided.rows < keys {
+                    let logged = try source.query(sql.loggedKeys(fromLog: log, target: target), [batch.ctids])
+                    let found = try conn.query(sql.deleteCandidates(target: target), arrays(logged))
+                    if try found.get(0, 0, as: Int.self) > 0 {
+                        let candidates = arrays(found)
+                        // What the other sources hold of those keys for this target joins staging.
+                        for name in otherSources {
+                            let other = try other(name)
+                            try load(candidates, into: other)
+                            let rows = try PGConnection.relayCopy(
+                                from: other, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn,
+                                sql.copyIntoStaging)
+                            fromOthers = fromOthers || rows.rows > 0
+                        }
+                        try conn.query(sql.deleteKeys(target: target), candidates)
                     }
-                    try conn.query(sql.deleteKeys(target: target), candidates)
                 }
                 try conn.execute(fromOthers ? sql.upsertStagingOnePerKey : sql.upsertStaging)
             }
@@ -282,8 +273,8 @@ extension CatchUpApplier {
             let names = otherSources
             guard !names.isEmpty else { return }
             let missing = try source.query(sql.missingKeys)
-            guard missing.rowCount > 0 else { return }
-            let keys = (0..<sql.sql.keyColumns.count).map { c in TextArray((0..<missing.rowCount).map { missing[$0, c] ?? "" }) }
+            guard try missing.get(0, 0, as: Int.self) > 0 else { return }
+            let keys = arrays(missing)
             try prepare(source, "staging \(sql.staging)", sql.createStaging)
             for name in names { try load(keys, into: try other(name)) }
             try source.transaction { local in

@@ -88,10 +88,19 @@ struct CatchUpSQL: Sendable {
         "SELECT \(qualified("t")) FROM \(sql.name) t JOIN \(distinctKeys) ON \(joinKeyTable) WHERE \(belongsTo(target))"
     }
 
-    /// The session's keys the table does not hold, as text (one column per key column).
+    /// The session's keys the table does not hold: their count, then one text[] per key column.
     var missingKeys: String {
-        let columns = sql.keyColumns.indices.map { "k.pk[\($0 + 1)]" }.joined(separator: ", ")
-        return "SELECT \(columns) FROM \(distinctKeys) WHERE NOT EXISTS (SELECT 1 FROM \(sql.name) t WHERE \(joinKeyTable))"
+        let columns = sql.keyColumns.indices.map { "array_agg(k.pk[\($0 + 1)])::text" }.joined(separator: ", ")
+        return "SELECT count(*), \(columns) FROM \(distinctKeys) WHERE NOT EXISTS (SELECT 1 FROM \(sql.name) t WHERE \(joinKeyTable))"
+    }
+
+    /// The distinct (key, shard key) pairs the entries (parameter: their ctids) logged with a
+    /// shard key that belongs to `target`: their count, then one text[] per key column, then the
+    /// shard keys. Distinct in SQL, so by bytes.
+    func loggedKeys(fromLog log: String, target: Int) -> String {
+        let shardKey = function.sqlShardFilter(quotedColumn: "(shard_key)::\(shardKeyType)", type: sql.table.keyType, target: target)
+        let columns = sql.keyColumns.indices.map { "array_agg(pk[\($0 + 1)])::text" }.joined(separator: ", ")
+        return "SELECT count(*), \(columns), array_agg(shard_key)::text FROM (SELECT DISTINCT pk, shard_key FROM \(log) WHERE ctid = ANY($1::tid[]) AND \(shardKey)) e"
     }
 
     // MARK: keys as parameters
@@ -109,11 +118,12 @@ struct CatchUpSQL: Sendable {
         zip(sql.keyColumns, sql.keyTypes).enumerated().map { "t.\($1.0) = \(alias).k\($0)::\($1.1)" }.joined(separator: " AND ")
     }
 
-    private var keysText: String { sql.keyColumns.map { "t.\($0)::text" }.joined(separator: ", ") }
+    private var keysText: String { sql.keyColumns.enumerated().map { "t.\($1)::text AS k\($0)" }.joined(separator: ", ") }
 
     /// The keys (parameters: one text[] per key column, then the logged shard keys) whose logged
     /// shard key belongs to `target`, that the target holds under that shard key but staging
-    /// does not: rows to delete unless another source holds them. Matching the logged shard key
+    /// does not: rows to delete unless another source holds them. Their count, then one text[]
+    /// per key column. Matching the logged shard key
     /// means a row the target holds for another reason (on a target that is another source's
     /// database, that source's own row) is never a candidate.
     func deleteCandidates(target: Int) -> String {
@@ -122,9 +132,10 @@ struct CatchUpSQL: Sendable {
         // When the shard key is part of the unique key, the key join already matches it (and a
         // second equality on the same column would only skew the planner's estimates).
         let shardKey = sql.table.uniqueKey.contains(sql.table.key) ? "" : " AND t.\(sql.shardKey) = e.sk::\(shardKeyType)"
+        let columns = sql.keyColumns.indices.map { "array_agg(c.k\($0))::text" }.joined(separator: ", ")
         return """
-            SELECT DISTINCT \(keysText) FROM \(sql.name) t JOIN \(unnest("e", shardKey: true)) ON \(joinParameters("e"))\(shardKey)
-            WHERE \(logged) AND \(belongsTo(target)) AND NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(inStaging))
+            SELECT count(*), \(columns) FROM (SELECT DISTINCT \(keysText) FROM \(sql.name) t JOIN \(unnest("e", shardKey: true)) ON \(joinParameters("e"))\(shardKey)
+            WHERE \(logged) AND \(belongsTo(target)) AND NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(inStaging))) c
             """
     }
 
