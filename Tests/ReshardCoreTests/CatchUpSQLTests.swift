@@ -7,16 +7,17 @@ import XCTest
 /// The catch-up's SQL read as text: keys are joined column by column (index lookups), never a
 /// row-value IN list, and every table column is qualified and quoted.
 final class CatchUpSQLTests: XCTestCase {
-    private func sql(uniqueKey: [String] = ["customer_id", "pk", "li\"ne"]) throws -> CatchUpSQL {
+    private func sql(uniqueKey: [String] = ["customer_id", "pk", "li\"ne"], identityAlways: Bool = false) throws -> CatchUpSQL {
         let columns = [
             TableSchema.Column(name: "customer_id", type: "bigint", notNull: true),
             TableSchema.Column(name: "pk", type: "integer", notNull: true),
             TableSchema.Column(name: "li\"ne", type: "text", notNull: true),
             TableSchema.Column(name: "total", type: "numeric", notNull: false, isGenerated: true),
         ]
-        let table = Plan.Table(
+        var table = Plan.Table(
             name: QualifiedName(schema: "app", "or\"ders"), key: "customer_id", keyType: .bigint, columns: columns,
             uniqueKey: uniqueKey, fingerprint: "f", estimateMethod: "exact", slices: [])
+        table.identityAlways = identityAlways
         let plan = Plan(
             migration: "m", metadata: "", function: try ShardFunction(kind: .hash, shardCount: 2), sources: [], targets: [],
             tables: [table])
@@ -62,8 +63,14 @@ final class CatchUpSQLTests: XCTestCase {
     func testStagingNeverWritesGeneratedColumnsAndKeepsOneRowPerKey() throws {
         let sql = try sql()
         XCTAssertFalse(sql.upsertStaging.contains("total"))
-        XCTAssertTrue(sql.insertStagingIfAbsent.contains(#"SELECT DISTINCT ON (s."customer_id", s."pk", s."li""ne")"#), sql.insertStagingIfAbsent)
+        XCTAssertTrue(sql.insertStagingIfAbsent.contains(#"(SELECT DISTINCT ON ("customer_id", "pk", "li""ne") * FROM \#(sql.staging)) s"#), sql.insertStagingIfAbsent)
+        XCTAssertTrue(sql.upsertStagingOnePerKey.contains("SELECT DISTINCT ON"), sql.upsertStagingOnePerKey)
         XCTAssertTrue(sql.insertStagingIfAbsent.hasSuffix("DO NOTHING"), sql.insertStagingIfAbsent)
         XCTAssertTrue(sql.staging.hasPrefix("pg_temp.reshard_staging_"))
+        XCTAssertFalse(sql.upsertStaging.contains("OVERRIDING"))
+        let identity = try self.sql(identityAlways: true)
+        for statement in [identity.upsertStaging, identity.upsertStagingOnePerKey, identity.insertStagingIfAbsent] {
+            XCTAssertTrue(statement.contains(") OVERRIDING SYSTEM VALUE SELECT "), statement)
+        }
     }
 }

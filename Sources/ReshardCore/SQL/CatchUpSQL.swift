@@ -150,21 +150,16 @@ struct CatchUpSQL: Sendable {
 
     var copyIntoStaging: String { "COPY \(staging) (\(sql.writableColumns)) FROM STDIN (FORMAT binary)" }
 
-    /// Staging holds one source's rows, unique by key: upserted over what the target has.
-    var upsertStaging: String {
-        "INSERT INTO \(sql.name) (\(sql.writableColumns)) SELECT \(qualified("s")) FROM \(staging) s ON CONFLICT \(sql.keyRow) DO \(sql.updateSet)"
-    }
+    /// Staging holds one source's rows, unique by key: upserted over what the target has
+    /// (`TableSQL.insertFromStaging`: identity ALWAYS columns are overridden).
+    var upsertStaging: String { "\(sql.insertFromStaging(staging)) \(sql.onKeyConflictUpdate)" }
 
     /// Staging holds rows of several sources (a key may be on two while the application moves
     /// it): one per key.
-    var upsertStagingOnePerKey: String {
-        "INSERT INTO \(sql.name) (\(sql.writableColumns)) SELECT DISTINCT ON (\(stagingKeys)) \(qualified("s")) FROM \(staging) s ON CONFLICT \(sql.keyRow) DO \(sql.updateSet)"
-    }
+    var upsertStagingOnePerKey: String { "\(sql.insertFromStaging(onePerKey)) \(sql.onKeyConflictUpdate)" }
 
     /// The same, never over a row the database holds itself.
-    var insertStagingIfAbsent: String {
-        "INSERT INTO \(sql.name) (\(sql.writableColumns)) SELECT DISTINCT ON (\(stagingKeys)) \(qualified("s")) FROM \(staging) s ON CONFLICT \(sql.keyRow) DO NOTHING"
-    }
+    var insertStagingIfAbsent: String { "\(sql.insertFromStaging(onePerKey)) \(sql.onKeyConflictDoNothing)" }
 
-    private var stagingKeys: String { sql.keyColumns.map { "s.\($0)" }.joined(separator: ", ") }
+    private var onePerKey: String { "(SELECT DISTINCT ON (\(sql.keyColumns.joined(separator: ", "))) * FROM \(staging)) s" }
 }
