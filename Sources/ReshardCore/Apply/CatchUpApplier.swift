@@ -118,7 +118,8 @@ final class CatchUpApplier: @unchecked Sendable {
         for lane in lanes {
             done.enter()
             let gate = self.gate
-            lane.thread.submit {
+            // A thread per lane and round: libpq blocks, and a round is long beside a thread's start.
+            let thread = Thread {
                 defer { done.leave() }
                 do {
                     try gate.withSlots([lane.sourceName, lane.targetName]) { try lane.apply(batch, table: table, log: log, gate: gate) }
@@ -131,6 +132,8 @@ final class CatchUpApplier: @unchecked Sendable {
                     failure.record(error)
                 }
             }
+            thread.name = "reshard catch-up \(lane.sourceName) -> \(lane.targetName)"
+            thread.start()
         }
         done.wait()
         if let error = failure.error { throw error }
@@ -163,7 +166,7 @@ extension CatchUpApplier {
     /// target is the source's own database: the source session then serves as both), and, opened
     /// on first use, sessions on the other sources.
     ///
-    /// Why `@unchecked Sendable`: a lane is used by its own thread only; the round waits for it.
+    /// Why `@unchecked Sendable`: a lane is used by one thread at a time; the round waits for it.
     final class Lane: @unchecked Sendable {
         let plan: Plan
         let sourceName: String
@@ -171,7 +174,6 @@ extension CatchUpApplier {
         let targetName: String
         let source: PGConnection
         let targetConnection: PGConnection?
-        let thread: WorkerThread
         private let connect: @Sendable (String) throws -> PGConnection
         private var others: [String: PGConnection] = [:]
         private var prepared: Set<String> = []
@@ -184,10 +186,7 @@ extension CatchUpApplier {
             self.connect = connect
             source = try connect(sourceName)
             targetConnection = plan.targets[target].sameAsSource == sourceName ? nil : try connect(targetName)
-            thread = WorkerThread(name: "reshard catch-up \(sourceName) -> \(targetName)")
         }
-
-        deinit { thread.shutdown() }
 
         var isHealthy: Bool {
             source.isHealthy && (targetConnection?.isHealthy ?? true) && others.values.allSatisfy(\.isHealthy)
