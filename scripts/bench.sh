@@ -3,12 +3,14 @@
 # ratio; the reference data set is the one in ANCHORS.md (users 1M, posts 2M; 1 source -> 2 targets).
 #   BENCH_USERS / BENCH_POSTS   row counts (default 1000000 / 2000000)
 #   BENCH_SECONDS               length of each pgbench run (default 15)
+#   BENCH_CHANGES               changes queued per table for the catch-up drain (default 200000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${RESHARD_BIN:-.build/release/reshard}
 USERS=${BENCH_USERS:-1000000}
 POSTS=${BENCH_POSTS:-2000000}
 SECONDS_PER_RUN=${BENCH_SECONDS:-15}
+CHANGES=${BENCH_CHANGES:-200000}
 work=$(mktemp -d /tmp/reshard-bench-XXXXXX)
 
 "$BIN" sandbox --clusters 3 --json > "$work/sandbox.json" 2> "$work/sandbox.err" &
@@ -203,3 +205,94 @@ YML
 else
   echo "backfill 1 -> 1 vs pgcopydb: skipped (pgcopydb is not installed: apt-get install pgcopydb)"
 fi
+# --- 6. Catch-up drain rate vs the rate the application produces changes --------------------------
+# Own databases, so the shim of the sections above plays no part: a 3-column key (lines) and a
+# bigint key (accounts), 1 source -> 2 targets. A backlog is built with the coordinator stopped and
+# only the drain is timed, from the first entry gone to the log's end, by counting the log.
+CS="host=127.0.0.1 port=$P0 user=postgres dbname=cu"
+CT0="host=127.0.0.1 port=$P1 user=postgres dbname=cu"
+CT1="host=127.0.0.1 port=$P2 user=postgres dbname=cu"
+for p in $P0 $P1 $P2; do psql -qX "host=127.0.0.1 port=$p user=postgres dbname=postgres" -c "CREATE DATABASE cu"; done
+CUSTOMERS=$(( USERS / 10 > 1000 ? USERS / 10 : 1000 ))
+psql -qX "$CS" -c "
+  CREATE TABLE lines (customer_id bigint, order_no int, line int, qty int NOT NULL, note text, PRIMARY KEY (customer_id, order_no, line));
+  CREATE TABLE accounts (id bigint PRIMARY KEY, balance bigint NOT NULL, name text NOT NULL);
+  INSERT INTO lines SELECT c, o, l, 1, 'line ' || l FROM generate_series(1, $CUSTOMERS) c, generate_series(1, 5) o, generate_series(1, 2) l;
+  INSERT INTO accounts SELECT g, 0, 'account ' || g FROM generate_series(1, $USERS) g;" -c "VACUUM ANALYZE lines" -c "VACUUM ANALYZE accounts"
+cat > "$work/catchup.yml" <<YML
+migration: catchup-bench
+metadata: "$META"
+source:
+  shards: ["$CS"]
+target:
+  function: hash
+  shards: ["$CT0", "$CT1"]
+tables:
+  - {name: lines, key: customer_id}
+  - {name: accounts, key: id}
+YML
+"$BIN" apply -c "$work/catchup.yml" --until caught-up > /dev/null 2> "$work/cu.err" || { cat "$work/cu.err"; exit 1; }
+cu_log() { psql -qAtX "$CS" -c "SELECT format('%s', c.oid::regclass) FROM pg_class c JOIN pg_trigger g ON g.tgname = 'reshard_capture_' || substr(c.relname, 5) WHERE c.relnamespace = 'reshard_shim'::regnamespace AND g.tgrelid = '$1'::regclass"; }
+LINES_LOG=$(cu_log lines); ACCOUNTS_LOG=$(cu_log accounts)
+count_log() { psql -qAtX "$CS" -c "SELECT count(*) FROM $1"; }
+# Drains a backlog built by $2 (SQL) in table log $1; prints changes/s.
+drain() {
+  psql -qX "$CS" -c "$2" > /dev/null
+  local queued=$(count_log "$1") start="" left
+  "$BIN" apply -c "$work/catchup.yml" --until caught-up > /dev/null 2> "$work/cu.err" &
+  local apply=$!
+  while true; do
+    left=$(count_log "$1")
+    if [ -z "$start" ] && [ "$left" -lt "$queued" ]; then start=$(now); from=$left; fi
+    [ "$left" -eq 0 ] && break
+    kill -0 $apply 2>/dev/null || { cat "$work/cu.err"; exit 1; }
+    sleep 0.05
+  done
+  local end=$(now)
+  wait $apply || { cat "$work/cu.err"; exit 1; }
+  # The first sample already saw $((queued - from)) entries gone: counted from a sample apart.
+  python3 -c "print(f'{$from / max($end - $start, 1e-3):.0f}')"
+}
+n=$(( CHANGES < CUSTOMERS * 10 ? CHANGES : CUSTOMERS * 10 ))
+echo "catch-up drain without load: $n changes queued per table with the coordinator stopped..."
+rl=$(drain "$LINES_LOG" "UPDATE lines SET qty = qty + 1 WHERE (customer_id, order_no, line) IN (SELECT customer_id, order_no, line FROM lines ORDER BY random() LIMIT $n)")
+ra=$(drain "$ACCOUNTS_LOG" "UPDATE accounts SET balance = balance + 1 WHERE id IN (SELECT id FROM accounts ORDER BY random() LIMIT $n)")
+echo "  lines (3-column key): $rl changes/s; accounts (bigint key): $ra changes/s   [goal >= 30000]"
+cat > "$work/cu.sql" <<SQL
+\set c random(1, $CUSTOMERS)
+\set a random(1, $USERS)
+\set fresh random(100000000, 2000000000)
+UPDATE lines SET qty = qty + 1 WHERE customer_id = :c AND order_no = 1 AND line = 1;
+INSERT INTO lines VALUES (:c, 100 + :fresh % 1000, 1, 1, 'new') ON CONFLICT DO NOTHING;
+UPDATE accounts SET balance = balance + 1 WHERE id = :a;
+INSERT INTO accounts VALUES (:fresh, 0, 'new') ON CONFLICT DO NOTHING;
+SQL
+echo "application change rate: pgbench 4 clients unthrottled for ${SECONDS_PER_RUN}s, coordinator stopped..."
+psql -qX "$CS" -c "TRUNCATE $LINES_LOG, $ACCOUNTS_LOG"
+pgbench -n -c 4 -j 2 -T "$SECONDS_PER_RUN" -f "$work/cu.sql" "$CS" > "$work/pgbench.out" 2>&1
+produced=$(python3 -c "print(f'{($(count_log "$LINES_LOG") + $(count_log "$ACCOUNTS_LOG")) / $SECONDS_PER_RUN:.0f}')")
+slowest=$(python3 -c "print(min($rl, $ra))")
+echo "  $produced changes/s produced; drain/production (slower table): $(ratio $slowest $produced)   [goal >= 3]"
+"$BIN" apply -c "$work/catchup.yml" --until caught-up > /dev/null 2> "$work/cu.err" || { cat "$work/cu.err"; exit 1; }
+"$BIN" apply -c "$work/catchup.yml" > /dev/null 2> "$work/cu.err" &
+apply=$!
+for _ in $(seq 1 300); do
+  phase=$("$BIN" status -c "$work/catchup.yml" --json 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['phase'])" || true)
+  [ "$phase" = "in-sync" ] && break; sleep 0.2
+done
+echo "catch-up under that load: pgbench unthrottled for ${SECONDS_PER_RUN}s with the coordinator running, oldest unapplied change every 100 ms..."
+pgbench -n -c 4 -j 2 -T "$SECONDS_PER_RUN" -f "$work/cu.sql" "$CS" > "$work/pgbench.out" 2>&1 &
+load=$!
+: > "$work/ages"
+while kill -0 $load 2>/dev/null; do
+  psql -qAtX "$CS" -c "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(at)), 0) FROM (SELECT min(at) AS at FROM $LINES_LOG UNION ALL SELECT min(at) FROM $ACCOUNTS_LOG) logs" >> "$work/ages"
+  sleep 0.1
+done
+wait $load || true
+kill -TERM $apply; wait $apply || true
+python3 - "$work/ages" "$(awk '/^tps/ {print $3; exit}' "$work/pgbench.out")" <<'PY'
+import sys
+ages = sorted(float(x) for x in open(sys.argv[1]) if x.strip())
+p = lambda q: ages[min(len(ages) - 1, int(q * len(ages)))]
+print(f"  {float(sys.argv[2]):.0f} tps (4 changes each); {len(ages)} samples; oldest unapplied change p50 {p(0.5):.3f}s, p99 {p(0.99):.3f}s, max {ages[-1]:.3f}s   [goal p99 < 2 s]")
+PY

@@ -32,6 +32,21 @@ final class VerifyLogicTests: XCTestCase {
         XCTAssertEqual(RowComparison.differences(table: "t", target: "t1", sourceRows: [], targetRows: []), [])
     }
 
+    /// Keys are compared as bytes: NFC and NFD spellings, or U+212B and U+00C5, are different keys
+    /// to PostgreSQL, though Swift's `String ==` calls them equal.
+    func testRowComparisonTellsCanonicallyEquivalentKeysApart() {
+        let nfc = "caf\u{E9}", nfd = "cafe\u{301}", angstrom = "\u{212B}", ring = "\u{C5}"
+        let sources: [RowComparison.SourceRow] = [
+            .init(source: "s0", key: [nfc], hash: 1), .init(source: "s0", key: [nfd], hash: 2), .init(source: "s1", key: [ring], hash: 3),
+        ]
+        let target: [(key: [String], hash: Int64)] = [([nfd], 2), ([angstrom], 3)]
+        let found = RowComparison.differences(table: "t", target: "t1", sourceRows: sources, targetRows: target)
+        XCTAssertEqual(found.map(\.kind), [.missing, .missing, .extra])
+        XCTAssertEqual(Set(found.filter { $0.kind == .missing }.map { Array($0.key[0].utf8) }), [Array(nfc.utf8), Array(ring.utf8)])
+        XCTAssertEqual(found.last.map { Array($0.key[0].utf8) }, Array(angstrom.utf8))
+        XCTAssertEqual(found.first?.source, "s0")
+    }
+
     func testChunkBoundariesAreEvenAndDistinct() {
         let sample = (0..<100).map { [String($0)] }
         XCTAssertEqual(ChunkBoundaries.pick(sortedSample: sample, chunks: 4), [["25"], ["50"], ["75"]])

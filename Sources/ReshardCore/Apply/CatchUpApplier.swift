@@ -4,35 +4,74 @@ import PostgresClient
 
 /// Applies one source's changelog to the targets.
 ///
-/// Each table's log is a queue, not a stream: each round reads entries still there, applies
-/// them, and deletes exactly the entries it applied (by `ctid`). A transaction that commits late
-/// (its ids are lower than entries already applied) simply shows up in a later round, so no
-/// change is lost to id order. Applying is idempotent and order-safe: for each key the current
-/// row is re-read from the source and upserted on the target it now belongs to, and the row is
-/// deleted where the entry says it was (matching the old shard key too, so a row that moved to
-/// another source and back to the same target is never deleted by a stale entry).
+/// **Queue.** Each table's log is a queue, not a stream: each round reads entries still there,
+/// applies them, and deletes exactly the entries it applied (by `ctid`; log rows are never
+/// updated, so a ctid names one entry until it is deleted). A transaction that commits late (its
+/// entries sit among ones already applied) simply shows up in a later round, so no change is lost
+/// to order. Entries of a table are only applied once the table's slices from this source are
+/// copied: until then the backfill will read the row anyway, and applying early could be
+/// overwritten by a batch read before the change.
 ///
-/// Entries of a table are only applied once the table's slices from this source are copied:
-/// until then the backfill will read the row anyway, and applying early could be overwritten by
-/// a batch read before the change.
-struct CatchUpApplier {
+/// **What applying a key means.** An entry only says "key K, with shard key k, changed on this
+/// source S". The target an entry concerns is where k belongs, computed by the server's own shard
+/// filter (so placement always agrees with the backfill). For that target T the round makes T's
+/// row K what the sources hold for T now, re-read (so applying is idempotent and order does not
+/// matter):
+/// - S's current row K, if it belongs to T, is upserted on T;
+/// - a row (K, k) that T holds for itself and S no longer provides is replaced by the row K that
+///   another source holds for T, if one does (the application is moving the row between
+///   sources: insert on s1, then delete on s0), and deleted otherwise. Matching k means a row T
+///   holds for another reason (on a target that is another source's database, that source's own
+///   row) is never touched by S's entries;
+/// - on S's own database (a target that is this source) S's rows are the application's and are
+///   never touched; keys S no longer holds are filled in from the other sources (a row moved to
+///   s1 whose copy on s0 the application's delete on s0 removed), never over a row S holds.
+/// An entry whose k belongs elsewhere is not needed for T: the write that gave a row its current
+/// shard key logged that key too (in this batch or a later one), and the shim logs the old key of
+/// a row that leaves.
+///
+/// **Why it converges.** Everything a round does for (table, T) — reading the sources for its
+/// keys and writing T — happens under one lock per (table, target) in this process (only the
+/// apply lease holder applies). So writes to T for a key are ordered, and each was computed from
+/// reads made after the previous one committed. Take the last write W to key K on any source: it
+/// logged an entry on its source, and the round that applies that entry reads every source after
+/// W committed, so it computes K's final layout; any later round for K reads later still. That is
+/// also why a delete looks for the row on the other sources rather than leaving it to their
+/// entries: a row that reached T by the backfill (which keeps the first copy of a key two
+/// sources hold) may have no entry left anywhere.
+///
+/// Rounds run the targets in parallel (one lane per target, each with its own connections), at
+/// most `CatchUpGate.limitPerShard` lanes at once on any shard, and the batch grows while a round
+/// takes under half a second and shrinks when it takes over two.
+final class CatchUpApplier: @unchecked Sendable {
     let plan: Plan
+    let sourceName: String
+    /// Reads and deletes this source's entries and counts the backlog.
     let source: PGConnection
-    /// Target connections by index; nil for a target that is this source's own database.
-    let targets: [PGConnection?]
-    var batchLimit = 5000
+    private let lanes: [Lane]
+    private let gate: CatchUpGate
+    private(set) var batchLimit = 2_000
+    static let batchRange = 200...50_000
 
-    /// An applier for `source`, connected to it and to every target that is not its own database.
-    static func connecting(plan: Plan, source: String, connect: (String) throws -> PGConnection) throws -> CatchUpApplier {
-        CatchUpApplier(
-            plan: plan, source: try connect(source), targets: try plan.targets.map { $0.sameAsSource == source ? nil : try connect($0.name) })
+    /// An applier for `source`, connected to it and, lane by lane, to every target.
+    static func connecting(
+        plan: Plan, source: String, gate: CatchUpGate, connect: @escaping @Sendable (String) throws -> PGConnection
+    ) throws -> CatchUpApplier {
+        let lanes = try plan.targets.indices.map { t in
+            try Lane(plan: plan, sourceName: source, target: t, connect: connect)
+        }
+        return CatchUpApplier(plan: plan, sourceName: source, source: try connect(source), lanes: lanes, gate: gate)
     }
 
-    struct Entry: Decodable {
-        let ctid: String
-        let pk: [String]
-        let shardKey: String
+    private init(plan: Plan, sourceName: String, source: PGConnection, lanes: [Lane], gate: CatchUpGate) {
+        self.plan = plan
+        self.sourceName = sourceName
+        self.source = source
+        self.lanes = lanes
+        self.gate = gate
     }
+
+    var isHealthy: Bool { source.isHealthy && lanes.allSatisfy(\.isHealthy) }
 
     struct Round {
         /// Entries applied (and removed).
@@ -46,49 +85,58 @@ struct CatchUpApplier {
         guard !tables.isEmpty else { return Round(applied: 0, drained: false) }
         var applied = 0
         var drained = true
-        let decoder = JSONDecoder()
         for table in tables {
             let log = Shim.logTable(migration: plan.migration, table: table)
-            let result = try source.query(
-                "SELECT json_build_object('ctid', ctid::text, 'pk', pk, 'shardKey', shard_key)::text FROM \(log) LIMIT \(batchLimit)")
-            let entries = try (0..<result.rowCount).map { try decoder.decode(Entry.self, from: Data(result[$0, 0]!.utf8)) }
-            guard !entries.isEmpty else { continue }
-            try apply(entries, table: table)
-            try source.query("DELETE FROM \(log) WHERE ctid = ANY($1::tid[])", [entries.map(\.ctid)])
-            applied += entries.count
-            if entries.count >= batchLimit { drained = false }
+            let limit = batchLimit
+            let started = Date()
+            // One text[] of ctids made by the server: the coordinator handles no entry one by one.
+            let result = try source.query("SELECT count(*), array_agg(ctid)::text FROM (SELECT ctid FROM \(log) LIMIT \(limit)) e")
+            let batch = Batch(count: try result.get(0, 0, as: Int.self), ctids: ArrayText(pgText: result[0, 1]))
+            guard batch.count > 0 else { continue }
+            try runLanes(batch, table: table, log: log)
+            try source.query("DELETE FROM \(log) WHERE ctid = ANY($1::tid[])", [batch.ctids])
+            applied += batch.count
+            if batch.count >= limit {
+                drained = false
+                adapt(took: Date().timeIntervalSince(started))
+            }
         }
         return Round(applied: applied, drained: drained)
     }
 
-    private func apply(_ entries: [Entry], table: Plan.Table) throws {
-        var seen = Set<[String]>()
-        let keys = entries.map(\.pk).filter { seen.insert($0).inserted }
-        let sql = TableSQL(table)
-        let currentRows = "SELECT \(sql.writableColumns) FROM \(sql.name) WHERE \(sql.keyRow) IN (\(sql.keyList(keys)))"
-        for (index, target) in targets.enumerated() {
-            guard let target else { continue }
-            // Where each entry says the row was, for this target.
-            let leaving = try entries.filter { entry in
-                guard let key = ShardKey(text: entry.shardKey, type: table.keyType) else { return false }
-                return try plan.function.shard(for: key) == index
-            }
-            let select = "\(currentRows) AND \(sql.shardFilter(plan.function, target: index))"
-            try target.transaction { conn in
-                try conn.execute(
-                    "SET LOCAL reshard.applying = on; CREATE TEMP TABLE reshard_staging (LIKE \(sql.name)) ON COMMIT DROP")
-                if !leaving.isEmpty {
-                    let keyType = table.columns.first { $0.name == table.key }?.type ?? "text"
-                    let rows = leaving.map { "(\(sql.keyLiteral($0.pk).dropFirst().dropLast()), \(SQLText.literal($0.shardKey))::\(keyType))" }
-                    try conn.execute(
-                        "DELETE FROM \(sql.name) WHERE (\(sql.keyColumns.joined(separator: ", ")), \(sql.shardKey)) IN (\(rows.joined(separator: ", ")))")
+    /// Full batches grow while quick and shrink when slow, so a round stays around a second.
+    private func adapt(took: TimeInterval) {
+        if took < 0.5 { batchLimit = min(batchLimit * 2, Self.batchRange.upperBound) }
+        if took > 2 { batchLimit = max(batchLimit / 2, Self.batchRange.lowerBound) }
+    }
+
+    /// Runs every target's lane for `batch` at once (each waits for its shards' slots) and
+    /// rethrows the first failure.
+    private func runLanes(_ batch: Batch, table: Plan.Table, log: String) throws {
+        let done = DispatchGroup()
+        let failure = FirstError()
+        for lane in lanes {
+            done.enter()
+            let gate = self.gate
+            // A thread per lane and round: libpq blocks, and a round is long beside a thread's start.
+            let thread = Thread {
+                defer { done.leave() }
+                do {
+                    try gate.withSlots([lane.sourceName, lane.targetName]) { try lane.apply(batch, table: table, log: log, gate: gate) }
+                } catch var error as PostgresError where error.code == .copyFailed && !lane.isHealthy {
+                    // A COPY cut off by a shard that went away is a lost connection, which the
+                    // coordinator retries, not a failed statement.
+                    error.code = .connectionLost
+                    failure.record(error)
+                } catch {
+                    failure.record(error)
                 }
-                _ = try PGConnection.relayCopy(
-                    from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: conn,
-                    "COPY reshard_staging (\(sql.writableColumns)) FROM STDIN (FORMAT binary)")
-                try conn.execute("\(sql.insertFromStaging("reshard_staging")) \(sql.onKeyConflictUpdate)")
             }
+            thread.name = "reshard catch-up \(lane.sourceName) -> \(lane.targetName)"
+            thread.start()
         }
+        done.wait()
+        if let error = failure.error { throw error }
     }
 
     /// How many entries wait, and since when, for `status`.
@@ -96,5 +144,206 @@ struct CatchUpApplier {
         let parts = plan.tables.map { "SELECT count(*) AS n, min(at) AS at FROM \(Shim.logTable(migration: plan.migration, table: $0))" }
         let result = try source.query("SELECT coalesce(sum(n), 0)::bigint, min(at)::text FROM (\(parts.joined(separator: " UNION ALL "))) logs")
         return (try result.get(0, 0, as: Int64.self), result[0, 1])
+    }
+}
+
+extension CatchUpApplier {
+    /// One round's entries of one table.
+    struct Batch: Sendable {
+        var count: Int
+        var ctids: ArrayText
+    }
+
+    /// An array parameter in the text form the server printed it in (`array_agg(...)::text`):
+    /// sets of keys go from one server to another without the coordinator parsing or comparing
+    /// them, so they stay exactly the bytes the servers hold.
+    struct ArrayText: PGBindable {
+        let pgText: String?
+    }
+
+    /// One target's share of the work, with connections of its own so lanes run side by side:
+    /// a session on the source (its temp key set, the COPY out), one on the target (nil when the
+    /// target is the source's own database: the source session then serves as both), and, opened
+    /// on first use, sessions on the other sources.
+    ///
+    /// Why `@unchecked Sendable`: a lane is used by one thread at a time; the round waits for it.
+    final class Lane: @unchecked Sendable {
+        let plan: Plan
+        let sourceName: String
+        let target: Int
+        let targetName: String
+        let source: PGConnection
+        let targetConnection: PGConnection?
+        private let connect: @Sendable (String) throws -> PGConnection
+        private var others: [String: PGConnection] = [:]
+        private var prepared: Set<String> = []
+
+        init(plan: Plan, sourceName: String, target: Int, connect: @escaping @Sendable (String) throws -> PGConnection) throws {
+            self.plan = plan
+            self.sourceName = sourceName
+            self.target = target
+            targetName = plan.targets[target].name
+            self.connect = connect
+            source = try connect(sourceName)
+            targetConnection = plan.targets[target].sameAsSource == sourceName ? nil : try connect(targetName)
+        }
+
+        var isHealthy: Bool {
+            source.isHealthy && (targetConnection?.isHealthy ?? true) && others.values.allSatisfy(\.isHealthy)
+        }
+
+        /// The sources that may hold rows for this target other than `sourceName`: not the
+        /// target's own database, whose rows there are the target's.
+        private var otherSources: [String] {
+            plan.sources.map(\.name).filter { $0 != sourceName && $0 != plan.targets[target].sameAsSource }
+        }
+
+        /// A broken one makes the lane unhealthy, and the coordinator replaces the whole applier.
+        private func other(_ name: String) throws -> PGConnection {
+            if let conn = others[name] { return conn }
+            let conn = try connect(name)
+            others[name] = conn
+            return conn
+        }
+
+        /// Temp tables are made once per session.
+        private func prepare(_ conn: PGConnection, _ what: String, _ sql: String) throws {
+            let id = "\(ObjectIdentifier(conn).hashValue) \(what)"
+            guard !prepared.contains(id) else { return }
+            try conn.execute(sql)
+            prepared.insert(id)
+        }
+
+        /// The arrays of a one-row `count, array, array...` result, as parameters.
+        private func arrays(_ result: PGResult) -> [ArrayText] {
+            (1..<result.columnCount).map { ArrayText(pgText: result[0, $0]) }
+        }
+
+        /// Makes `keys` (one text[] per key column) the session's key set.
+        private func load(_ keys: [ArrayText], into conn: PGConnection) throws {
+            try prepare(conn, "keys", CatchUpSQL.createKeyTable)
+            try conn.execute(CatchUpSQL.clearKeys)
+            try conn.query(CatchUpSQL.loadKeys(columns: keys.count), keys)
+        }
+
+        func apply(_ batch: Batch, table: Plan.Table, log: String, gate: CatchUpGate) throws {
+            let sql = CatchUpSQL(plan: plan, table: table)
+            try prepare(source, "keys", CatchUpSQL.createKeyTable)
+            try source.execute(CatchUpSQL.clearKeys)
+            let keys = try source.query(sql.loadKeys(fromLog: log, target: target), [batch.ctids]).affectedRows
+            try gate.exclusively(table: table.name.description, target: targetName) {
+                if let targetConnection {
+                    try apply(batch, keys: keys, sql, log: log, on: targetConnection)
+                } else {
+                    try fillFromOtherSources(sql)
+                }
+            }
+        }
+
+        /// A target that is not this source: upsert what the source holds for it, delete what
+        /// it holds that no source does.
+        private func apply(_ batch: Batch, keys: Int, _ sql: CatchUpSQL, log: String, on conn: PGConnection) throws {
+            try prepare(conn, "staging \(sql.staging)", sql.createStaging)
+            try conn.transaction { conn in
+                try conn.execute("SET LOCAL reshard.applying = on")
+                let provided = try PGConnection.relayCopy(
+                    from: source, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn, sql.copyIntoStaging)
+                var fromOthers = false
+                // Every key has its row in staging (the common case: updates): nothing to delete.
+                if provided.rows < keys {
+                    let logged = try source.query(sql.loggedKeys(fromLog: log, target: target), [batch.ctids])
+                    let found = try conn.query(sql.deleteCandidates(target: target), arrays(logged))
+                    if try found.get(0, 0, as: Int.self) > 0 {
+                        let candidates = arrays(found)
+                        // What the other sources hold of those keys for this target joins staging.
+                        for name in otherSources {
+                            let other = try other(name)
+                            try load(candidates, into: other)
+                            let rows = try PGConnection.relayCopy(
+                                from: other, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn,
+                                sql.copyIntoStaging)
+                            fromOthers = fromOthers || rows.rows > 0
+                        }
+                        try conn.query(sql.deleteKeys(target: target), candidates)
+                    }
+                }
+                try conn.execute(fromOthers ? sql.upsertStagingOnePerKey : sql.upsertStaging)
+            }
+        }
+
+        /// This source's own database: its rows are the application's. Keys it no longer holds
+        /// are filled in from the other sources' rows for this target, never over a row it holds.
+        private func fillFromOtherSources(_ sql: CatchUpSQL) throws {
+            let names = otherSources
+            guard !names.isEmpty else { return }
+            let missing = try source.query(sql.missingKeys)
+            guard try missing.get(0, 0, as: Int.self) > 0 else { return }
+            let keys = arrays(missing)
+            try prepare(source, "staging \(sql.staging)", sql.createStaging)
+            for name in names { try load(keys, into: try other(name)) }
+            try source.transaction { local in
+                try local.execute("SET LOCAL reshard.applying = on")
+                for name in names {
+                    _ = try PGConnection.relayCopy(
+                        from: try other(name), "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: local,
+                        sql.copyIntoStaging)
+                }
+                try local.execute(sql.insertStagingIfAbsent)
+            }
+        }
+    }
+
+    /// The first error of several threads.
+    private final class FirstError: @unchecked Sendable {
+        private let lock = NSLock()
+        private var first: Error?
+        func record(_ error: Error) { lock.withLock { if first == nil { first = error } } }
+        var error: Error? { lock.withLock { first } }
+    }
+}
+
+/// What the catch-up's lanes share in one process: at most `limitPerShard` lanes at once on any
+/// shard (`--max-connections-per-shard`, counted apart from the backfill's), and one lock per
+/// (table, target), which is what makes concurrent lanes converge (see `CatchUpApplier`).
+///
+/// Why `@unchecked Sendable`: all state is under `condition`.
+final class CatchUpGate: @unchecked Sendable {
+    let limitPerShard: Int
+    private let condition = NSCondition()
+    private var inUse: [String: Int] = [:]
+    private var locked: Set<String> = []
+
+    init(limitPerShard: Int) { self.limitPerShard = max(1, limitPerShard) }
+
+    /// Runs `body` holding a slot on every shard named (all at once, so two lanes never wait on
+    /// each other's half).
+    func withSlots<T>(_ shards: [String], _ body: () throws -> T) throws -> T {
+        let shards = Array(Set(shards))
+        condition.withLock {
+            while shards.contains(where: { inUse[$0, default: 0] >= limitPerShard }) { condition.wait() }
+            for shard in shards { inUse[shard, default: 0] += 1 }
+        }
+        defer {
+            condition.withLock {
+                for shard in shards { inUse[shard, default: 1] -= 1 }
+                condition.broadcast()
+            }
+        }
+        return try body()
+    }
+
+    func exclusively<T>(table: String, target: String, _ body: () throws -> T) throws -> T {
+        let name = "\(table)\u{0}\(target)"
+        condition.withLock {
+            while locked.contains(name) { condition.wait() }
+            locked.insert(name)
+        }
+        defer {
+            condition.withLock {
+                locked.remove(name)
+                condition.broadcast()
+            }
+        }
+        return try body()
     }
 }

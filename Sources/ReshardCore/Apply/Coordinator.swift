@@ -15,6 +15,8 @@ public final class Coordinator: @unchecked Sendable {
     private var backfillStarted = false
     private var catchUpStarted = false
     private var lagChecksStarted = false
+    /// Shared by every source's catch-up: per-shard lane slots and the (table, target) locks.
+    private let catchUpGate: CatchUpGate
 
     /// - Parameter shards: connection strings by shard name (sources and targets).
     public init(plan: Plan, shards: [String: ConnectionString], metadata: ConnectionString, options: ApplyOptions) {
@@ -22,6 +24,7 @@ public final class Coordinator: @unchecked Sendable {
         self.shards = shards
         self.metadataDSN = metadata
         self.options = options
+        catchUpGate = CatchUpGate(limitPerShard: options.maxConnectionsPerShard)
         var slices: [ApplyState.SliceKey: ApplyState.Slice] = [:]
         for table in plan.tables {
             for slice in table.slices {
@@ -639,9 +642,9 @@ public final class Coordinator: @unchecked Sendable {
         // Counting the logs scans them: once a second is as fresh as `status` shows anyway.
         var lastCount = Date.distantPast
         withRetry("catch-up \(sourceName)") {
-            if applier == nil || !applier!.source.isHealthy || applier!.targets.contains(where: { $0.map { !$0.isHealthy } ?? false }) {
+            if applier == nil || !applier!.isHealthy {
                 applier = nil
-                applier = try CatchUpApplier.connecting(plan: plan, source: sourceName) { try connect($0) }
+                applier = try CatchUpApplier.connecting(plan: plan, source: sourceName, gate: catchUpGate) { [self] in try connect($0) }
             }
             let copied = state.copiedTables(from: sourceName)
             let tables = plan.tables.filter { copied.contains($0.name.description) }

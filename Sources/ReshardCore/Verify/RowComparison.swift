@@ -69,35 +69,54 @@ public enum RowComparison {
         }
     }
 
+    /// A key as PostgreSQL compares it: by its UTF-8 bytes. Swift's `String ==` treats canonically
+    /// equivalent text as equal (NFC `café` and NFD `café`, U+212B and U+00C5), which the database
+    /// does not; keyed by `[String]`, two such rows would collapse into one.
+    struct KeyBytes: Hashable, Comparable {
+        let key: [String]
+        let bytes: [[UInt8]]
+
+        init(_ key: [String]) {
+            self.key = key
+            bytes = key.map { Array($0.utf8) }
+        }
+
+        static func == (a: KeyBytes, b: KeyBytes) -> Bool { a.bytes == b.bytes }
+        func hash(into hasher: inout Hasher) { hasher.combine(bytes) }
+        static func < (a: KeyBytes, b: KeyBytes) -> Bool {
+            a.bytes.lexicographicallyPrecedes(b.bytes) { $0.lexicographicallyPrecedes($1) }
+        }
+    }
+
     /// Every key that is missing, extra, different or held by several sources, sorted by kind
-    /// then key so reports are stable.
+    /// then key (bytewise) so reports are stable.
     public static func differences(
         table: String, target: String, sourceRows: [SourceRow], targetRows: [(key: [String], hash: Int64)]
     ) -> [RowDifference] {
-        var bySource: [[String]: [SourceRow]] = [:]
-        for row in sourceRows { bySource[row.key, default: []].append(row) }
-        var onTarget: [[String]: [Int64]] = [:]
-        for row in targetRows { onTarget[row.key, default: []].append(row.hash) }
-        var found: [RowDifference] = []
+        var bySource: [KeyBytes: [SourceRow]] = [:]
+        for row in sourceRows { bySource[KeyBytes(row.key), default: []].append(row) }
+        var onTarget: [KeyBytes: [Int64]] = [:]
+        for row in targetRows { onTarget[KeyBytes(row.key), default: []].append(row.hash) }
+        var found: [(KeyBytes, RowDifference)] = []
         for (key, rows) in bySource {
             let holders = rows.map(\.source).sorted().joined(separator: ",")
             if rows.count > 1 {
-                found.append(RowDifference(table: table, kind: .duplicate, key: key, source: holders, target: target))
+                found.append((key, RowDifference(table: table, kind: .duplicate, key: key.key, source: holders, target: target)))
             } else if let hashes = onTarget[key] {
                 if hashes != [rows[0].hash] {
-                    found.append(RowDifference(table: table, kind: .different, key: key, source: holders, target: target))
+                    found.append((key, RowDifference(table: table, kind: .different, key: key.key, source: holders, target: target)))
                 }
             } else {
-                found.append(RowDifference(table: table, kind: .missing, key: key, source: holders, target: target))
+                found.append((key, RowDifference(table: table, kind: .missing, key: key.key, source: holders, target: target)))
             }
         }
         for key in onTarget.keys where bySource[key] == nil {
-            found.append(RowDifference(table: table, kind: .extra, key: key, source: nil, target: target))
+            found.append((key, RowDifference(table: table, kind: .extra, key: key.key, source: nil, target: target)))
         }
         let order = Dictionary(uniqueKeysWithValues: RowDifference.Kind.allCases.enumerated().map { ($1, $0) })
         return found.sorted { a, b in
-            a.kind == b.kind ? a.key.lexicographicallyPrecedes(b.key) : order[a.kind]! < order[b.kind]!
-        }
+            a.1.kind == b.1.kind ? a.0 < b.0 : order[a.1.kind]! < order[b.1.kind]!
+        }.map(\.1)
     }
 }
 

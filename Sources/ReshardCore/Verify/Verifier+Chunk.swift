@@ -39,7 +39,8 @@ extension Verifier {
             var differences = try rowDifferences(table, conns, sql, ranges, targets: Array(plan.targets.indices))
             for _ in 0..<options.rechecks where !differences.isEmpty {
                 recheck(&outcome)
-                let keys = Array(Set(differences.map(\.key)))
+                // By bytes: canonically equivalent keys are different rows (`RowComparison.KeyBytes`).
+                let keys = Array(Set(differences.map { RowComparison.KeyBytes($0.key) })).map(\.key)
                 try waitForPending(table, conns, sql, try sql.map { try $0.logKeyCondition(keys) }, drainer)
                 let targets = Array(Set(differences.map { targetIndex($0.target) })).sorted()
                 let again = try rowDifferences(table, conns, sql, try sql.map { try $0.keyCondition(keys) }, targets: targets)
@@ -141,6 +142,7 @@ final class PendingDrainer: @unchecked Sendable {
     private let lock = NSLock()
     private var meta: PGConnection?
     private var appliers: [CatchUpApplier] = []
+    private let gate = CatchUpGate(limitPerShard: 2)
 
     init(plan: Plan, shards: [String: ConnectionString], metadata: ConnectionString) {
         self.plan = plan
@@ -152,13 +154,13 @@ final class PendingDrainer: @unchecked Sendable {
     /// or is starting (its catch-up will apply them).
     func drain(_ table: Plan.Table) throws -> Bool {
         try lock.withLock {
-            if meta == nil || !meta!.isHealthy || appliers.contains(where: { !$0.source.isHealthy }) {
+            if meta == nil || !meta!.isHealthy || appliers.contains(where: { !$0.isHealthy }) {
                 meta = nil
                 appliers = []
                 meta = try PGConnection.connect(metadataDSN, applicationName: "reshard verify")
                 appliers = try plan.sources.map { source in
-                    try CatchUpApplier.connecting(plan: plan, source: source.name) {
-                        try PGConnection.connect(shards[$0]!, applicationName: "reshard verify")
+                    try CatchUpApplier.connecting(plan: plan, source: source.name, gate: gate) { [shards] in
+                        try PGConnection.connect(shards[$0]!, applicationName: "reshard verify", settings: CanonicalText.settings)
                     }
                 }
             }

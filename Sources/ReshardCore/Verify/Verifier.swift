@@ -284,7 +284,7 @@ public final class Verifier: @unchecked Sendable {
         try meta.query(
             """
             UPDATE reshard.verify_tables t SET finished_at = now(),
-                outcome = CASE WHEN differences > 0 THEN 'different' ELSE 'identical' END
+                outcome = CASE WHEN differences > 0 OR source_rows <> target_rows THEN 'different' ELSE 'identical' END
             WHERE migration = $1 AND run = $2 AND outcome = 'running'
               AND NOT EXISTS (SELECT 1 FROM reshard.verify_chunks c
                               WHERE c.migration = t.migration AND c.table_name = t.table_name AND NOT c.done)
