@@ -56,15 +56,16 @@ pipes() {
   wait
   python3 -c "print($(now) - $start)"
 }
+# config NAME [FILE [TARGETS]]: users and posts from the source to TARGETS (default: both targets).
 config() {
-  cat > "$work/reshard.yml" <<YML
+  cat > "${2:-$work/reshard.yml}" <<YML
 migration: $1
 metadata: "$META"
 source:
   shards: ["$SRC"]
 target:
   function: hash
-  shards: ["$T0", "$T1"]
+  shards: [${3:-"\"$T0\", \"$T1\""}]
 tables:
   - {name: users, key: id}
   - {name: posts, key: user_id}
@@ -179,18 +180,7 @@ if command -v pgcopydb > /dev/null; then
   }
   reshard_1to1() {
     one_db copy2
-    cat > "$work/one.yml" <<YML
-migration: $1
-metadata: "$META"
-source:
-  shards: ["$SRC"]
-target:
-  function: hash
-  shards: ["host=127.0.0.1 port=$P1 user=postgres dbname=copy2"]
-tables:
-  - {name: users, key: id}
-  - {name: posts, key: user_id}
-YML
+    config "$1" "$work/one.yml" "\"host=127.0.0.1 port=$P1 user=postgres dbname=copy2\""
     local start=$(now)
     "$BIN" apply -c "$work/one.yml" --until backfilled > /dev/null 2> "$work/one.err" || { cat "$work/one.err"; exit 1; }
     python3 -c "print($(now) - $start)"
