@@ -14,7 +14,7 @@ struct Reshard: ParsableCommand {
         abstract: "Move PostgreSQL data from N shards to M shards while the application keeps running.",
         discussion: """
             Exit codes: 0 success; 1 runtime failure; 2 bad input or refused, nothing changed; 3 verify found \
-            differences; 4 stopped (Ctrl-C, SIGTERM) before reaching the goal (apply --until).
+            differences; 4 stopped (Ctrl-C, SIGTERM) before reaching the goal (apply --until, verify).
             Output: results on stdout (one JSON object with --json), progress and errors on stderr.
             """,
         version: ReshardVersion.string,

@@ -184,7 +184,7 @@ final class VerifyTests: XCTestCase {
         let (_, config) = try movedItems()
         let target = try MigrationTarget.fromConfig(try ReshardConfig.load(path: config))
         let verifier = try Verifier(plan: target.plan, shards: target.shards, metadata: target.metadata, options: VerifyOptions())
-        let connections = try ChunkConnections(verifier: verifier)
+        let connections = try ChunkConnections(verifier: verifier, workers: Workers())
         let drainer = PendingDrainer(plan: target.plan, shards: target.shards, metadata: target.metadata)
         let whole = try verifier.verify(.init(table: "items", index: 0, lower: nil, upper: nil), with: connections, drainer: drainer)
         XCTAssertEqual(whole.sources.rows, 4000)
@@ -417,5 +417,24 @@ final class VerifyTests: XCTestCase {
         let firstProgress = second.stderr.split(separator: "\n").first.flatMap { try? JSONDecoder().decode(VerifyProgress.self, from: Data($0.utf8)) }
         XCTAssertGreaterThanOrEqual(firstProgress?.chunksDone ?? 0, doneBefore, second.stderr)
         XCTAssertEqual(result.tables.map(\.outcome), Array(repeating: "identical", count: ReferenceData.tables.count))
+    }
+
+    /// Ctrl-C stops verify within its bound and exits 4 (stopped before the goal), so a script's
+    /// `verify && cutover` does not go on; the chunks done so far are kept.
+    func testInterruptedVerifyExitsFourAndKeepsItsChunks() throws {
+        let (fixture, config, _, _) = try movedReferenceData(scale: 0.1, load: false)
+        let meta = try PGConnection.connect(fixture.metadata)
+        func done() throws -> Int {
+            guard try meta.query("SELECT to_regclass('reshard.verify_chunks') IS NOT NULL").get(0, 0, as: Bool.self) else { return 0 }
+            return try meta.query("SELECT count(*) FILTER (WHERE done)::int FROM reshard.verify_chunks").get(0, 0)
+        }
+        let verify = try ReshardCLI.start(["verify", "-c", config, "--chunk-rows", "500", "--jobs", "1"])
+        XCTAssertTrue(try eventually(timeout: 120) { try done() >= 3 }, verify.stderr)
+        verify.signal(SIGINT)
+        XCTAssertEqual(verify.wait(), 4, verify.stderr)
+        XCTAssertTrue(verify.stderr.contains("interrupted after"), verify.stderr)
+        let total: Int = try meta.query("SELECT count(*)::int FROM reshard.verify_chunks").get(0, 0)
+        XCTAssertLessThan(try done(), total, "the stop must land mid-way")
+        XCTAssertGreaterThanOrEqual(try done(), 3)
     }
 }

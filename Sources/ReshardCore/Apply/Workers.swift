@@ -1,7 +1,8 @@
 import Foundation
 import PostgresClient
 
-/// The coordinator's threads: one per backfill worker, per catch-up source, for the lag checks.
+/// The threads of a long command: the coordinator's (one per backfill worker, per catch-up
+/// source, for the lag checks) and verify's (one per chunk job).
 ///
 /// libpq calls block for as long as a statement runs, so each piece of work that talks to a shard
 /// gets a thread of its own (never Swift's cooperative pool). A worker registers the connections
@@ -69,6 +70,9 @@ final class Workers: @unchecked Sendable {
         if waitForAll(until: Date().addingTimeInterval(afterCancel)) { return [] }
         return runningNames
     }
+
+    /// Waits up to `seconds` for every thread to end; returns whether they all did.
+    func wait(seconds: TimeInterval) -> Bool { waitForAll(until: Date().addingTimeInterval(seconds)) }
 
     private func waitForAll(until deadline: Date) -> Bool {
         condition.withLock {

@@ -71,22 +71,20 @@ public final class Verifier: @unchecked Sendable {
 
         let drainer = PendingDrainer(plan: plan, shards: shards, metadata: metadataDSN)
         let jobs = max(1, min(options.jobs ?? min(8, max(2, places.count)), max(pending.count, 1)))
-        let finished = DispatchGroup()
-        for index in 0..<jobs where !pending.isEmpty {
-            finished.enter()
-            let thread = Thread { [self] in
-                work(drainer: drainer)
-                finished.leave()
-            }
-            thread.name = "reshard verify \(index)"
-            thread.start()
+        let workers = Workers()
+        if !pending.isEmpty {
+            workers.start("reshard verify", count: jobs) { [self] _ in work(drainer: drainer, workers: workers) }
         }
         var lastReport = Date.distantPast
         var rate = 0.0
         var lastRows = state.progress().rows
         var lastAt = Date()
-        while finished.wait(timeout: .now() + 0.1) == .timedOut {
-            if shouldStop() { state.stop() }
+        while !workers.wait(seconds: 0.1) {
+            if shouldStop(), !state.isStopping {
+                state.stop()
+                // Bounded: chunks in flight get a moment, then their statements are cancelled.
+                workers.stop(grace: 5, afterCancel: 5)
+            }
             if Date().timeIntervalSince(lastReport) >= 1 {
                 lastReport = Date()
                 let p = state.progress()
@@ -101,8 +99,8 @@ public final class Verifier: @unchecked Sendable {
         report(progress(rate: rate))
         if state.isStopping {
             let p = state.progress()
-            throw ReshardError.failed(
-                "verify of \(plan.migration) interrupted after \(p.done) of \(p.total) chunks; run it again to continue")
+            throw ReshardError(
+                .stoppedEarly, "verify of \(plan.migration) interrupted after \(p.done) of \(p.total) chunks; run it again to continue")
         }
         try finish(run: run, on: meta)
         return try result(run: run, seconds: Date().timeIntervalSince(started), on: meta)
@@ -335,34 +333,29 @@ public final class Verifier: @unchecked Sendable {
     }
 
     /// One worker: its own connection to every place and to the metadata; verifies chunks until
-    /// none are left, retrying through a shard restarting.
-    func work(drainer: PendingDrainer) {
+    /// none are left, retrying through a shard restarting (the coordinator's `RetryPolicy`).
+    func work(drainer: PendingDrainer, workers: Workers) {
         var connections: ChunkConnections?
-        var firstFailure: Date?
+        var retry = RetryPolicy.Run(RetryPolicy())
         while !state.isStopping, let chunk = state.claim() {
             while !state.isStopping {
                 do {
                     if connections == nil || !connections!.healthy {
                         connections = nil
-                        connections = try ChunkConnections(verifier: self)
+                        connections = try ChunkConnections(verifier: self, workers: workers)
                     }
                     let outcome = try verify(chunk, with: connections!, drainer: drainer)
                     try record(chunk, outcome, on: connections!.meta)
                     state.finished(chunk, outcome)
-                    firstFailure = nil
+                    retry.succeeded()
                     break
-                } catch let error as PostgresError where error.isTransient || error.code == .connectionFailed {
-                    let since = firstFailure ?? Date()
-                    firstFailure = since
-                    if Date().timeIntervalSince(since) > 300 {
+                } catch {
+                    guard let next = retry.failed(error) else {
                         state.fail(error)
                         return
                     }
                     connections = nil
-                    usleep(500_000)
-                } catch {
-                    state.fail(error)
-                    return
+                    usleep(UInt32(next.delay * 1_000_000))
                 }
             }
         }
@@ -376,9 +369,10 @@ struct ChunkConnections {
     let meta: PGConnection
     private var sql: [String: [VerifySQL]] = [:]
 
-    init(verifier: Verifier) throws {
-        places = try verifier.places.map { ($0, try verifier.connect($0.shard)) }
-        meta = try PGConnection.connect(verifier.metadataDSN, applicationName: "reshard verify")
+    /// Every connection is registered with `workers`, so a stop can cancel what runs on it.
+    init(verifier: Verifier, workers: Workers) throws {
+        places = try verifier.places.map { ($0, workers.track(try verifier.connect($0.shard))) }
+        meta = workers.track(try PGConnection.connect(verifier.metadataDSN, applicationName: "reshard verify"))
         for table in verifier.tables {
             sql[table.name.description] = try places.map { try VerifySQL(verifier.plan, table, place: $0.place, on: $0.connection) }
         }
