@@ -50,7 +50,9 @@ final class CatchUpApplier: @unchecked Sendable {
     let source: PGConnection
     private let lanes: [Lane]
     private let gate: CatchUpGate
-    private(set) var batchLimit = 2_000
+    /// A round of 10,000 entries takes a fraction of a second on small machines: starting there
+    /// spares a large backlog the ramp-up from tiny rounds, and a slow round halves it.
+    private(set) var batchLimit = 10_000
     static let batchRange = 200...50_000
 
     /// An applier for `source`, connected to it and, lane by lane, to every target.
