@@ -39,6 +39,13 @@ psql -qX "$SRC" -c "$DDL" -c "
 psql -qAtX "$SRC" -c "SELECT 'average row: users ' || avg(pg_column_size(u.*))::int || ' B' FROM users u"
 
 now() { date +%s.%N; }
+# wait_in_sync CONFIG: until status says in-sync (at most a minute).
+wait_in_sync() {
+  for _ in $(seq 1 300); do
+    phase=$("$BIN" status -c "$1" --json 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['phase'])" || true)
+    [ "$phase" = "in-sync" ] && break; sleep 0.2
+  done
+}
 ratio() { python3 -c "print(f'{$1/$2:.3f}')"; }
 
 # --- 1. Backfill vs hand-written binary COPY pipes -------------------------------------------------
@@ -140,10 +147,7 @@ logs=$(psql -qAtX "$SRC" -c "SELECT string_agg(format('SELECT min(at) AS at FROM
 psql -qAtX "$SRC" -c "SELECT format('TRUNCATE %s;', oid::regclass) FROM pg_class WHERE relnamespace = 'reshard_shim'::regnamespace AND relkind = 'r'" | psql -qX "$SRC" > /dev/null
 "$BIN" apply -c "$work/reshard.yml" > /dev/null 2> "$work/catchup.err" &
 apply=$!
-for _ in $(seq 1 300); do
-  phase=$("$BIN" status -c "$work/reshard.yml" --json 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['phase'])" || true)
-  [ "$phase" = "in-sync" ] && break; sleep 0.2
-done
+wait_in_sync "$work/reshard.yml"
 echo "catch-up: pgbench at 1000 transactions/s (2 writes each) for ${SECONDS_PER_RUN}s, sampling the oldest unapplied change every 100 ms..."
 pgbench -n -c 4 -j 2 -R 1000 -T "$SECONDS_PER_RUN" -f "$work/writes.sql" "$SRC" > "$work/pgbench.out" 2>&1 &
 load=$!
@@ -268,10 +272,7 @@ echo "  $produced changes/s produced; drain/production (slower table): $(ratio $
 "$BIN" apply -c "$work/catchup.yml" --until caught-up > /dev/null 2> "$work/cu.err" || { cat "$work/cu.err"; exit 1; }
 "$BIN" apply -c "$work/catchup.yml" > /dev/null 2> "$work/cu.err" &
 apply=$!
-for _ in $(seq 1 300); do
-  phase=$("$BIN" status -c "$work/catchup.yml" --json 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['phase'])" || true)
-  [ "$phase" = "in-sync" ] && break; sleep 0.2
-done
+wait_in_sync "$work/catchup.yml"
 echo "catch-up under that load: pgbench unthrottled for ${SECONDS_PER_RUN}s with the coordinator running, oldest unapplied change every 100 ms..."
 pgbench -n -c 4 -j 2 -T "$SECONDS_PER_RUN" -f "$work/cu.sql" "$CS" > "$work/pgbench.out" 2>&1 &
 load=$!

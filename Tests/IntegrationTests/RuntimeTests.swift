@@ -7,6 +7,18 @@ import XCTest
 /// The coordinator's runtime: retries through servers restarting (prepare, metadata), nothing
 /// failing silently, a rate limit that holds, and a catch-up trend that says when it falls behind.
 final class RuntimeTests: XCTestCase {
+    /// `items(id, payload)` on both sources, ids 1...rows split by id % 2 as today's router would.
+    private func createItems(_ fixture: PlanFixture, rows: Int) throws {
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                """
+                CREATE TABLE items (id bigint PRIMARY KEY, payload text NOT NULL);
+                INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, \(rows)) g WHERE g % 2 = \(k);
+                ANALYZE items;
+                """)
+        }
+    }
+
     private func status(_ config: String) throws -> MigrationStatus? {
         let outcome = try ReshardCLI.run(["status", "-c", config, "--json"])
         guard outcome.status == 0 else { return nil }
@@ -122,14 +134,7 @@ final class RuntimeTests: XCTestCase {
     /// changes the observed rate.
     func testTheRateLimitHoldsAndThrottleChangesItWhileRunning() throws {
         let fixture = try PlanFixture(self)
-        for (k, source) in fixture.sources.enumerated() {
-            try PGConnection.connect(source).execute(
-                """
-                CREATE TABLE items (id bigint PRIMARY KEY, payload text NOT NULL);
-                INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 90000) g WHERE g % 2 = \(k);
-                ANALYZE items;
-                """)
-        }
+        try createItems(fixture, rows: 90000)
         let config = try fixture.writeConfig(tables: [("items", "id")])
         let apply = try ReshardCLI.start(["apply", "-c", config, "--max-rows-per-second", "1000"])
         let meta = try PGConnection.connect(fixture.metadata)
@@ -179,14 +184,7 @@ final class RuntimeTests: XCTestCase {
     /// with an ETA to in-sync.
     func testStatusSaysWhenTheChangelogFallsBehindAndWhenItWillBeInSync() throws {
         let fixture = try PlanFixture(self)
-        for (k, source) in fixture.sources.enumerated() {
-            try PGConnection.connect(source).execute(
-                """
-                CREATE TABLE items (id bigint PRIMARY KEY, payload text NOT NULL);
-                INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 200000) g WHERE g % 2 = \(k);
-                ANALYZE items;
-                """)
-        }
+        try createItems(fixture, rows: 200000)
         let config = try fixture.writeConfig(tables: [("items", "id")])
         let apply = try ReshardCLI.start(["apply", "-c", config])
         XCTAssertTrue(try eventually(timeout: 120) { try status(config)?.phase == "in-sync" }, apply.stderr)
@@ -233,14 +231,7 @@ final class RuntimeTests: XCTestCase {
     /// coordinator exits cleanly, leaving no session behind.
     func testAStopCancelsAStatementThatDoesNotEnd() throws {
         let fixture = try PlanFixture(self)
-        for (k, source) in fixture.sources.enumerated() {
-            try PGConnection.connect(source).execute(
-                """
-                CREATE TABLE items (id bigint PRIMARY KEY, payload text NOT NULL);
-                INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 40000) g WHERE g % 2 = \(k);
-                ANALYZE items;
-                """)
-        }
+        try createItems(fixture, rows: 40000)
         let config = try fixture.writeConfig(tables: [("items", "id")])
         let apply = try ReshardCLI.start(["apply", "-c", config, "--max-rows-per-second", "500"])
         XCTAssertTrue(try eventually(timeout: 120) {
