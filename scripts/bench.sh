@@ -39,6 +39,16 @@ psql -qX "$SRC" -c "$DDL" -c "
 psql -qAtX "$SRC" -c "SELECT 'average row: users ' || avg(pg_column_size(u.*))::int || ' B' FROM users u"
 
 now() { date +%s.%N; }
+# sample_ages PID DSN LOGS: while PID (a load) runs, the age of the oldest unapplied change in the
+# union LOGS (rows with a column `at`), every 100 ms, into $work/ages; then waits for PID.
+sample_ages() {
+  : > "$work/ages"
+  while kill -0 "$1" 2>/dev/null; do
+    psql -qAtX "$2" -c "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(at)), 0) FROM ($3) logs" >> "$work/ages"
+    sleep 0.1
+  done
+  wait "$1" || true
+}
 # wait_in_sync CONFIG: until status says in-sync (at most a minute).
 wait_in_sync() {
   for _ in $(seq 1 300); do
@@ -150,13 +160,7 @@ apply=$!
 wait_in_sync "$work/reshard.yml"
 echo "catch-up: pgbench at 1000 transactions/s (2 writes each) for ${SECONDS_PER_RUN}s, sampling the oldest unapplied change every 100 ms..."
 pgbench -n -c 4 -j 2 -R 1000 -T "$SECONDS_PER_RUN" -f "$work/writes.sql" "$SRC" > "$work/pgbench.out" 2>&1 &
-load=$!
-: > "$work/ages"
-while kill -0 $load 2>/dev/null; do
-  psql -qAtX "$SRC" -c "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(at)), 0) FROM ($logs) logs" >> "$work/ages"
-  sleep 0.1
-done
-wait $load || true
+sample_ages $! "$SRC" "$logs"
 rss=$(awk '/VmHWM/ {print $2}' /proc/$apply/status)
 kill -TERM $apply; wait $apply || true
 python3 - "$work/ages" "$(awk '/^tps/ {print $3; exit}' "$work/pgbench.out")" <<'PY'
@@ -275,13 +279,7 @@ apply=$!
 wait_in_sync "$work/catchup.yml"
 echo "catch-up under that load: pgbench unthrottled for ${SECONDS_PER_RUN}s with the coordinator running, oldest unapplied change every 100 ms..."
 pgbench -n -c 4 -j 2 -T "$SECONDS_PER_RUN" -f "$work/cu.sql" "$CS" > "$work/pgbench.out" 2>&1 &
-load=$!
-: > "$work/ages"
-while kill -0 $load 2>/dev/null; do
-  psql -qAtX "$CS" -c "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(at)), 0) FROM (SELECT min(at) AS at FROM $LINES_LOG UNION ALL SELECT min(at) FROM $ACCOUNTS_LOG) logs" >> "$work/ages"
-  sleep 0.1
-done
-wait $load || true
+sample_ages $! "$CS" "SELECT min(at) AS at FROM $LINES_LOG UNION ALL SELECT min(at) FROM $ACCOUNTS_LOG"
 kill -TERM $apply; wait $apply || true
 python3 - "$work/ages" "$(awk '/^tps/ {print $3; exit}' "$work/pgbench.out")" <<'PY'
 import sys
