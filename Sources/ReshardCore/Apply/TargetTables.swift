@@ -8,15 +8,18 @@ import PostgresClient
 /// Not copied: foreign keys (they would point across shards), triggers, and defaults that call
 /// `nextval` (the sequence lives on the source; identity columns are kept as BY DEFAULT).
 public enum TargetTables {
-    /// Whether the table exists on `target`.
-    public static func exists(_ table: Plan.Table, on target: PGConnection) throws -> Bool {
-        try target.query("SELECT to_regclass($1) IS NOT NULL", [try target.quote(table.name)]).get(0, 0, as: Bool.self)
+    /// Whether the table exists on `target` (under `name`, `Plan.builtName(of:on:)`, when given).
+    public static func exists(_ table: Plan.Table, named name: QualifiedName? = nil, on target: PGConnection) throws -> Bool {
+        try target.query("SELECT to_regclass($1) IS NOT NULL", [try target.quote(name ?? table.name)]).get(0, 0, as: Bool.self)
     }
 
-    /// Creates the table on `target` if it is missing. Returns whether it created it.
+    /// Creates the table on `target` under `name` (default: its own) if it is missing. Returns whether it created it.
     @discardableResult
-    public static func create(_ table: Plan.Table, from source: PGConnection, on target: PGConnection, withIndexes: Bool) throws -> Bool {
-        if try exists(table, on: target) { return false }
+    public static func create(
+        _ table: Plan.Table, named name: QualifiedName? = nil, from source: PGConnection, on target: PGConnection, withIndexes: Bool
+    ) throws -> Bool {
+        let name = name ?? table.name
+        if try exists(table, named: name, on: target) { return false }
         let quoted = try source.quote(table.name)
         let columns = try source.query(
             """
@@ -57,18 +60,18 @@ public enum TargetTables {
         let collations = try collationDefinitions(table, on: source)
         try target.transaction { conn in
             for statement in collations { try conn.execute("SET LOCAL client_min_messages = warning; \(statement)") }
-            if let schema = table.name.schema {
+            if let schema = name.schema {
                 try conn.execute("SET LOCAL client_min_messages = warning; CREATE SCHEMA IF NOT EXISTS \(try conn.quoteIdentifier(schema))")
             }
-            try conn.execute("CREATE TABLE IF NOT EXISTS \(try conn.quote(table.name)) (\n  \(parts.joined(separator: ",\n  "))\n)")
-            if let keyIndex { try conn.execute(idempotent(keyIndex)) }
+            try conn.execute("CREATE TABLE IF NOT EXISTS \(try conn.quote(name)) (\n  \(parts.joined(separator: ",\n  "))\n)")
+            if let keyIndex { try conn.execute(idempotent(try retarget(keyIndex, of: table, to: name, source: source, target: conn))) }
         }
-        if withIndexes { try createIndexes(table, from: source, on: target) }
+        if withIndexes { try createIndexes(table, named: name, from: source, on: target) }
         return true
     }
 
-    /// Builds the source's secondary indexes (those not backing a constraint) on `target`.
-    public static func createIndexes(_ table: Plan.Table, from source: PGConnection, on target: PGConnection) throws {
+    /// Builds the source's secondary indexes (those not backing a constraint) on `target`'s table `name` (default: its own).
+    public static func createIndexes(_ table: Plan.Table, named name: QualifiedName? = nil, from source: PGConnection, on target: PGConnection) throws {
         let indexes = try source.query(
             """
             SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
@@ -77,7 +80,7 @@ public enum TargetTables {
             """, [try source.quote(table.name)])
         for row in 0..<indexes.rowCount {
             guard let definition = indexes[row, 0] else { continue }
-            try target.execute(idempotent(definition))
+            try target.execute(idempotent(try retarget(definition, of: table, to: name ?? table.name, source: source, target: target)))
         }
     }
 
@@ -114,6 +117,21 @@ public enum TargetTables {
             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND n.nspname <> 'pg_catalog'
             """, [try source.quote(table.name)])
         return (0..<rows.rowCount).flatMap { [rows[$0, 0]!, rows[$0, 1]!] }
+    }
+
+    /// An index definition of the source's table rewritten to name `name` instead (an index lives
+    /// in its table's schema, so its own name needs no change). `pg_get_indexdef` writes the table
+    /// schema-qualified, as `format('%I.%I')` does.
+    static func retarget(_ definition: String, of table: Plan.Table, to name: QualifiedName, source: PGConnection, target: PGConnection) throws -> String {
+        if name == table.name { return definition }
+        let qualified = try source.query(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
+            [try source.quote(table.name)]).get(0, 0, as: String.self)
+        let marker = " ON \(qualified) USING "
+        guard definition.contains(marker) else {
+            throw ReshardError.failed("table \(table.name): cannot rename the index definition \(definition) for \(name)")
+        }
+        return definition.replacingOccurrences(of: marker, with: " ON \(try target.quote(name)) USING ")
     }
 
     /// `CREATE [UNIQUE] INDEX IF NOT EXISTS ...`, so building an index again is harmless.
