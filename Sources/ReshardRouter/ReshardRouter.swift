@@ -33,7 +33,7 @@ public final class ReshardRouter: @unchecked Sendable {
     /// How long `write` keeps reloading and retrying while the fence refuses: during a switch
     /// both layouts refuse writes until the new epoch is published and released (at most the
     /// cutover's `--max-stall`, 2 s by default).
-    public var fenceWait: TimeInterval
+    public let fenceWait: TimeInterval
     private let metadataDSN: ConnectionString
     private let connect: Connect
     private let lock = NSLock()

@@ -20,7 +20,7 @@ final class ShardMapPlanTests: XCTestCase {
         return Plan(
             migration: "m", metadata: "dbname=meta", function: try ShardFunction(kind: .hash, shardCount: 3), sourceFunction: sourceFunction,
             sources: [
-                shard("s0", "host=a dbname=app password=secret", replicas: ["host=a2 dbname=app password=secret2"]),
+                shard("s0", "host=a dbname=app password=secret", replicas: ["host=a2 dbname=app password=secret2 sslpassword=secret3"]),
                 shard("s1", "postgres://app:${S1_PASSWORD}@b/app"),
             ],
             targets: [

@@ -46,9 +46,12 @@ extension ShardMap {
         try! ShardFunction(kind: .hash, shardCount: max(plan.sources.count, 1))
     }
 
+    /// The connection string with no secret left: neither `password` nor `sslpassword` (of a client key).
     private static func withoutPassword(_ written: String, _ environment: [String: String]) -> String {
         let expanded = (try? ReshardConfig.expandingEnvironment(written, environment)) ?? written
-        guard let parsed = try? ConnectionString(expanded) else { return "" }
-        return parsed.withoutPassword
+        guard var options = (try? ConnectionString(expanded))?.options else { return "" }
+        options["password"] = nil
+        options["sslpassword"] = nil
+        return ConnectionString.keywordString(options)
     }
 }
