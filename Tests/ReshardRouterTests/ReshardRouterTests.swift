@@ -206,3 +206,20 @@ extension ReshardRouterTests {
         XCTAssertEqual(try router.route(table: "users", key: userID).shard.name, "d0")
     }
 }
+
+extension ReshardRouterTests {
+    /// A write whose body swallows a statement's error must not be reported as done: PostgreSQL
+    /// answers COMMIT of a failed transaction with ROLLBACK, not with an error.
+    func testAWriteWhoseTransactionFailedIsNeverAcknowledged() throws {
+        try publish([0, 1])
+        let router = try ReshardRouter(metadata: metadata, migration: migration)
+        XCTAssertThrowsError(try router.write(table: "items", key: 2) { conn in
+            try conn.query("INSERT INTO items VALUES (2, 'kept?')")
+            _ = try? conn.query("INSERT INTO items VALUES (2, 'duplicate')")
+        }) { XCTAssertEqual(($0 as? PostgresError)?.code, .server, "\($0)") }
+        XCTAssertEqual(try placement(), [:])
+        // The connection is usable afterwards.
+        try router.write(table: "items", key: 2) { try $0.query("INSERT INTO items VALUES (2, 'x')") }
+        XCTAssertEqual(try placement(), [2: [0]])
+    }
+}
