@@ -8,6 +8,10 @@ let package = Package(
         // What applications link to route keys the way reshard places them: no libpq, no YAML,
         // no argument parsing (`scripts/check-routing-deps.sh` keeps it so).
         .library(name: "ReshardRouting", targets: ["ReshardRouting"]),
+        // The shard map client for applications: loads the current epoch, routes keys, follows
+        // cutovers. libpq (PostgresClient) and ReshardRouting only: no ReshardCore, Yams or
+        // ArgumentParser (`scripts/check-routing-deps.sh`).
+        .library(name: "ReshardRouter", targets: ["ReshardRouter"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -28,6 +32,8 @@ let package = Package(
         .target(name: "PostgresClient", dependencies: ["CLibPQ"]),
         // Shard functions, key types and PostgreSQL's hashes in Swift: pure, dependency-free.
         .target(name: "ReshardRouting"),
+        // Routes keys by the shard map in the metadata database, for applications.
+        .target(name: "ReshardRouter", dependencies: ["PostgresClient", "ReshardRouting"]),
         // Throwaway local PostgreSQL clusters for tests, demos and `reshard rehearse`.
         .target(name: "LocalCluster", dependencies: ["PostgresClient"]),
         // Config, plan, SQL, phases, metadata, apply and verify.
@@ -43,7 +49,7 @@ let package = Package(
         .executableTarget(
             name: "reshard",
             dependencies: [
-                "ReshardCore", "ReshardRouting", "LocalCluster", "PostgresClient",
+                "ReshardCore", "ReshardRouting", "ReshardRouter", "LocalCluster", "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -53,6 +59,9 @@ let package = Package(
         ),
         // The routing module alone: builds and runs without libpq.
         .testTarget(name: "ReshardRoutingTests", dependencies: ["ReshardRouting"]),
+        // The router against real clusters (ReshardCore only publishes the maps it loads).
+        .testTarget(
+            name: "ReshardRouterTests", dependencies: ["ReshardRouter", "ReshardRouting", "PostgresClient", "LocalCluster", "ReshardCore"]),
         // Pure logic, no database.
         .testTarget(name: "ReshardCoreTests", dependencies: ["ReshardCore", "ReshardRouting", "PostgresClient"]),
         // Everything that talks to real PostgreSQL clusters started by LocalCluster.

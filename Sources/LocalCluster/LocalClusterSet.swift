@@ -141,7 +141,7 @@ public final class LocalClusterSet: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    private static func makeTemporaryDirectory() throws -> String {
+    static func makeTemporaryDirectory() throws -> String {
         var template = Array((NSTemporaryDirectory() + "/" + directoryPrefix + "XXXXXX").utf8CString)
         guard let made = mkdtemp(&template) else {
             throw LocalClusterError("cannot create a temporary directory: \(String(cString: strerror(errno)))")
@@ -150,7 +150,7 @@ public final class LocalClusterSet: @unchecked Sendable {
         return URL(fileURLWithPath: String(cString: made)).standardizedFileURL.path
     }
 
-    private static func chownToPostgres(_ path: String) throws {
+    static func chownToPostgres(_ path: String) throws {
         guard let pw = getpwnam("postgres") else {
             throw LocalClusterError("running as root needs an OS user named postgres to run the clusters")
         }

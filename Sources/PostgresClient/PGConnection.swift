@@ -131,7 +131,14 @@ public final class PGConnection: @unchecked Sendable {
             try execute(isolation.map { "BEGIN ISOLATION LEVEL \($0)" } ?? "BEGIN")
             do {
                 let value = try body(self)
-                try execute("COMMIT")
+                // PostgreSQL answers COMMIT of a transaction that a failed statement aborted with
+                // ROLLBACK, not an error: a body that caught that error must not pass for committed.
+                let commit = try execute("COMMIT")
+                if String(cString: PQcmdStatus(commit.raw)) == "ROLLBACK" {
+                    throw PostgresError(
+                        code: .server, message: "the transaction was rolled back at COMMIT: one of its statements had failed",
+                        sqlState: "25P02", endpoint: endpoint, statement: "COMMIT")
+                }
                 return value
             } catch {
                 if PQtransactionStatus(handle) != PQTRANS_IDLE { _ = try? execute("ROLLBACK") }

@@ -291,6 +291,8 @@ public final class Coordinator: @unchecked Sendable {
                 try checkStillMatches(registered)
                 try event("resumed in phase \(phase.rawValue) by \(ProcessInfo.processInfo.hostName) pid \(getpid())", on: conn)
             }
+            // Applications route by the old layout until cutover publishes the new one.
+            try ShardMapStore.publishInitial(plan, on: conn)
             try ApplyLease.recordHolder(plan.migration, on: conn)
             // Retries a dead coordinator was in the middle of are not ours.
             try conn.query("DELETE FROM reshard.retries WHERE migration = $1", [plan.migration])

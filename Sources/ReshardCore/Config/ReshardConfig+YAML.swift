@@ -208,10 +208,17 @@ struct YAMLReader {
         for (index, item) in items.enumerated() {
             var name = "\(prefix)\(index)"
             let dsnNode: Node
+            var replicaNodes: [Node] = []
             if case .mapping = item {
-                let entry = try mapping(item, "\(list) shard", keys: ["name", "dsn"])
+                let entry = try mapping(item, "\(list) shard", keys: ["name", "dsn", "replicas"])
                 if let nameNode = entry["name"] { name = try scalar(nameNode, "name") }
                 dsnNode = try required(entry, "dsn", in: "\(list) shard")
+                if let node = entry["replicas"] {
+                    guard case .sequence(let items) = node else {
+                        throw ReshardError.badInput("replicas of shard \(name) must be a list of connection strings", at: location(node))
+                    }
+                    replicaNodes = Array(items)
+                }
             } else {
                 dsnNode = item
             }
@@ -221,7 +228,9 @@ struct YAMLReader {
             if shards.contains(where: { $0.name == name }) {
                 throw ReshardError.badInput("shard name '\(name)' is used twice in \(list).shards", at: location(item))
             }
-            shards.append(.init(name: name, dsn: try dsn(dsnNode, label: name), line: item.mark?.line ?? 0))
+            shards.append(.init(
+                name: name, dsn: try dsn(dsnNode, label: name), line: item.mark?.line ?? 0,
+                replicas: try replicaNodes.map { try dsn($0, label: "replica of \(name)") }))
         }
         return shards
     }

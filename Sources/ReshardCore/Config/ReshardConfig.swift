@@ -9,11 +9,15 @@ public struct ReshardConfig: Sendable {
         public var dsn: ConnectionString
         /// Where it was written, for messages.
         public var line: Int
+        /// Read replicas of the shard (`replicas:`), only published in the shard map: reshard
+        /// itself never connects to them.
+        public var replicas: [ConnectionString]
 
-        public init(name: String, dsn: ConnectionString, line: Int) {
+        public init(name: String, dsn: ConnectionString, line: Int, replicas: [ConnectionString] = []) {
             self.name = name
             self.dsn = dsn
             self.line = line
+            self.replicas = replicas
         }
     }
 

@@ -13,6 +13,9 @@ public struct Plan: Sendable, Codable, Equatable {
         public var dsn: String
         /// For a target: the source it is the same database as.
         public var sameAsSource: String?
+        /// Read replicas the config lists for the shard (as the plan stores connection strings),
+        /// published in the shard map for applications' reads; nil when none.
+        public var replicas: [String]? = nil
     }
 
     public struct Slice: Sendable, Codable, Equatable {

@@ -112,12 +112,21 @@ public struct Planner {
             migration: config.migration, metadata: config.metadata.planFileValue, function: config.function,
             sourceFunction: config.sourceFunction,
             sources: connectedSources.map {
-                Plan.Shard(name: $0.shard.name, endpoint: $0.shard.dsn.endpoint.description, dsn: $0.shard.dsn.planFileValue, sameAsSource: nil)
+                Plan.Shard(
+                    name: $0.shard.name, endpoint: $0.shard.dsn.endpoint.description, dsn: $0.shard.dsn.planFileValue, sameAsSource: nil,
+                    replicas: Self.replicas($0.shard))
             },
             targets: zip(connectedTargets, sameAs).map { t, same in
-                Plan.Shard(name: t.shard.name, endpoint: t.shard.dsn.endpoint.description, dsn: t.shard.dsn.planFileValue, sameAsSource: same)
+                Plan.Shard(
+                    name: t.shard.name, endpoint: t.shard.dsn.endpoint.description, dsn: t.shard.dsn.planFileValue, sameAsSource: same,
+                    replicas: Self.replicas(t.shard))
             },
             tables: tables, recordedPhase: recordedPhase, warnings: warnings.isEmpty ? nil : warnings)
+    }
+
+    /// The replicas the config lists for a shard, as a plan stores connection strings.
+    static func replicas(_ shard: ReshardConfig.Shard) -> [String]? {
+        shard.replicas.isEmpty ? nil : shard.replicas.map(\.planFileValue)
     }
 
     // MARK: Validation

@@ -1,0 +1,189 @@
+import Foundation
+import PostgresClient
+import ReshardRouting
+
+/// What an application links to send each key to the shard reshard placed it on: loads the
+/// migration's current shard map from the metadata database (the view `reshard.shard_map`),
+/// routes keys, keeps one connection per shard, and follows a cutover or rollback by itself:
+/// a write the fence refuses (`FenceSQLState`) reloads the map and runs again on the shard the
+/// new epoch names.
+///
+/// Why `@unchecked Sendable`: the map, the connections and the metadata connection are only
+/// touched under `lock`. A shard's connection may be handed to two threads, which then take
+/// turns on it (`PGConnection` serialises its users, and a transaction holds it to the end):
+/// correct, but one statement at a time per shard. Threads that need parallel writes to one
+/// shard use a router each.
+///
+/// Every call blocks (libpq): call it from your own threads, never from Swift's cooperative pool.
+public final class ReshardRouter: @unchecked Sendable {
+    /// Opens a connection to a shard (or replica) given the map's connection string, which never
+    /// holds a password, and the shard's name. The default relies on libpq for the password
+    /// (`PGPASSWORD`, `~/.pgpass`, a `passfile`); pass your own to add credentials or settings.
+    public typealias Connect = @Sendable (_ dsn: String, _ shard: String) throws -> PGConnection
+
+    /// Where a key goes in one epoch.
+    public struct Route: Sendable, Equatable {
+        public var epoch: Int64
+        /// The shard's index in the map (`function.shard(for:)`).
+        public var index: Int
+        public var shard: ShardMap.Shard
+    }
+
+    public let migration: String
+    /// How long `write` keeps reloading and retrying while the fence refuses: during a switch
+    /// both layouts refuse writes until the new epoch is published and released (at most the
+    /// cutover's `--max-stall`, 2 s by default).
+    public let fenceWait: TimeInterval
+    private let metadataDSN: ConnectionString
+    private let connect: Connect
+    private let lock = NSLock()
+    private var cached: ShardMap
+    private var meta: PGConnection?
+    /// By connection string: a database that is a shard in two epochs keeps its connection.
+    private var connections: [String: PGConnection] = [:]
+    private var nextReplica = 0
+
+    public static let defaultConnect: Connect = { dsn, shard in
+        try PGConnection.connect(try ConnectionString(dsn, label: shard), applicationName: "reshard-router")
+    }
+
+    /// Connects to the metadata database and loads the migration's current map.
+    /// - Throws: `RouterError` when the migration has no shard map yet (`reshard apply` publishes
+    ///   the first epoch), or libpq's error when the metadata database cannot be reached.
+    public init(metadata: ConnectionString, migration: String, fenceWait: TimeInterval = 5, connect: @escaping Connect = defaultConnect) throws {
+        self.metadataDSN = metadata
+        self.migration = migration
+        self.fenceWait = fenceWait
+        self.connect = connect
+        let conn = try PGConnection.connect(metadata, applicationName: "reshard-router")
+        cached = try Self.load(migration, on: conn)
+        meta = conn
+    }
+
+    /// The map in use (cached: routing never asks the metadata database).
+    public var map: ShardMap { lock.withLock { cached } }
+
+    /// Reads the current epoch again; returns the map now in use.
+    @discardableResult
+    public func reload() throws -> ShardMap {
+        try lock.withLock {
+            if meta == nil || !(meta?.isHealthy ?? false) {
+                meta = nil
+                meta = try PGConnection.connect(metadataDSN, applicationName: "reshard-router")
+            }
+            do {
+                let loaded = try Self.load(migration, on: meta!)
+                if loaded != cached {
+                    // Connections to databases the new map no longer names are closed.
+                    let used = Set(loaded.shards.flatMap { [$0.dsn] + $0.replicas })
+                    connections = connections.filter { used.contains($0.key) }
+                }
+                cached = loaded
+                return loaded
+            } catch let error as PostgresError {
+                if !(meta?.isHealthy ?? false) { meta = nil }
+                throw error
+            }
+        }
+    }
+
+    /// The shard a key of `table` belongs to in the cached epoch. Integer keys are taken as the
+    /// table's key type (an `integer` column hashes differently from a `bigint` one).
+    public func route(table: String, key: ShardKey) throws -> Route {
+        try map.route(table: table, key: key)
+    }
+
+    public func route(table: String, key: Int64) throws -> Route { try route(table: table, key: .int(key, .bigint)) }
+
+    /// A key in the text form PostgreSQL prints for the table's key type.
+    public func route(table: String, key: String) throws -> Route { try map.route(table: table, keyText: key) }
+
+    /// Runs `body` in a transaction on the primary of the shard `key` belongs to, and commits.
+    ///
+    /// When the fence refuses the write (this router's map is older than the current epoch, or the
+    /// key is misrouted), the transaction is rolled back, so nothing of it is stored; the map is
+    /// reloaded and `body` runs again on the shard the newer epoch names, for up to `fenceWait`.
+    /// `body` may therefore run more than once, and must not commit or roll back itself. Any
+    /// other error is thrown as it is (a commit whose outcome is unknown is never retried).
+    public func write<T>(table: String, key: ShardKey, _ body: (PGConnection) throws -> T) throws -> T {
+        let deadline = Date().addingTimeInterval(fenceWait)
+        var pause = 0.01
+        while true {
+            let route = try self.route(table: table, key: key)
+            do {
+                let conn = try connection(route.shard.dsn, shard: route.shard.name)
+                return try using(conn) { try $0.transaction(body) }
+            } catch let error as PostgresError where error.isFenceRefusal {
+                guard Date() < deadline else { throw error }
+                // The fence names a newer epoch than ours, or the switch is still under way and
+                // the newer epoch not yet published: reload until the map changes or time is up.
+                while try reload().epoch == route.epoch, Date() < deadline {
+                    Thread.sleep(forTimeInterval: pause)
+                    pause = min(pause * 2, 0.2)
+                }
+            }
+        }
+    }
+
+    public func write<T>(table: String, key: Int64, _ body: (PGConnection) throws -> T) throws -> T {
+        try write(table: table, key: .int(key, .bigint), body)
+    }
+
+    /// Runs `body` on a replica of the shard `key` belongs to (taking turns when there are
+    /// several), or on its primary when the map lists none or `fromReplica` is false. Reads are
+    /// never fenced; a replica may lag behind its primary.
+    public func read<T>(table: String, key: ShardKey, fromReplica: Bool = true, _ body: (PGConnection) throws -> T) throws -> T {
+        let route = try self.route(table: table, key: key)
+        var dsn = route.shard.dsn
+        if fromReplica, !route.shard.replicas.isEmpty {
+            dsn = lock.withLock {
+                nextReplica &+= 1
+                return route.shard.replicas[nextReplica % route.shard.replicas.count]
+            }
+        }
+        return try using(try connection(dsn, shard: route.shard.name), body)
+    }
+
+    public func read<T>(table: String, key: Int64, fromReplica: Bool = true, _ body: (PGConnection) throws -> T) throws -> T {
+        try read(table: table, key: .int(key, .bigint), fromReplica: fromReplica, body)
+    }
+
+    // MARK: - Connections
+
+    /// The open connection to `dsn`, or a new one (a connection the server dropped is replaced).
+    private func connection(_ dsn: String, shard: String) throws -> PGConnection {
+        try lock.withLock {
+            if let open = connections[dsn], open.isHealthy { return open }
+            connections[dsn] = nil
+            let opened = try connect(dsn, shard)
+            connections[dsn] = opened
+            return opened
+        }
+    }
+
+    /// Runs `body`, forgetting the connection if it broke meanwhile, so the next call reconnects.
+    private func using<T>(_ conn: PGConnection, _ body: (PGConnection) throws -> T) throws -> T {
+        do { return try body(conn) } catch {
+            if !conn.isHealthy { lock.withLock { connections = connections.filter { $0.value !== conn } } }
+            throw error
+        }
+    }
+
+    static func load(_ migration: String, on conn: PGConnection) throws -> ShardMap {
+        guard try conn.query("SELECT to_regclass('reshard.shard_map') IS NOT NULL").get(0, 0, as: Bool.self) else {
+            throw RouterError(.noShardMap, "the metadata database has no reshard shard map (run reshard apply first)")
+        }
+        let row = try conn.query("SELECT map::text FROM reshard.shard_map WHERE migration = $1", [migration])
+        guard row.rowCount == 1, let text = row[0, 0] else {
+            throw RouterError(.noShardMap, "migration \(migration) has no shard map yet (reshard apply publishes its first epoch)")
+        }
+        do { return try JSONDecoder().decode(ShardMap.self, from: Data(text.utf8)) } catch {
+            throw RouterError(.noShardMap, "the shard map of migration \(migration) cannot be read by this router (\(error))")
+        }
+    }
+}
+
+extension PostgresError {
+    /// Whether the server refused the write because of reshard's fence (the map is stale).
+    public var isFenceRefusal: Bool { sqlState == FenceSQLState.staleEpoch || sqlState == FenceSQLState.misrouted }
+}

@@ -1,0 +1,225 @@
+import Foundation
+import LocalCluster
+import PostgresClient
+import ReshardCore
+import ReshardRouter
+import XCTest
+
+/// One local cluster for the router's tests, started on first use, removed at process exit.
+private final class RouterCluster: @unchecked Sendable {
+    static let shared = RouterCluster()
+    private let lock = NSLock()
+    private var set: LocalClusterSet?
+
+    func cluster() throws -> LocalCluster {
+        try lock.withLock {
+            if let set { return set.clusters[0] }
+            let started = try LocalClusterSet.start(count: 1)
+            set = started
+            atexit { RouterCluster.shared.stop() }
+            return started.clusters[0]
+        }
+    }
+
+    func stop() { lock.withLock { set?.stop(); set = nil } }
+}
+
+final class ReshardRouterTests: XCTestCase {
+    private var cluster: LocalCluster!
+    private var metadata: ConnectionString!
+    /// Shard databases d0, d1, d2 holding `items (id bigint PRIMARY KEY, note text)`.
+    private var shards: [ConnectionString] = []
+    private let migration = "router-test"
+
+    override func setUpWithError() throws {
+        cluster = try RouterCluster.shared.cluster()
+        metadata = try database("meta")
+        shards = try (0..<3).map { try database("d\($0)") }
+        for shard in shards { try PGConnection.connect(shard).execute("CREATE TABLE items (id bigint PRIMARY KEY, note text)") }
+        let meta = try PGConnection.connect(metadata)
+        _ = try MetadataSchema.current.apply(to: meta)
+        try meta.query("INSERT INTO reshard.migrations (name, plan) VALUES ($1, '{}')", [migration])
+    }
+
+    private func database(_ prefix: String) throws -> ConnectionString {
+        let name = "\(prefix)_\(UUID().uuidString.prefix(8).lowercased())"
+        let dsn = try cluster.createDatabase(name)
+        addTeardownBlock { [cluster] in
+            let admin = try PGConnection.connect(cluster!.connectionString())
+            try admin.execute("DROP DATABASE IF EXISTS \(try admin.quoteIdentifier(name)) WITH (FORCE)")
+        }
+        return dsn
+    }
+
+    /// Publishes a modulo map over `indexes` of the shard databases; returns it with its epoch.
+    @discardableResult
+    private func publish(_ indexes: [Int], replicas: [Int: [ConnectionString]] = [:]) throws -> ShardMap {
+        let map = ShardMap(
+            migration: migration, epoch: 0, function: try ShardFunction(kind: .modulo, shardCount: indexes.count),
+            shards: indexes.map {
+                ShardMap.Shard(name: "d\($0)", dsn: shards[$0].withoutPassword, replicas: (replicas[$0] ?? []).map(\.withoutPassword))
+            },
+            tables: [.init(name: "items", key: "id", keyType: .bigint)])
+        return try PGConnection.connect(metadata).transaction { try ShardMapStore.publish(map, on: $0) }
+    }
+
+    /// A real fence refusal on a shard's `items`: every write statement fails with `sqlState`.
+    private func fence(_ shard: Int, _ sqlState: String) throws {
+        try PGConnection.connect(shards[shard]).execute(
+            """
+            CREATE FUNCTION fenced() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN RAISE EXCEPTION USING ERRCODE = '\(sqlState)', MESSAGE = 'fenced by the test'; END $$;
+            CREATE TRIGGER fenced BEFORE INSERT OR UPDATE OR DELETE ON items FOR EACH STATEMENT EXECUTE FUNCTION fenced();
+            """)
+    }
+
+    /// Where each id is, read with independent SQL on every shard database.
+    private func placement() throws -> [Int64: [Int]] {
+        var found: [Int64: [Int]] = [:]
+        for (index, shard) in shards.enumerated() {
+            let rows = try PGConnection.connect(shard).query("SELECT id FROM items")
+            for row in 0..<rows.rowCount { found[try rows.get(row, 0, as: Int64.self), default: []].append(index) }
+        }
+        return found
+    }
+
+    func testRoutesKeysByTheCurrentEpochAndWritesThere() throws {
+        try publish([0, 1])
+        let router = try ReshardRouter(metadata: metadata, migration: migration)
+        XCTAssertEqual(router.map.epoch, 1)
+        XCTAssertEqual(try router.route(table: "items", key: 7).shard.name, "d1")
+        XCTAssertEqual(try router.route(table: "items", key: "-4").index, 0)
+        for id in Int64(1)...10 {
+            try router.write(table: "items", key: id) { try $0.query("INSERT INTO items VALUES ($1, 'x')", [id]) }
+        }
+        let placed = try placement()
+        XCTAssertEqual(placed.count, 10)
+        for (id, places) in placed { XCTAssertEqual(places, [Int(id % 2)], "id \(id)") }
+
+        XCTAssertThrowsError(try router.route(table: "nope", key: 1)) { XCTAssertEqual(($0 as? RouterError)?.code, .unknownTable) }
+        XCTAssertThrowsError(try router.route(table: "items", key: "abc")) { XCTAssertEqual(($0 as? RouterError)?.code, .badKey) }
+        XCTAssertThrowsError(try router.route(table: "items", key: .text("abc"))) { XCTAssertEqual(($0 as? RouterError)?.code, .badKey) }
+    }
+
+    /// The map is cached: a newer epoch is used only after a reload (or a fence refusal).
+    func testCachesTheMapUntilReloaded() throws {
+        try publish([0, 1])
+        let router = try ReshardRouter(metadata: metadata, migration: migration)
+        try publish([0, 1, 2])
+        XCTAssertEqual(try router.route(table: "items", key: 5).shard.name, "d1")
+        XCTAssertEqual(try router.reload().epoch, 2)
+        XCTAssertEqual(try router.route(table: "items", key: 5).shard.name, "d2")
+    }
+
+    /// After a cutover the old layout refuses the write (RS001): the router reloads the map and
+    /// the write lands once, on the shard the new epoch gives it; nothing is left on the old one.
+    func testAStaleEpochRefusalReloadsTheMapAndRetriesOnTheNewShard() throws {
+        try publish([0, 1])
+        let router = try ReshardRouter(metadata: metadata, migration: migration)
+        try publish([2])
+        try fence(0, FenceSQLState.staleEpoch)
+        try fence(1, FenceSQLState.staleEpoch)
+        var runs = 0
+        try router.write(table: "items", key: 4) { conn in
+            runs += 1
+            try conn.query("INSERT INTO items VALUES (4, 'first')")
+            try conn.query("INSERT INTO items VALUES (40, 'second')")
+        }
+        XCTAssertEqual(runs, 2)
+        XCTAssertEqual(router.map.epoch, 2)
+        XCTAssertEqual(try placement(), [4: [2], 40: [2]])
+    }
+
+    /// A misrouted refusal (RS002) is followed the same way.
+    func testAMisroutedRefusalIsFollowedToo() throws {
+        try publish([0, 1])
+        let router = try ReshardRouter(metadata: metadata, migration: migration)
+        try publish([1, 0])
+        try fence(0, FenceSQLState.misrouted)
+        try router.write(table: "items", key: 2) { try $0.query("INSERT INTO items VALUES (2, 'x')") }
+        XCTAssertEqual(try placement(), [2: [1]])
+    }
+
+    /// While the map does not change, a refused write is retried only until `fenceWait`, then the
+    /// fence's error is thrown and nothing is stored.
+    func testARefusalWithNoNewerEpochGivesUpAfterTheWait() throws {
+        try publish([0, 1])
+        let router = try ReshardRouter(metadata: metadata, migration: migration, fenceWait: 0.3)
+        try fence(1, FenceSQLState.staleEpoch)
+        let started = Date()
+        XCTAssertThrowsError(try router.write(table: "items", key: 3) { try $0.query("INSERT INTO items VALUES (3, 'x')") }) {
+            XCTAssertEqual(($0 as? PostgresError)?.sqlState, FenceSQLState.staleEpoch)
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(started), 3)
+        XCTAssertEqual(try placement(), [:])
+        // Any other error is not retried.
+        var runs = 0
+        XCTAssertThrowsError(try router.write(table: "items", key: 2) { conn in
+            runs += 1
+            try conn.query("INSERT INTO items VALUES (2, 'x'), (2, 'y')")
+        }) { XCTAssertEqual(($0 as? PostgresError)?.sqlState, "23505") }
+        XCTAssertEqual(runs, 1)
+    }
+
+    /// Reads go to the shard's replicas when the map lists them, taking turns; else the primary.
+    func testReadsGoToTheReplicasTheMapLists() throws {
+        let replicaA = try database("ra"), replicaB = try database("rb")
+        try publish([0, 1], replicas: [1: [replicaA, replicaB]])
+        let router = try ReshardRouter(metadata: metadata, migration: migration)
+        func where_(_ key: Int64, replica: Bool = true) throws -> String {
+            try router.read(table: "items", key: key, fromReplica: replica) { try $0.query("SELECT current_database()")[0, 0]! }
+        }
+        let names = [replicaA, replicaB].map { $0.options["dbname"]! }
+        XCTAssertEqual(Set([try where_(1), try where_(3)]), Set(names))
+        XCTAssertEqual(try where_(1, replica: false), shards[1].options["dbname"])
+        XCTAssertEqual(try where_(2), shards[0].options["dbname"])
+    }
+
+    func testNoMapIsAClearError() throws {
+        XCTAssertThrowsError(try ReshardRouter(metadata: metadata, migration: migration)) {
+            XCTAssertEqual(($0 as? RouterError)?.code, .noShardMap)
+            XCTAssertTrue("\($0)".contains(migration), "\($0)")
+        }
+    }
+}
+
+extension ReshardRouterTests {
+    /// The README's example ("For applications"), as written there but for the connection string.
+    func testTheReadmeExampleRuns() throws {
+        try publish([0, 1])
+        for shard in shards { try PGConnection.connect(shard).execute("CREATE TABLE users (id bigint PRIMARY KEY, name text)") }
+        try PGConnection.connect(shards[0]).execute("INSERT INTO users VALUES (42, 'Bob')")
+        var map = try XCTUnwrap(ShardMapStore.current(migration: migration, on: PGConnection.connect(metadata)))
+        map.tables.append(.init(name: "users", key: "id", keyType: .bigint))
+        try PGConnection.connect(metadata).transaction { try ShardMapStore.publish(map, on: $0) }
+
+        let router = try ReshardRouter(metadata: metadata, migration: migration)
+        let userID: Int64 = 42
+        try router.write(table: "users", key: userID) { conn in
+            try conn.query("UPDATE users SET name = $2 WHERE id = $1", [userID, "Ada"])
+        }
+        let name = try router.read(table: "users", key: userID) { conn in
+            try conn.query("SELECT name FROM users WHERE id = $1", [userID])[0, 0]
+        }
+        XCTAssertEqual(name, "Ada")
+        XCTAssertEqual(router.map.epoch, 2)
+        XCTAssertEqual(try router.route(table: "users", key: userID).shard.name, "d0")
+    }
+}
+
+extension ReshardRouterTests {
+    /// A write whose body swallows a statement's error must not be reported as done: PostgreSQL
+    /// answers COMMIT of a failed transaction with ROLLBACK, not with an error.
+    func testAWriteWhoseTransactionFailedIsNeverAcknowledged() throws {
+        try publish([0, 1])
+        let router = try ReshardRouter(metadata: metadata, migration: migration)
+        XCTAssertThrowsError(try router.write(table: "items", key: 2) { conn in
+            try conn.query("INSERT INTO items VALUES (2, 'kept?')")
+            _ = try? conn.query("INSERT INTO items VALUES (2, 'duplicate')")
+        }) { XCTAssertEqual(($0 as? PostgresError)?.code, .server, "\($0)") }
+        XCTAssertEqual(try placement(), [:])
+        // The connection is usable afterwards.
+        try router.write(table: "items", key: 2) { try $0.query("INSERT INTO items VALUES (2, 'x')") }
+        XCTAssertEqual(try placement(), [2: [0]])
+    }
+}
