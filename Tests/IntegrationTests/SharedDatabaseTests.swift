@@ -142,9 +142,30 @@ final class SharedDatabaseTests: XCTestCase {
                 """)[0, 0]!
         }
         let before = try fixture.sources.map(live)
+
+        // plan and status say per target whether it is shared and where its tables are built.
+        let planned = try ReshardCLI.run(["plan", "-c", config])
+        XCTAssertEqual(planned.status, 0, planned.stderr)
+        for line in [
+            "target t0: the database of source s0; tables built in reshard_build, swapped in at cutover",
+            "target t1: the database of source s1; tables built in reshard_build, swapped in at cutover",
+            "target t2: tables built under their own names",
+        ] { XCTAssertTrue(planned.stdout.contains(line), planned.stdout) }
+        let plannedJSON = try ReshardCLI.run(["plan", "-c", config, "--json"])
+        let object = try JSONSerialization.jsonObject(with: Data(plannedJSON.stdout.utf8)) as? [String: Any]
+        let placements = try XCTUnwrap(object?["placements"] as? [[String: Any]], plannedJSON.stdout)
+        XCTAssertEqual(placements.map { $0["shared"] as? Bool }, [true, true, false, false])
+        XCTAssertEqual(placements.map { $0["buildSchema"] as? String }, ["reshard_build", "reshard_build", nil, nil])
+        XCTAssertEqual(placements.map { $0["sameAsSource"] as? String }, ["s0", "s1", nil, nil])
+
         let applied = try fixture.applyUntilCaughtUp(config)
         XCTAssertEqual(applied.status, 0, applied.stderr)
         XCTAssertEqual(try fixture.sources.map(live), before, "the old shards' live tables after apply")
+        let status = try XCTUnwrap(try ReshardCLI.status(config))
+        XCTAssertEqual(status.targets.map(\.buildSchema), ["reshard_build", "reshard_build", nil, nil])
+        XCTAssertEqual(status.targets.map(\.shared), [true, true, false, false])
+        XCTAssertTrue(
+            status.text.contains("target t1: the database of source s1; tables built in reshard_build, swapped in at cutover"), status.text)
         try assertBuiltTablesHoldSourceRows(
             sources: fixture.sources, targets: targets, names: ["reshard_build.posts", "reshard_build.posts", "posts", "posts"],
             ranges: Self.ranges4)

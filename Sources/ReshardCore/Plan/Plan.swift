@@ -106,6 +106,7 @@ extension Plan {
             "plan \(migration): \(sources.count) source(s) -> \(targets.count) target(s), \(function.kind.rawValue)"
                 + (sameAs.isEmpty ? "" : " (\(sameAs.joined(separator: ", ")))"))
         if let recordedPhase { lines.append("migration is under way: phase \(recordedPhase)") }
+        lines += placements.map(\.text)
         for table in tables {
             lines.append("")
             lines.append(
