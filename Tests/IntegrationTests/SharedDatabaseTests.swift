@@ -173,6 +173,102 @@ final class SharedDatabaseTests: XCTestCase {
         XCTAssertEqual(verified.status, 0, verified.stdout + verified.stderr)
         XCTAssertEqual(try fixture.sources.map(live), before, "the old shards' live tables after verify")
     }
+
+    /// Item 5: the statements cutover runs behind its fence (`SwapSQL.swapIn`) and rollback's
+    /// (`swapBack`), on a real shared database after apply: the table the application names holds
+    /// exactly t0's rows, then exactly s0's old rows again; the `serial` sequence stays in the
+    /// table's schema, owned by whichever table is live, so dropping the other never drops it.
+    func testSwapInThenSwapBackOnASharedDatabase() throws {
+        let fixture = try PlanFixture(self)
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                """
+                CREATE TABLE items (id bigserial PRIMARY KEY, user_id bigint NOT NULL, note text);
+                INSERT INTO items SELECT g, g, 'item ' || g FROM generate_series(1, 3000) g WHERE g % 2 = \(k);
+                SELECT setval('items_id_seq', 3000);
+                """)
+        }
+        let config = try fixture.writeConfig(tables: [("items", "user_id")])
+        XCTAssertEqual(try fixture.applyUntilCaughtUp(config).status, 0)
+        let (lo, hi) = Self.ranges3[0]
+        let forT0 = "SELECT x::text FROM items x WHERE hashint8(user_id) BETWEEN \(lo) AND \(hi)"
+        let expected = try (fixture.sources.flatMap { try PlanFixture.rowTexts(forT0, on: $0) }).sorted()
+        let s0Rows = try PlanFixture.rowTexts("SELECT x::text FROM items x", on: fixture.sources[0])
+        XCTAssertNotEqual(expected, s0Rows)
+
+        let conn = try PGConnection.connect(fixture.sources[0])
+        let quoted = try conn.quote(QualifiedName("items"))
+        let schema = try conn.query(SwapSQL.liveSchemaQuery, [quoted]).get(0, 0, as: String.self)
+        let live = QualifiedName(schema: schema, "items")
+        let owned = try conn.query(SwapSQL.ownedSequencesQuery, [try conn.quote(live)])
+        let table = SwapSQL.Table(
+            live: live, ownedSequences: (0..<owned.rowCount).map { (QualifiedName(schema: owned[$0, 0]!, owned[$0, 1]!), owned[$0, 2]!) })
+        XCTAssertEqual(table.ownedSequences.map(\.sequence.description), ["public.items_id_seq"])
+        func run(_ statements: [String]) throws {
+            try conn.transaction { c in
+                try c.execute("SET LOCAL lock_timeout = '2s'")
+                for statement in statements { try c.execute(statement) }
+            }
+        }
+        func sequenceOwner() throws -> String? {
+            try conn.query(
+                """
+                SELECT format('%s.%s', n.nspname, c.relname) FROM pg_depend d JOIN pg_class c ON c.oid = d.refobjid
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE d.objid = to_regclass('public.items_id_seq') AND d.deptype = 'a'
+                """)[0, 0]
+        }
+
+        try run(SwapSQL.swapIn([table]))
+        XCTAssertEqual(try PlanFixture.rowTexts("SELECT x::text FROM items x", on: fixture.sources[0]), expected, "after swapIn: t0's rows")
+        XCTAssertEqual(try PlanFixture.rowTexts("SELECT x::text FROM reshard_old.items x", on: fixture.sources[0]), s0Rows)
+        XCTAssertEqual(try sequenceOwner(), "public.items", "the sequence stays in public, owned by the table swapped in")
+
+        try run(SwapSQL.swapBack([table]))
+        XCTAssertEqual(try PlanFixture.rowTexts("SELECT x::text FROM items x", on: fixture.sources[0]), s0Rows, "after swapBack: s0's rows")
+        XCTAssertEqual(
+            try PlanFixture.rowTexts("SELECT x::text FROM reshard_build.items x", on: fixture.sources[0]), expected, "the built table is parked again")
+        XCTAssertEqual(try sequenceOwner(), "public.items")
+        try conn.execute("DROP TABLE reshard_build.items")
+        XCTAssertEqual(try conn.query("INSERT INTO items (user_id) VALUES (2) RETURNING id").get(0, 0, as: Int64.self), 3001)
+    }
+
+    /// Item 4: what the build schema needs. Two moving tables of the same name in different
+    /// schemas would meet in reshard_build: refused (exit 2) naming both, nothing changed. A
+    /// table left built by an aborted migration is refused until dropped.
+    func testPlanRefusesWhatWouldMeetInTheBuildSchema() throws {
+        let fixture = try PlanFixture(self)
+        try fixture.onSources(
+            """
+            CREATE SCHEMA app;
+            CREATE TABLE posts (id bigint PRIMARY KEY, user_id bigint NOT NULL);
+            CREATE TABLE app.posts (id bigint PRIMARY KEY, user_id bigint NOT NULL);
+            INSERT INTO posts SELECT g, g FROM generate_series(1, 50) g;
+            """)
+        let both = try fixture.writeConfig(tables: [("posts", "user_id"), ("app.posts", "user_id")])
+        let before = try fixture.snapshot()
+        let refused = try ReshardCLI.run(["plan", "-c", both])
+        XCTAssertEqual(refused.status, 2, refused.stderr)
+        XCTAssertTrue(
+            refused.stderr.contains(
+                "tables posts (line 14) and app.posts (line 16) would both be built as reshard_build.posts on t0 (the database of source s0): move them in separate migrations"),
+            refused.stderr)
+        XCTAssertEqual(refused.stderr.split(separator: "\n").count, 1, refused.stderr)
+        XCTAssertEqual(try ReshardCLI.run(["apply", "-c", both]).status, 2)
+        XCTAssertEqual(try fixture.snapshot(), before)
+        // Without a shared target there is no build schema: the same tables are fine.
+        XCTAssertEqual(try ReshardCLI.run(["plan", "-c", try fixture.writeConfig(
+            tables: [("posts", "user_id"), ("app.posts", "user_id")], targets: fixture.freshTargets)]).status, 0)
+
+        let config = try fixture.writeConfig(tables: [("posts", "user_id")])
+        XCTAssertEqual(try fixture.applyUntilCaughtUp(config).status, 0)
+        XCTAssertEqual(try ReshardCLI.run(["abort", "-c", config]).status, 0)
+        let leftover = try ReshardCLI.run(["plan", "-c", config])
+        XCTAssertEqual(leftover.status, 2, leftover.stderr)
+        XCTAssertTrue(leftover.stderr.contains("table posts on target t0: reshard_build.posts already holds rows"), leftover.stderr)
+        XCTAssertEqual(try ReshardCLI.run(["abort", "-c", config, "--drop-target-data"]).status, 0)
+        XCTAssertEqual(try ReshardCLI.run(["plan", "-c", config]).status, 0)
+    }
 }
 
 /// An application writing to both sources: statements routed by shard key, and statements sent

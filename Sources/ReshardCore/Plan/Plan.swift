@@ -114,7 +114,7 @@ extension Plan {
             for slice in table.slices {
                 let label = "  \(slice.source) -> \(slice.target)".padding(toLength: 22, withPad: " ", startingAt: 0)
                 lines.append(
-                    "\(label)\(count(slice.estimatedRows).leftPadded(14)) rows \(bytes(slice.estimatedBytes).leftPadded(10))\(slice.staysInPlace ? "  stays in place" : "")")
+                    "\(label)\(count(slice.estimatedRows).leftPadded(14)) rows \(bytes(slice.estimatedBytes).leftPadded(10))\(slice.staysInPlace ? "  stays in place, copied on the server" : "")")
             }
         }
         for warning in warnings ?? [] {
