@@ -26,7 +26,7 @@ struct PlanCommand: ParsableCommand {
             }
         }
         if format.json {
-            try Console.json(plan)
+            try Console.json(Plan.Report(plan))
         } else {
             Console.out(plan.text)
             if let output { Console.out("plan written to \(output)") }

@@ -13,17 +13,23 @@ final class AbortTests: XCTestCase {
         let fixture = try PlanFixture(self)
         try ReferenceData.load(fixture, scale: 0.005)
         let config = try fixture.writeConfig(tables: ReferenceData.tables)
-        let ownRows = try count("users", on: fixture.sources[0])
+        let checksum = "SELECT count(*)::text || '/' || coalesce(sum(hashtextextended(x::text, 0)), 0)::text FROM %@ x"
+        func contents(_ dsn: ConnectionString, _ name: (String) -> String = { $0 }) throws -> [String] {
+            let conn = try PGConnection.connect(dsn)
+            return try ReferenceData.tables.map { try conn.query(checksum.replacingOccurrences(of: "%@", with: name($0.name)))[0, 0]! }
+        }
+        let own = try contents(fixture.sources[0])
         XCTAssertEqual(try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"]).status, 0)
-        let copiedIntoT0 = try count("users", on: fixture.targets[0]) - ownRows
-        XCTAssertGreaterThan(copiedIntoT0, 0, "t0 (s0's database) received copies")
+        XCTAssertEqual(try contents(fixture.targets[0]), own, "t0's live tables (s0's) hold s0's rows only")
+        XCTAssertGreaterThan(try count(fixture.targetTable("users", 0), on: fixture.targets[0]), 0, "t0 is built in reshard_build")
 
         let plain = try ReshardCLI.run(["abort", "-c", config])
         XCTAssertEqual(plain.status, 0, plain.stderr)
         XCTAssertTrue(
-            plain.stdout.contains("rows copied into t0 (the database of source s0) were left in place: they cannot be told from its own rows"),
+            plain.stdout.contains(
+                "copies for t0 (the database of source s0) are kept in reshard_build, apart from its live tables; abort --drop-target-data drops them"),
             plain.stdout)
-        XCTAssertFalse(plain.stdout.contains("into t1"), "t1 is not a source: \(plain.stdout)")
+        XCTAssertFalse(plain.stdout.contains("for t1"), "t1 is not a source: \(plain.stdout)")
         for source in fixture.sources {
             XCTAssertEqual(try PGConnection.connect(source).query("SELECT to_regnamespace('reshard_shim') IS NULL").get(0, 0, as: Bool.self), true)
         }
@@ -43,35 +49,16 @@ final class AbortTests: XCTestCase {
         XCTAssertEqual(drop.status, 0, drop.stderr)
         let report = try JSONDecoder().decode(MigrationAbort.Report.self, from: Data(drop.stdout.utf8))
         XCTAssertTrue(report.done.contains("emptied users on t1"), "\(report.done)")
-        XCTAssertEqual(report.leftInPlace.count, 1)
+        XCTAssertTrue(report.done.contains("dropped reshard_build.users on t0"), "\(report.done)")
+        XCTAssertEqual(report.leftInPlace, [])
         for (table, _) in ReferenceData.tables {
             XCTAssertEqual(try count(table, on: fixture.targets[1]), 0, table)
             XCTAssertEqual(try count(table, on: fixture.targets[2]), 0, table)
         }
-        XCTAssertEqual(try count("users", on: fixture.targets[0]), ownRows + copiedIntoT0, "t0 is a source: nothing is deleted there")
+        XCTAssertEqual(try contents(fixture.targets[0]), own, "t0's live tables are never touched")
+        XCTAssertEqual(
+            try PGConnection.connect(fixture.targets[0]).query("SELECT to_regnamespace('reshard_build') IS NULL").get(0, 0, as: Bool.self), true,
+            "the emptied build schema is gone")
         XCTAssertEqual(try ReshardCLI.status(config)?.phase, "aborted")
-    }
-
-    /// With today's placement described (`source.function`), --drop-target-data also deletes the
-    /// copies from the target that is a source: it ends with exactly its own rows again.
-    func testDropTargetDataWithTheSourceFunctionLeavesTheSharedTargetAsItWas() throws {
-        let fixture = try PlanFixture(self)
-        try ReferenceData.load(fixture, scale: 0.005)
-        let config = try fixture.writeConfig(tables: ReferenceData.tables, sourceFunction: "modulo", sourceKeys: ["handles": "user_id"])
-        let checksum = "SELECT count(*)::text || '/' || coalesce(sum(hashtextextended(x::text, 0)), 0)::text FROM %@ x"
-        func contents(_ dsn: ConnectionString) throws -> [String] {
-            let conn = try PGConnection.connect(dsn)
-            return try ReferenceData.tables.map { try conn.query(checksum.replacingOccurrences(of: "%@", with: $0.name))[0, 0]! }
-        }
-        let before = try contents(fixture.sources[0])
-        XCTAssertEqual(try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"]).status, 0)
-        XCTAssertNotEqual(try contents(fixture.targets[0]), before, "t0 received copies")
-
-        let drop = try ReshardCLI.run(["abort", "-c", config, "--drop-target-data"])
-        XCTAssertEqual(drop.status, 0, drop.stderr)
-        XCTAssertTrue(drop.stdout.contains("copied row(s) of users from t0: source.function places them on another source"), drop.stdout)
-        XCTAssertFalse(drop.stdout.contains("left in place"), drop.stdout)
-        XCTAssertEqual(try contents(fixture.targets[0]), before, "t0 holds exactly s0's own rows again")
-        XCTAssertEqual(try count("users", on: fixture.targets[1]), 0)
     }
 }

@@ -28,25 +28,24 @@ final class CatchUpTests: XCTestCase {
                 expectedCount += try row.get(0, 0, as: Int.self)
                 expectedSum += Decimal(string: row[0, 1]!)!
             }
+            let built = fixture.targetTable(table, t)
             let actual = try targets[t].query(
-                "SELECT count(*)::text || '/' || coalesce(sum(hashtextextended(x::text, 0)), 0)::text FROM \(table) x WHERE \(inRange)")[0, 0]!
+                "SELECT count(*)::text || '/' || coalesce(sum(hashtextextended(x::text, 0)), 0)::text FROM \(built) x WHERE \(inRange)")[0, 0]!
             if actual != "\(expectedCount)/\(expectedSum)" {
                 // Which rows, to say what went wrong (the sets are small).
-                func rows(_ conn: PGConnection, _ filter: String) throws -> Set<String> {
-                    let r = try conn.query("SELECT x::text FROM \(table) x WHERE \(inRange)\(filter)")
+                func rows(_ conn: PGConnection, _ filter: String, from name: String = table) throws -> Set<String> {
+                    let r = try conn.query("SELECT x::text FROM \(name) x WHERE \(inRange)\(filter)")
                     return Set((0..<r.rowCount).map { r[$0, 0]! })
                 }
                 var expected = Set<String>()
                 for (s, source) in sources.enumerated() { expected.formUnion(try rows(source, " AND home = \(s)")) }
-                let held = try rows(targets[t], "")
+                let held = try rows(targets[t], "", from: built)
                 XCTFail(
                     "\(table) on t\(t): missing \(expected.subtracting(held).sorted().prefix(5)), unexpected \(held.subtracting(expected).sorted().prefix(5))",
                     file: file, line: line)
             }
-            if t > 0 {
-                let stray = try targets[t].query("SELECT count(*) FROM \(table) x WHERE NOT (\(inRange))").get(0, 0, as: Int.self)
-                XCTAssertEqual(stray, 0, "\(table) on t\(t) holds rows of other targets", file: file, line: line)
-            }
+            let stray = try targets[t].query("SELECT count(*) FROM \(built) x WHERE NOT (\(inRange))").get(0, 0, as: Int.self)
+            XCTAssertEqual(stray, 0, "\(table) on t\(t) holds rows of other targets", file: file, line: line)
         }
     }
 
@@ -105,11 +104,9 @@ final class CatchUpTests: XCTestCase {
 
         // A row missing on its target is found by verify although a canonically equal key is there.
         var removed = 0
-        for target in fixture.targets {
-            // As reshard's own sessions do, so the shim on s0 (also t0) does not log it for the catch-up to repair.
-            let conn = try PGConnection.connect(target)
-            try conn.execute("SET reshard.applying = on")
-            removed += try conn.query(#"DELETE FROM words WHERE w = U&'cafe\03011'"#).affectedRows
+        for (t, target) in fixture.targets.enumerated() {
+            removed += try PGConnection.connect(target).query(
+                #"DELETE FROM \#(fixture.targetTable("words", t)) WHERE w = U&'cafe\03011'"#).affectedRows
         }
         XCTAssertEqual(removed, 1)
         let found = try ReshardCLI.run(["verify", "-c", config, "--json", "--restart"])
@@ -164,8 +161,9 @@ final class CatchUpTests: XCTestCase {
             XCTAssertEqual(apply.wait(), 0, apply.stderr)
             try assertTargetsHoldSourceRows(fixture, table: "items", hash: "hashint8(id)")
             try assertTargetsHoldSourceRows(fixture, table: "lines", hash: "hashint8(customer_id)")
-            let moved = try fixture.targets.map { try PGConnection.connect($0) }.reduce(0) {
-                $0 + (try $1.query("SELECT count(*) FROM items WHERE note LIKE '% moved'").get(0, 0, as: Int.self))
+            let moved = try fixture.targets.enumerated().reduce(0) {
+                $0 + (try PGConnection.connect($1.element).query(
+                    "SELECT count(*) FROM \(fixture.targetTable("items", $1.offset)) WHERE note LIKE '% moved'").get(0, 0, as: Int.self))
             }
             XCTAssertEqual(moved, 30, "source.function: \(withSourceFunction)")
         }
@@ -215,8 +213,6 @@ final class CatchUpTests: XCTestCase {
             step += 1
             let c = Int64.random(in: 1...600), s = Int(c % 2)
             let conn = conns[s]
-            // The application writes only the rows it placed on a source (`home`): on s0, which is
-            // also target t0, the rows copied in from s1 are not its own.
             switch step % 6 {
             case 0: try conn.query("UPDATE lines SET qty = qty + 1, note = note || '+' WHERE customer_id = $1 AND home = $2", [c, s])
             case 1: try conn.query("DELETE FROM lines WHERE customer_id = $1 AND line = 3 AND home = $2", [c, s])

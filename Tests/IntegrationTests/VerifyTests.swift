@@ -36,7 +36,7 @@ final class VerifyTests: XCTestCase {
                   FROM generate_series(1, 4000) g WHERE g % 2 = \(k);
                 """)
         }
-        let config = try fixture.writeConfig(tables: [("items", "id")], sourceFunction: "modulo")
+        let config = try fixture.writeConfig(tables: [("items", "id")])
         let apply = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"])
         XCTAssertEqual(apply.status, 0, apply.stderr)
         return (fixture, config)
@@ -90,12 +90,9 @@ final class VerifyTests: XCTestCase {
         let json = pick(parity: 1, target: 2, &used)
         try t2.query("UPDATE items SET doc = jsonb_set(doc, '{list,1}', '20') WHERE id = $1", [json])
         expect(.different, json, "s1", 2)
-        // A row copied from s1 into s0's database (target t0), changed behind the shim's back.
+        // A row copied from s1 into s0's database (target t0, built in reshard_build), changed there.
         let copy = pick(parity: 1, target: 0, &used)
-        try s0.transaction { c in
-            try c.execute("SET LOCAL reshard.applying = on")
-            try c.query("UPDATE items SET note = 'changed' WHERE id = $1", [copy])
-        }
+        try s0.query("UPDATE \(fixture.targetTable("items", 0)) SET note = 'changed' WHERE id = $1", [copy])
         expect(.different, copy, "s1", 0)
         // Values that print differently but are equal are not differences: s0's own rows that
         // stay are compared with themselves, and rows leaving s0 are not extra rows on t0.
@@ -224,13 +221,13 @@ final class VerifyTests: XCTestCase {
         XCTAssertTrue(result?.tables.first?.rows.allSatisfy { $0.kind == .different && Int($0.key[0])! % 4 != 0 } ?? false)
     }
 
-    /// A run interrupted under one config is not continued under another (here: today's
-    /// placement corrected): its finished chunks stood for another comparison. Before, the second
-    /// run continued the first and reported its stale differences (exit 3).
+    /// A run interrupted under one config is not continued under another (here: the target
+    /// function mistyped, then corrected): its finished chunks stood for another comparison.
+    /// Before, the second run continued the first and reported its stale differences (exit 3).
     func testARunInterruptedUnderAnotherConfigStartsANewRun() throws {
         let (fixture, config) = try movedItems()
-        // Today's placement is id % 2; described wrongly, rows of s0 look like copies.
-        _ = try fixture.writeConfig(tables: [("items", "id")], sourceFunction: "hash")
+        // The rows were placed by hash; compared as if by modulo, they are in the wrong places.
+        _ = try fixture.writeConfig(tables: [("items", "id")], function: "modulo")
         let (wrong, wrongResult) = try verify(config, ["--chunk-rows", "500"])
         XCTAssertEqual(wrong.status, 3, wrong.stderr)
         // As a verifier killed mid-way leaves it: the run unfinished, one chunk to go.
@@ -240,7 +237,7 @@ final class VerifyTests: XCTestCase {
             UPDATE reshard.verify_tables SET outcome = 'running', finished_at = NULL;
             UPDATE reshard.verify_chunks SET done = false WHERE chunk = (SELECT max(chunk) FROM reshard.verify_chunks);
             """)
-        _ = try fixture.writeConfig(tables: [("items", "id")], sourceFunction: "modulo")
+        _ = try fixture.writeConfig(tables: [("items", "id")])
         let (right, result) = try verify(config, ["--chunk-rows", "500"])
         XCTAssertEqual(right.status, 0, right.stdout + right.stderr)
         XCTAssertEqual(result?.run, (wrongResult?.run ?? 0) + 1)
@@ -314,12 +311,7 @@ final class VerifyTests: XCTestCase {
         let unknown = try ReshardCLI.run(["verify", "-c", config, "--table", "nope"])
         XCTAssertEqual(unknown.status, 2)
         XCTAssertTrue(unknown.stderr.contains("table nope is not part of migration plan-test"), unknown.stderr)
-        // The same file without today's placement (writeConfig rewrites it).
-        let noPlacement = try ReshardCLI.run(["verify", "-c", try fixture.writeConfig()])
-        XCTAssertEqual(noPlacement.status, 2)
-        XCTAssertTrue(noPlacement.stderr.contains("target t0 is the database of source s0: verify needs today's placement"), noPlacement.stderr)
-        _ = try fixture.writeConfig(sourceFunction: "modulo")
-        for outcome in [notYet, noPlacement, unknown] {
+        for outcome in [notYet, unknown] {
             XCTAssertEqual(outcome.stderr.split(separator: "\n").count, 1, outcome.stderr)
         }
         XCTAssertEqual(try fixture.snapshot(), before)

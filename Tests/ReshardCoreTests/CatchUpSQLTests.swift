@@ -7,7 +7,7 @@ import XCTest
 /// The catch-up's SQL read as text: keys are joined column by column (index lookups), never a
 /// row-value IN list, and every table column is qualified and quoted.
 final class CatchUpSQLTests: XCTestCase {
-    private func sql(uniqueKey: [String] = ["customer_id", "pk", "li\"ne"], identityAlways: Bool = false) throws -> CatchUpSQL {
+    private func sql(uniqueKey: [String] = ["customer_id", "pk", "li\"ne"], identityAlways: Bool = false, target: Int = 0) throws -> CatchUpSQL {
         let columns = [
             TableSchema.Column(name: "customer_id", type: "bigint", notNull: true),
             TableSchema.Column(name: "pk", type: "integer", notNull: true),
@@ -18,10 +18,11 @@ final class CatchUpSQLTests: XCTestCase {
             name: QualifiedName(schema: "app", "or\"ders"), key: "customer_id", keyType: .bigint, columns: columns,
             uniqueKey: uniqueKey, fingerprint: "f", estimateMethod: "exact", slices: [])
         table.identityAlways = identityAlways
+        let shard = { (name: String, same: String?) in Plan.Shard(name: name, endpoint: "", dsn: "", sameAsSource: same) }
         let plan = Plan(
-            migration: "m", metadata: "", function: try ShardFunction(kind: .hash, shardCount: 2), sources: [], targets: [],
-            tables: [table])
-        return CatchUpSQL(plan: plan, table: table)
+            migration: "m", metadata: "", function: try ShardFunction(kind: .hash, shardCount: 2),
+            sources: [shard("s0", nil), shard("s1", nil)], targets: [shard("t0", nil), shard("t1", "s1")], tables: [table])
+        return CatchUpSQL(plan: plan, table: table, target: target)
     }
 
     func testKeysAreJoinedColumnByColumnNeverAsARowValueList() throws {
@@ -38,8 +39,8 @@ final class CatchUpSQLTests: XCTestCase {
             CatchUpSQL.loadKeys(columns: 3),
             "INSERT INTO pg_temp.reshard_keys (pk) SELECT ARRAY[e.k0, e.k1, e.k2] FROM unnest($1::text[], $2::text[], $3::text[]) AS e(k0, k1, k2)")
         for statement in [
-            sql.currentRows(target: 0), sql.deleteKeys(target: 0), sql.missingKeys, CatchUpSQL.loadKeys(columns: 3),
-            sql.deleteCandidates(target: 0), sql.upsertStaging, sql.upsertStagingOnePerKey, sql.insertStagingIfAbsent,
+            sql.currentRows(target: 0), sql.deleteKeys(target: 0), sql.currentRowsIntoStaging(target: 0), CatchUpSQL.loadKeys(columns: 3),
+            sql.deleteCandidates(target: 0), sql.upsertStaging, sql.upsertStagingOnePerKey,
         ] {
             XCTAssertFalse(statement.contains(" IN ("), statement)
         }
@@ -63,14 +64,28 @@ final class CatchUpSQLTests: XCTestCase {
     func testStagingNeverWritesGeneratedColumnsAndKeepsOneRowPerKey() throws {
         let sql = try sql()
         XCTAssertFalse(sql.upsertStaging.contains("total"))
-        XCTAssertTrue(sql.insertStagingIfAbsent.contains(#"(SELECT DISTINCT ON ("customer_id", "pk", "li""ne") * FROM \#(sql.staging)) s"#), sql.insertStagingIfAbsent)
-        XCTAssertTrue(sql.upsertStagingOnePerKey.contains("SELECT DISTINCT ON"), sql.upsertStagingOnePerKey)
-        XCTAssertTrue(sql.insertStagingIfAbsent.hasSuffix("DO NOTHING"), sql.insertStagingIfAbsent)
+        XCTAssertTrue(sql.upsertStagingOnePerKey.contains(#"(SELECT DISTINCT ON ("customer_id", "pk", "li""ne") * FROM \#(sql.staging)) s"#), sql.upsertStagingOnePerKey)
         XCTAssertTrue(sql.staging.hasPrefix("pg_temp.reshard_staging_"))
         XCTAssertFalse(sql.upsertStaging.contains("OVERRIDING"))
         let identity = try self.sql(identityAlways: true)
-        for statement in [identity.upsertStaging, identity.upsertStagingOnePerKey, identity.insertStagingIfAbsent] {
+        for statement in [identity.upsertStaging, identity.upsertStagingOnePerKey] {
             XCTAssertTrue(statement.contains(") OVERRIDING SYSTEM VALUE SELECT "), statement)
         }
+    }
+
+    /// On a target that is a source's database every write goes to the table built beside the
+    /// live one; current rows are read from the live table, on the same server when it is the source's.
+    func testASharedTargetIsWrittenInTheBuildSchemaOnly() throws {
+        let shared = try sql(target: 1), pure = try sql(target: 0)
+        for statement in [shared.upsertStaging, shared.upsertStagingOnePerKey, shared.deleteKeys(target: 1), shared.deleteCandidates(target: 1)] {
+            XCTAssertTrue(statement.contains(#""reshard_build"."or""ders""#), statement)
+            XCTAssertFalse(statement.contains(#""app"."or""ders""#), statement)
+        }
+        XCTAssertTrue(shared.createStaging.contains(#"(LIKE "reshard_build"."or""ders")"#), shared.createStaging)
+        XCTAssertTrue(shared.currentRows(target: 1).contains(#"FROM "app"."or""ders" t JOIN"#))
+        XCTAssertTrue(
+            shared.currentRowsIntoStaging(target: 1).hasPrefix(#"INSERT INTO \#(shared.staging) ("customer_id", "pk", "li""ne") SELECT t."customer_id""#),
+            shared.currentRowsIntoStaging(target: 1))
+        XCTAssertTrue(pure.upsertStaging.hasPrefix(#"INSERT INTO "app"."or""ders" "#), pure.upsertStaging)
     }
 }

@@ -11,6 +11,8 @@ final class SwapSQLTests: XCTestCase {
             SwapSQL.swapIn([table]),
             [
                 "CREATE SCHEMA IF NOT EXISTS \"reshard_old\"",
+                // Let go first: SET SCHEMA would take the sequence along into reshard_old.
+                "ALTER SEQUENCE \"app\".\"we_id_seq\" OWNED BY NONE",
                 "ALTER TABLE \"app\".\"we\"\"ird\" SET SCHEMA \"reshard_old\"",
                 "ALTER TABLE \"reshard_build\".\"we\"\"ird\" SET SCHEMA \"app\"",
                 "ALTER SEQUENCE \"app\".\"we_id_seq\" OWNED BY \"app\".\"we\"\"ird\".\"id\"",

@@ -134,20 +134,19 @@ final class ApplyState: @unchecked Sendable {
 
     var pendingSlices: Int { lock.withLock { slices.values.filter { !$0.done }.count } }
 
-    var copiedRows: Int64 { lock.withLock { slices.values.filter { !$0.staysInPlace }.reduce(0) { $0 + $1.copied } } }
+    /// Every slice counts, the rows that stay too: they are copied into the table built beside the live one.
+    var copiedRows: Int64 { lock.withLock { slices.values.reduce(0) { $0 + $1.copied } } }
 
-    var estimatedRows: Int64 { lock.withLock { slices.values.filter { !$0.staysInPlace }.reduce(0) { $0 + $1.estimated } } }
+    var estimatedRows: Int64 { lock.withLock { slices.values.reduce(0) { $0 + $1.estimated } } }
 
-    /// Per table (moving slices only): rows copied, rows estimated, all copied.
+    /// Per table: rows copied, rows estimated, all copied.
     var tableProgress: [(name: String, copied: Int64, estimated: Int64, done: Bool)] {
         lock.withLock {
             var byTable: [String: (Int64, Int64, Bool)] = [:]
             for (key, slice) in slices {
                 var entry = byTable[key.table] ?? (0, 0, true)
-                if !slice.staysInPlace {
-                    entry.0 += slice.copied
-                    entry.1 += slice.estimated
-                }
+                entry.0 += slice.copied
+                entry.1 += slice.estimated
                 entry.2 = entry.2 && slice.done
                 byTable[key.table] = entry
             }

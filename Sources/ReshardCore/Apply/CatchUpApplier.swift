@@ -21,11 +21,12 @@ import PostgresClient
 /// - a row (K, k) that T holds for itself and S no longer provides is replaced by the row K that
 ///   another source holds for T, if one does (the application is moving the row between
 ///   sources: insert on s1, then delete on s0), and deleted otherwise. Matching k means a row T
-///   holds for another reason (on a target that is another source's database, that source's own
-///   row) is never touched by S's entries;
-/// - on S's own database (a target that is this source) S's rows are the application's and are
-///   never touched; keys S no longer holds are filled in from the other sources (a row moved to
-///   s1 whose copy on s0 the application's delete on s0 removed), never over a row S holds.
+///   holds under another shard key (another source's row of that key) is never touched by S's
+///   entries.
+/// On a target that is a source's database, T's rows are the table built beside the live one
+/// (`Plan.builtName(of:on:)`), so the live table, the application's, is only ever read. When T is
+/// S's own database the lane does the same on S's session: S's current rows go into staging by
+/// INSERT ... SELECT from the live table (no relay), and from there into the built table.
 /// An entry whose k belongs elsewhere is not needed for T: the write that gave a row its current
 /// shard key logged that key too (in this batch or a later one), and the shim logs the old key of
 /// a row that leaves.
@@ -165,8 +166,8 @@ extension CatchUpApplier {
 
     /// One target's share of the work, with connections of its own so lanes run side by side:
     /// a session on the source (its temp key set, the COPY out), one on the target (nil when the
-    /// target is the source's own database: the source session then serves as both), and, opened
-    /// on first use, sessions on the other sources.
+    /// target is the source's own database: the source session then serves as both, writing the
+    /// built table), and, opened on first use, sessions on the other sources.
     ///
     /// Why `@unchecked Sendable`: a lane is used by one thread at a time; the round waits for it.
     final class Lane: @unchecked Sendable {
@@ -194,11 +195,9 @@ extension CatchUpApplier {
             source.isHealthy && (targetConnection?.isHealthy ?? true) && others.values.allSatisfy(\.isHealthy)
         }
 
-        /// The sources that may hold rows for this target other than `sourceName`: not the
-        /// target's own database, whose rows there are the target's.
-        private var otherSources: [String] {
-            plan.sources.map(\.name).filter { $0 != sourceName && $0 != plan.targets[target].sameAsSource }
-        }
+        /// The sources that may hold rows for this target other than `sourceName` (the target's
+        /// own database too: its live table is a source like any other, the target's rows are built apart).
+        private var otherSources: [String] { plan.sources.map(\.name).filter { $0 != sourceName } }
 
         /// A broken one makes the lane unhealthy, and the coordinator replaces the whole applier.
         private func other(_ name: String) throws -> PGConnection {
@@ -229,30 +228,30 @@ extension CatchUpApplier {
         }
 
         func apply(_ batch: Batch, table: Plan.Table, log: String, gate: CatchUpGate) throws {
-            let sql = CatchUpSQL(plan: plan, table: table)
+            let sql = CatchUpSQL(plan: plan, table: table, target: target)
             try prepare(source, "keys", CatchUpSQL.createKeyTable)
             try source.execute(CatchUpSQL.clearKeys)
             let keys = try source.query(sql.loadKeys(fromLog: log, target: target), [batch.ctids]).affectedRows
             try gate.exclusively(table: table.name.description, target: targetName) {
-                if let targetConnection {
-                    try apply(batch, keys: keys, sql, log: log, on: targetConnection)
-                } else {
-                    try fillFromOtherSources(sql)
-                }
+                try apply(batch, keys: keys, sql, log: log, on: targetConnection ?? source)
             }
         }
 
-        /// A target that is not this source: upsert what the source holds for it, delete what
-        /// it holds that no source does.
+        /// Upserts what the source holds for the target, and deletes what the target holds
+        /// that no source does. `conn` is the source's own session when the target is its database.
         private func apply(_ batch: Batch, keys: Int, _ sql: CatchUpSQL, log: String, on conn: PGConnection) throws {
+            let local = conn === source
             try prepare(conn, "staging \(sql.staging)", sql.createStaging)
             try conn.transaction { conn in
                 try conn.execute("SET LOCAL reshard.applying = on")
-                let provided = try PGConnection.relayCopy(
-                    from: source, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn, sql.copyIntoStaging)
+                let provided = local
+                    ? try conn.execute(sql.currentRowsIntoStaging(target: target)).affectedRows
+                    : try PGConnection.relayCopy(
+                        from: source, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn, sql.copyIntoStaging
+                    ).rows
                 var fromOthers = false
                 // Every key has its row in staging (the common case: updates): nothing to delete.
-                if provided.rows < keys {
+                if provided < keys {
                     let logged = try source.query(sql.loggedKeys(fromLog: log, target: target), [batch.ctids])
                     let found = try conn.query(sql.deleteCandidates(target: target), arrays(logged))
                     if try found.get(0, 0, as: Int.self) > 0 {
@@ -270,27 +269,6 @@ extension CatchUpApplier {
                     }
                 }
                 try conn.execute(fromOthers ? sql.upsertStagingOnePerKey : sql.upsertStaging)
-            }
-        }
-
-        /// This source's own database: its rows are the application's. Keys it no longer holds
-        /// are filled in from the other sources' rows for this target, never over a row it holds.
-        private func fillFromOtherSources(_ sql: CatchUpSQL) throws {
-            let names = otherSources
-            guard !names.isEmpty else { return }
-            let missing = try source.query(sql.missingKeys)
-            guard try missing.get(0, 0, as: Int.self) > 0 else { return }
-            let keys = arrays(missing)
-            try prepare(source, "staging \(sql.staging)", sql.createStaging)
-            for name in names { try load(keys, into: try other(name)) }
-            try source.transaction { local in
-                try local.execute("SET LOCAL reshard.applying = on")
-                for name in names {
-                    _ = try PGConnection.relayCopy(
-                        from: try other(name), "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: local,
-                        sql.copyIntoStaging)
-                }
-                try local.execute(sql.insertStagingIfAbsent)
             }
         }
     }

@@ -29,8 +29,7 @@ public final class Coordinator: @unchecked Sendable {
         for table in plan.tables {
             for slice in table.slices {
                 slices[.init(table: table.name.description, source: slice.source, target: slice.target)] = .init(
-                    estimated: slice.estimatedRows, copied: 0, lastKey: nil, done: slice.staysInPlace,
-                    staysInPlace: slice.staysInPlace)
+                    estimated: slice.estimatedRows, copied: 0, lastKey: nil, done: false, staysInPlace: slice.staysInPlace)
             }
         }
         state = ApplyState(slices: slices, sources: plan.sources.map(\.name))
@@ -279,7 +278,7 @@ public final class Coordinator: @unchecked Sendable {
                         try conn.query(
                             """
                             INSERT INTO reshard.slices (migration, table_name, source, target, stays_in_place, estimated_rows, done)
-                            VALUES ($1, $2, $3, $4, $5, $6, $5)
+                            VALUES ($1, $2, $3, $4, $5, $6, false)
                             """,
                             [plan.migration, table.name.description, slice.source, slice.target, slice.staysInPlace, slice.estimatedRows])
                     }
@@ -498,11 +497,15 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     /// Creates missing target tables and installs the shim on every source table. Idempotent.
+    /// On a target that is a source's database the table is built beside the live one
+    /// (`Plan.builtName(of:on:)`): the application never sees a copied row before cutover.
     func prepare() throws {
         let sources = try plan.sources.map { try connect($0.name) }
         for table in plan.tables {
-            for target in plan.targets where target.sameAsSource == nil {
-                try TargetTables.create(table, from: sources[0], on: try connect(target.name), withIndexes: options.keepIndexes)
+            for target in plan.targets {
+                try TargetTables.create(
+                    table, named: plan.builtName(of: table, on: target), from: sources[0], on: try connect(target.name),
+                    withIndexes: options.keepIndexes)
             }
             for source in sources { try Shim.install(migration: plan.migration, table: table, on: source) }
         }
@@ -531,9 +534,9 @@ public final class Coordinator: @unchecked Sendable {
 
     func buildDeferredIndexes() throws {
         let source = try connect(plan.sources[0].name)
-        for target in plan.targets where target.sameAsSource == nil {
+        for target in plan.targets {
             let conn = try connect(target.name)
-            for table in plan.tables { try TargetTables.createIndexes(table, from: source, on: conn) }
+            for table in plan.tables { try TargetTables.createIndexes(table, named: plan.builtName(of: table, on: target), from: source, on: conn) }
         }
     }
 
@@ -603,7 +606,9 @@ public final class Coordinator: @unchecked Sendable {
                                workers.track(try PGConnection.connect(metadataDSN, applicationName: "reshard apply")))
             }
             let (source, target, meta) = connections!
-            let copier = SliceCopier(plan: plan, table: table, targetIndex: targetIndex, source: source, target: target)
+            let copier = SliceCopier(
+                plan: plan, table: table, targetIndex: targetIndex, source: source, target: target,
+                local: plan.targets[targetIndex].sameAsSource == key.source)
             let slice = state.slice(key)
             if slice.done { return true }
             while state.isPaused && state.wait(0.2) {}

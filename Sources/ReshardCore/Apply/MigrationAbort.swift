@@ -2,9 +2,9 @@ import PostgresClient
 
 /// `reshard abort`: removes the shim and changelog from the sources and marks the migration
 /// aborted. Refuses while a coordinator holds the lease. Targets keep what was copied unless
-/// asked to drop it. On a target that is also a source the copies can only be told from the
-/// source's own rows by today's placement (`source.function`): with it they are deleted, without
-/// it they stay and abort says so.
+/// asked to drop it (`--drop-target-data`): a pure target's tables are emptied; on a target that is
+/// also a source's database the copies were built apart, in `reshard_build`, and those tables are
+/// dropped. The live tables there are never touched.
 ///
 /// It works from the plan the migration was registered with, not a new plan: the planner refuses
 /// targets that hold rows, which after a first abort is exactly what `--drop-target-data` is
@@ -14,7 +14,7 @@ public enum MigrationAbort {
     public struct Report: Sendable, Codable {
         public var migration: String
         public var done: [String]
-        /// One line per target that is also a source and kept copied rows.
+        /// One line per target that is also a source's database whose built tables were kept.
         public var leftInPlace: [String]
     }
 
@@ -56,41 +56,28 @@ public enum MigrationAbort {
             try Shim.remove(migration: migration, tables: plan.tables, on: try connect(source.name))
             done.append("removed the shim from \(source.name)")
         }
-        if dropTargetData {
-            for shard in plan.targets where shard.sameAsSource == nil {
-                let conn = try connect(shard.name)
-                for table in plan.tables where try TargetTables.exists(table, on: conn) {
+        var leftInPlace: [String] = []
+        for shard in plan.targets where dropTargetData || shard.isShared {
+            let conn = try connect(shard.name)
+            let built = try plan.tables.filter { try TargetTables.exists($0, named: plan.builtName(of: $0, on: shard), on: conn) }
+            if shard.isShared {
+                if dropTargetData {
+                    for table in built {
+                        let name = plan.builtName(of: table, on: shard)
+                        try conn.execute("DROP TABLE IF EXISTS \(try conn.quote(name))")
+                        done.append("dropped \(name) on \(shard.name)")
+                    }
+                    try dropEmptyBuildSchema(on: conn)
+                } else if !built.isEmpty {
+                    leftInPlace.append(
+                        "copies for \(shard.name) (the database of source \(shard.sameAsSource!)) are kept in \(Plan.buildSchema), "
+                            + "apart from its live tables; abort --drop-target-data drops them")
+                }
+            } else if dropTargetData {
+                for table in built {
                     try conn.execute("TRUNCATE \(try conn.quote(table.name))")
                     done.append("emptied \(table.name) on \(shard.name)")
                 }
-            }
-        }
-        let copied = try meta.query(
-            """
-            SELECT target FROM reshard.slices WHERE migration = $1 AND NOT stays_in_place
-            GROUP BY target HAVING bool_or(rows_copied > 0 OR started_at IS NOT NULL) ORDER BY target
-            """, [migration])
-        let receivedRows = Set((0..<copied.rowCount).compactMap { copied[$0, 0] })
-        var leftInPlace: [String] = []
-        for shard in plan.targets {
-            guard let source = shard.sameAsSource, receivedRows.contains(shard.name) else { continue }
-            if dropTargetData, let function = plan.sourceFunction, let index = plan.sources.firstIndex(where: { $0.name == source }),
-                plan.tables.allSatisfy({ $0.sourceKey != nil && $0.sourceKeyType != nil })
-            {
-                let conn = try connect(shard.name)
-                for table in plan.tables {
-                    let own = function.sqlShardFilter(
-                        quotedColumn: try conn.quoteIdentifier(table.sourceKey!), type: table.sourceKeyType!, target: index)
-                    let deleted = try conn.transaction { conn in
-                        try conn.execute("SET LOCAL lock_timeout = '5s'")
-                        return try conn.execute("DELETE FROM \(try conn.quote(table.name)) WHERE NOT \(own)").affectedRows
-                    }
-                    done.append("deleted \(deleted) copied row(s) of \(table.name) from \(shard.name): source.function places them on another source")
-                }
-            } else {
-                leftInPlace.append(
-                    "rows copied into \(shard.name) (the database of source \(source)) were left in place: they cannot be told from its own rows"
-                        + (plan.sourceFunction == nil ? " (source.function would tell them apart)" : ""))
             }
         }
         try meta.transaction { conn in
@@ -98,5 +85,18 @@ public enum MigrationAbort {
             try EventLog.record(migration: migration, "aborted: " + (done + leftInPlace).joined(separator: "; "), on: conn)
         }
         return Report(migration: migration, done: done, leftInPlace: leftInPlace)
+    }
+
+    /// Drops `reshard_build` once no table is left in it (another migration's may be).
+    static func dropEmptyBuildSchema(on conn: PGConnection) throws {
+        try conn.query(
+            """
+            DO $$ BEGIN
+              IF to_regnamespace('\(Plan.buildSchema)') IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = to_regnamespace('\(Plan.buildSchema)')) THEN
+                EXECUTE 'DROP SCHEMA \(Plan.buildSchema)';
+              END IF;
+            END $$
+            """)
     }
 }

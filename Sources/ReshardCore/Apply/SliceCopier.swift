@@ -12,12 +12,30 @@ import PostgresClient
 /// table with ON CONFLICT (the migration's key) DO NOTHING, which makes re-running harmless; any
 /// other unique violation (values of two sources colliding on the target) stops the migration. Rows changed after a batch
 /// was read are fixed by the catch-up, which re-reads them.
+///
+/// On a target that is also a source's database the rows go into the table built beside the
+/// live one (`Plan.builtName(of:on:)`), never into the live table. The rows that stay there (a
+/// `staysInPlace` slice) are copied by the server itself, `INSERT INTO reshard_build.x SELECT ...
+/// FROM x WHERE <shard filter> AND <key range>`, in the same batches and checkpoints as a relay.
 struct SliceCopier {
     let plan: Plan
     let table: Plan.Table
     let targetIndex: Int
     let source: PGConnection
     let target: PGConnection
+    /// The source is the target's own database: batches are copied on the server, not relayed.
+    let local: Bool
+    let sql: TableSQL
+
+    init(plan: Plan, table: Plan.Table, targetIndex: Int, source: PGConnection, target: PGConnection, local: Bool) {
+        self.plan = plan
+        self.table = table
+        self.targetIndex = targetIndex
+        self.source = source
+        self.target = target
+        self.local = local
+        sql = TableSQL(table, writingTo: plan.builtName(of: table, on: plan.targets[targetIndex]))
+    }
 
     /// For a single integer key: batches are cut by value, `batchSize x spacing` wide, which
     /// spares the per-batch query that would otherwise find where the next batch ends.
@@ -34,7 +52,7 @@ struct SliceCopier {
             let type = table.columns.first(where: { $0.name == table.uniqueKey[0] })?.type,
             ["bigint", "integer", "smallint"].contains(type)
         else { return nil }
-        let src = TableSQL(table)
+        let src = sql
         let key = src.keyColumns[0]
         let row = try source.query(
             "SELECT min(\(key))::bigint, max(\(key))::bigint, greatest((SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)), 1)::float8 FROM \(src.name)",
@@ -54,7 +72,6 @@ struct SliceCopier {
 
     /// Copies the rows after `lastKey` up to `batchSize` keys further on the source.
     func copyBatch(after lastKey: [String]?, batchSize: Int, integerRange: IntegerKeyRange? = nil) throws -> Batch {
-        let sql = TableSQL(table)
         // Where this batch ends; nil for the last batch, which reads to the end of the table
         // (rows inserted later are in the changelog).
         let upperKey: [String]?
@@ -69,13 +86,17 @@ struct SliceCopier {
         }
         let select = sql.batchSelect(after: lastKey, upTo: upperKey, function: plan.function, target: targetIndex)
         var rows: Int
+        if local {
+            rows = try copyLocally(select: select)
+            return Batch(rows: rows, lastKey: upperKey ?? lastKey, done: upperKey == nil)
+        }
         do {
             try target.execute("BEGIN; SET LOCAL reshard.applying = on")
             rows = try PGConnection.relayCopy(from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: target, sql.copyIn).rows
             try target.execute("COMMIT")
         } catch let error as PostgresError where error.sqlState == "23505" {
             try target.execute("ROLLBACK")
-            rows = try copyThroughStaging(select: select, sql: sql)
+            rows = try copyThroughStaging(select: select)
         } catch {
             _ = try? target.execute("ROLLBACK")
             throw error
@@ -86,25 +107,50 @@ struct SliceCopier {
     }
 
     /// The re-run path: the batch was (partly) committed before a crash.
-    private func copyThroughStaging(select: String, sql: TableSQL) throws -> Int {
+    private func copyThroughStaging(select: String) throws -> Int {
         try target.transaction { conn in
             try conn.execute(
                 """
                 SET LOCAL reshard.applying = on;
-                CREATE TEMP TABLE reshard_staging (LIKE \(sql.name)) ON COMMIT DROP;
+                CREATE TEMP TABLE reshard_staging (LIKE \(sql.targetName)) ON COMMIT DROP;
                 """)
             _ = try PGConnection.relayCopy(
                 from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: conn,
                 "COPY reshard_staging (\(sql.writableColumns)) FROM STDIN (FORMAT binary)")
-            do {
-                return try conn.execute("\(sql.insertFromStaging("reshard_staging")) \(sql.onKeyConflictDoNothing)").affectedRows
-            } catch let error as PostgresError where error.sqlState == "23505" {
-                throw ReshardError.failed(
-                    "table \(table.name), \(source.endpoint.label ?? "\(source.endpoint)") -> \(plan.targets[targetIndex].name): "
-                        + "\(error.message)\(error.detail.map { " (\($0))" } ?? ""): a unique constraint other than the migration's key, "
-                        + "holding on each source alone, is violated where rows of several sources meet",
-                    shard: plan.targets[targetIndex].name, underlying: error)
+            return try keepingOtherUniqueViolations {
+                try conn.execute("\(sql.insertFromStaging("reshard_staging")) \(sql.onKeyConflictDoNothing)").affectedRows
             }
+        }
+    }
+
+    /// The rows that stay, copied by the server from the live table into the built one: a
+    /// plain INSERT ... SELECT (as fast as the server copies rows), or, when the batch was
+    /// (partly) committed before a crash, the same with ON CONFLICT (key) DO NOTHING.
+    private func copyLocally(select: String) throws -> Int {
+        do {
+            return try target.transaction { conn in
+                try conn.execute("SET LOCAL reshard.applying = on")
+                return try conn.execute(sql.insert(select)).affectedRows
+            }
+        } catch let error as PostgresError where error.sqlState == "23505" {
+            return try target.transaction { conn in
+                try conn.execute("SET LOCAL reshard.applying = on")
+                return try keepingOtherUniqueViolations { try conn.execute("\(sql.insert(select)) \(sql.onKeyConflictDoNothing)").affectedRows }
+            }
+        }
+    }
+
+    /// Runs `body`, turning a unique violation (of a constraint other than the migration's key,
+    /// which ON CONFLICT covers) into the error that stops the migration rather than drop a row.
+    private func keepingOtherUniqueViolations<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as PostgresError where error.sqlState == "23505" {
+            throw ReshardError.failed(
+                "table \(table.name), \(source.endpoint.label ?? "\(source.endpoint)") -> \(plan.targets[targetIndex].name): "
+                    + "\(error.message)\(error.detail.map { " (\($0))" } ?? ""): a unique constraint other than the migration's key, "
+                    + "holding on each source alone, is violated where rows of several sources meet",
+                shard: plan.targets[targetIndex].name, underlying: error)
         }
     }
 }

@@ -77,11 +77,13 @@ public struct MigrationStatus: Sendable, Codable {
     /// Whether `backlog` was counted on the sources just now.
     public var backlogLive = false
     public var verification: [Verification] = []
+    /// Per target: whether it is a source's database and where its tables are built.
+    public var targets: [Plan.Placement] = []
     /// Rate limit, pause, retries and changelog trend (`MigrationStatus+Runtime.swift`).
     public var runtime: Runtime?
 
-    /// Every moving slice copied: the copy is complete whatever the estimates said.
-    public var copyDone: Bool { slices.filter { !$0.staysInPlace }.allSatisfy(\.done) }
+    /// Every slice copied (the staying rows' local copies too): the copy is complete whatever the estimates said.
+    public var copyDone: Bool { slices.allSatisfy(\.done) }
 
     /// Whether the metadata knows the migration (`status --watch` waits until it does).
     public static func isRegistered(migration: String, on meta: PGConnection) throws -> Bool {
@@ -181,10 +183,9 @@ public struct MigrationStatus: Sendable, Codable {
                 table: slices[r, 0]!, source: slices[r, 1]!, target: slices[r, 2]!, rowsCopied: copied, estimatedRows: estimated,
                 done: done, staysInPlace: try slices.get(r, 6), rowsPerSecond: rate, etaSeconds: eta, updatedAt: slices[r, 8]!,
                 ageSeconds: try slices.get(r, 9)))
-            if !(try slices.get(r, 6, as: Bool.self)) {
-                status.rowsCopied += copied
-                status.estimatedRows += estimated
-            }
+            // The rows that stay count too: they are copied into the table built beside the live one.
+            status.rowsCopied += copied
+            status.estimatedRows += estimated
         }
         for r in 0..<catchUp.rowCount {
             let backlog: Int64 = try catchUp.get(r, 1)
@@ -193,6 +194,7 @@ public struct MigrationStatus: Sendable, Codable {
                 appliedTotal: try catchUp.get(r, 3), updatedAt: catchUp[r, 4]!, ageSeconds: try catchUp.get(r, 5)))
             status.backlog += backlog
         }
+        status.targets = try registeredPlan(migration: migration, on: meta).placements
         status.runtime = try readRuntime(
             migration: migration, backlogs: Dictionary(status.catchUp.map { ($0.source, $0.backlog) }) { $1 }, from: meta)
         if try meta.query("SELECT to_regclass('reshard.verify_tables') IS NOT NULL").get(0, 0, as: Bool.self) {
@@ -231,16 +233,18 @@ public struct MigrationStatus: Sendable, Codable {
                 "  the figures below are as the coordinator left them: writes since are not applied"
                     + (backlogLive ? " (the changelog figures are counted now)" : " ('reshard status --live' counts the changelog now)"))
         }
-        let moving = slices.filter { !$0.staysInPlace }
-        let newest = moving.min(by: { $0.ageSeconds < $1.ageSeconds })
+        let newest = slices.min(by: { $0.ageSeconds < $1.ageSeconds })
         let total = RowProgress(copied: rowsCopied, estimated: estimatedRows, done: copyDone)
         lines.append("rows copied: \(total.text) (\(String(format: "%.0f%%", total.fraction * 100)))" + (newest.map { " as of \(Self.at($0.updatedAt, $0.ageSeconds))" } ?? ""))
-        for s in moving {
+        for s in slices {
             let rows = RowProgress(copied: s.rowsCopied, estimated: s.estimatedRows, done: s.done)
             let rate = s.done ? "" : s.rowsPerSecond.map { String(format: ", %.0f rows/s", $0) } ?? ""
             let eta = s.done ? "" : s.etaSeconds.map { String(format: ", eta %.0fs", $0) } ?? ""
-            lines.append("  \(s.table) \(s.source) -> \(s.target): \(rows.text)\(s.done ? " done" : "")\(rate)\(eta) (as of \(Self.at(s.updatedAt, s.ageSeconds)))")
+            let local = s.staysInPlace ? " (staying rows, copied on the server)" : ""
+            lines.append(
+                "  \(s.table) \(s.source) -> \(s.target)\(local): \(rows.text)\(s.done ? " done" : "")\(rate)\(eta) (as of \(Self.at(s.updatedAt, s.ageSeconds)))")
         }
+        lines += targets.map(\.text)
         for c in catchUp {
             let age = c.oldestChangeAgeSeconds.map { String(format: ", oldest %.1fs old", $0) } ?? ""
             let when = c.live ? "counted on the source now" : "as of \(Self.at(c.updatedAt, c.ageSeconds))"

@@ -32,3 +32,42 @@ extension Plan.Shard {
     /// Whether this target is also a source's database (its copies are built beside the live tables).
     public var isShared: Bool { sameAsSource != nil }
 }
+
+extension Plan {
+    /// Where one target's tables are built, for `plan` and `status` (text and `--json`).
+    public struct Placement: Sendable, Codable, Equatable {
+        public var target: String
+        /// Whether the target is also a source's database.
+        public var shared: Bool
+        public var sameAsSource: String?
+        /// The schema the tables are built in until cutover (`buildSchema`); nil on a pure
+        /// target, which builds them under their own names.
+        public var buildSchema: String?
+
+        public var text: String {
+            guard let source = sameAsSource, let schema = buildSchema else {
+                return "target \(target): tables built under their own names"
+            }
+            return "target \(target): the database of source \(source); tables built in \(schema), swapped in at cutover"
+        }
+    }
+
+    public var placements: [Placement] {
+        targets.map { Placement(target: $0.name, shared: $0.isShared, sameAsSource: $0.sameAsSource, buildSchema: $0.isShared ? Plan.buildSchema : nil) }
+    }
+
+    /// The plan as `plan --json` prints it: the plan file's fields and `placements`.
+    public struct Report: Encodable {
+        public let plan: Plan
+
+        public init(_ plan: Plan) { self.plan = plan }
+
+        private enum Keys: String, CodingKey { case placements }
+
+        public func encode(to encoder: any Encoder) throws {
+            try plan.encode(to: encoder)
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encode(plan.placements, forKey: .placements)
+        }
+    }
+}

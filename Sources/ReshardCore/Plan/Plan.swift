@@ -109,6 +109,7 @@ extension Plan {
             "plan \(migration): \(sources.count) source(s) -> \(targets.count) target(s), \(function.kind.rawValue)"
                 + (sameAs.isEmpty ? "" : " (\(sameAs.joined(separator: ", ")))"))
         if let recordedPhase { lines.append("migration is under way: phase \(recordedPhase)") }
+        lines += placements.map(\.text)
         for table in tables {
             lines.append("")
             lines.append(
@@ -116,7 +117,7 @@ extension Plan {
             for slice in table.slices {
                 let label = "  \(slice.source) -> \(slice.target)".padding(toLength: 22, withPad: " ", startingAt: 0)
                 lines.append(
-                    "\(label)\(count(slice.estimatedRows).leftPadded(14)) rows \(bytes(slice.estimatedBytes).leftPadded(10))\(slice.staysInPlace ? "  stays in place" : "")")
+                    "\(label)\(count(slice.estimatedRows).leftPadded(14)) rows \(bytes(slice.estimatedBytes).leftPadded(10))\(slice.staysInPlace ? "  stays in place, copied on the server" : "")")
             }
         }
         for warning in warnings ?? [] {

@@ -76,12 +76,15 @@ public struct Planner {
 
         var tables: [Plan.Table] = []
         var warnings: [String] = []
+        problems += Self.buildNameCollisions(
+            config.tables, sharedTargets: zip(connectedTargets, sameAs).compactMap { t, same in same.map { (t.shard.name, $0) } })
         for table in config.tables {
             do {
                 let (schema, keyType, tableProblems) = try validate(
                     table, sources: connectedSources, targets: connectedTargets, sameAs: sameAs,
                     underWay: recordedPhase != nil)
                 problems += tableProblems
+                problems += try Self.leftoverBuiltTable(table.name, targets: connectedTargets, sameAs: sameAs, underWay: recordedPhase != nil)
                 guard tableProblems.isEmpty, let schema, let keyType else { continue }
                 var planned = try estimate(table, schema: schema, keyType: keyType, sources: connectedSources, sameAs: sameAs)
                 if let sourceFunction = config.sourceFunction {

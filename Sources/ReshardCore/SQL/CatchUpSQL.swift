@@ -24,8 +24,10 @@ struct CatchUpSQL: Sendable {
 
     static let keyTable = "pg_temp.reshard_keys"
 
-    init(plan: Plan, table: Plan.Table) {
-        sql = TableSQL(table)
+    /// - Parameter target: the target the statements write; on one that is a source's database
+    ///   they write the table built beside the live one, and read the live table for current rows.
+    init(plan: Plan, table: Plan.Table, target: Int) {
+        sql = TableSQL(table, writingTo: plan.builtName(of: table, on: plan.targets[target]))
         function = plan.function
         staging = "pg_temp.reshard_staging_" + Shim.objectNames(migration: plan.migration, table: table).log.dropFirst("log_".count)
         shardKeyType = table.columns.first { $0.name == table.key }?.type ?? "text"
@@ -62,7 +64,7 @@ struct CatchUpSQL: Sendable {
     var createStaging: String {
         let name = staging.dropFirst("pg_temp.".count)
         return """
-            SET client_min_messages = warning; CREATE TEMP TABLE IF NOT EXISTS \(name) (LIKE \(sql.name)) ON COMMIT DELETE ROWS;
+            SET client_min_messages = warning; CREATE TEMP TABLE IF NOT EXISTS \(name) (LIKE \(sql.targetName)) ON COMMIT DELETE ROWS;
             CREATE INDEX IF NOT EXISTS \(name)_key ON \(name) (\(sql.keyColumns.joined(separator: ", "))); RESET client_min_messages
             """
     }
@@ -88,10 +90,9 @@ struct CatchUpSQL: Sendable {
         "SELECT \(qualified("t")) FROM \(sql.name) t JOIN \(distinctKeys) ON \(joinKeyTable) WHERE \(belongsTo(target))"
     }
 
-    /// The session's keys the table does not hold: their count, then one text[] per key column.
-    var missingKeys: String {
-        let columns = sql.keyColumns.indices.map { "array_agg(k.pk[\($0 + 1)])::text" }.joined(separator: ", ")
-        return "SELECT count(*), \(columns) FROM \(distinctKeys) WHERE NOT EXISTS (SELECT 1 FROM \(sql.name) t WHERE \(joinKeyTable))"
+    /// The same rows into staging, on the source's own database (a COPY cannot relay a session to itself).
+    func currentRowsIntoStaging(target: Int) -> String {
+        "INSERT INTO \(staging) (\(sql.writableColumns)) \(currentRows(target: target))"
     }
 
     /// The distinct (key, shard key) pairs the entries (parameter: their ctids) logged with a
@@ -124,8 +125,8 @@ struct CatchUpSQL: Sendable {
     /// shard key belongs to `target`, that the target holds under that shard key but staging
     /// does not: rows to delete unless another source holds them. Their count, then one text[]
     /// per key column. Matching the logged shard key
-    /// means a row the target holds for another reason (on a target that is another source's
-    /// database, that source's own row) is never a candidate.
+    /// means a row the target holds under another shard key (another source's row of the same
+    /// key) is never a candidate.
     func deleteCandidates(target: Int) -> String {
         let logged = function.sqlShardFilter(quotedColumn: "(e.sk)::\(shardKeyType)", type: sql.table.keyType, target: target)
         let inStaging = sql.keyColumns.map { "s.\($0) = t.\($0)" }.joined(separator: " AND ")
@@ -134,7 +135,7 @@ struct CatchUpSQL: Sendable {
         let shardKey = sql.table.uniqueKey.contains(sql.table.key) ? "" : " AND t.\(sql.shardKey) = e.sk::\(shardKeyType)"
         let columns = sql.keyColumns.indices.map { "array_agg(c.k\($0))::text" }.joined(separator: ", ")
         return """
-            SELECT count(*), \(columns) FROM (SELECT DISTINCT \(keysText) FROM \(sql.name) t JOIN \(unnest("e", shardKey: true)) ON \(joinParameters("e"))\(shardKey)
+            SELECT count(*), \(columns) FROM (SELECT DISTINCT \(keysText) FROM \(sql.targetName) t JOIN \(unnest("e", shardKey: true)) ON \(joinParameters("e"))\(shardKey)
             WHERE \(logged) AND \(belongsTo(target)) AND NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(inStaging))) c
             """
     }
@@ -143,7 +144,7 @@ struct CatchUpSQL: Sendable {
     /// unless staging holds them.
     func deleteKeys(target: Int) -> String {
         let inStaging = sql.keyColumns.map { "s.\($0) = t.\($0)" }.joined(separator: " AND ")
-        return "DELETE FROM \(sql.name) t USING \(unnest("e")) WHERE \(joinParameters("e")) AND \(belongsTo(target)) AND NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(inStaging))"
+        return "DELETE FROM \(sql.targetName) t USING \(unnest("e")) WHERE \(joinParameters("e")) AND \(belongsTo(target)) AND NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(inStaging))"
     }
 
     // MARK: staging
@@ -158,8 +159,6 @@ struct CatchUpSQL: Sendable {
     /// it): one per key.
     var upsertStagingOnePerKey: String { "\(sql.insertFromStaging(onePerKey)) \(sql.onKeyConflictUpdate)" }
 
-    /// The same, never over a row the database holds itself.
-    var insertStagingIfAbsent: String { "\(sql.insertFromStaging(onePerKey)) \(sql.onKeyConflictDoNothing)" }
 
     private var onePerKey: String { "(SELECT DISTINCT ON (\(sql.keyColumns.joined(separator: ", "))) * FROM \(staging)) s" }
 }

@@ -1,3 +1,4 @@
+import PostgresClient
 import ReshardRouting
 
 /// The SQL text one table needs, built once per table from the plan alone (no connection), so
@@ -8,8 +9,11 @@ import ReshardRouting
 /// inside the `COPY (SELECT ...)` of a batch are quoted literals cast to the key's types.
 struct TableSQL: Sendable {
     let table: Plan.Table
-    /// `"schema"."table"`
+    /// `"schema"."table"`: the table as the sources (and the application) name it.
     let name: String
+    /// The table rows are written into: `name`, or the table built beside the live one on a
+    /// target that is a source's database (`Plan.builtName(of:on:)`).
+    let targetName: String
     /// Every column, in the source's order: what a SELECT reads.
     let columns: String
     /// The columns a COPY or INSERT writes: every column but generated ones, which the target
@@ -23,9 +27,11 @@ struct TableSQL: Sendable {
     /// The shard key column, quoted.
     let shardKey: String
 
-    init(_ table: Plan.Table) {
+    /// - Parameter built: the name the target's copy is written under, when not the table's own.
+    init(_ table: Plan.Table, writingTo built: QualifiedName? = nil) {
         self.table = table
         name = SQLText.name(table.name)
+        targetName = SQLText.name(built ?? table.name)
         columns = table.columns.map { SQLText.identifier($0.name) }.joined(separator: ", ")
         writableColumns = table.columns.filter { !$0.isGenerated }.map { SQLText.identifier($0.name) }.joined(separator: ", ")
         keyColumns = table.uniqueKey.map(SQLText.identifier)
@@ -110,8 +116,15 @@ struct TableSQL: Sendable {
     /// `GENERATED ALWAYS` column (one the user created, or a source that is a target), which
     /// otherwise refuses the source's values; COPY needs no such clause.
     func insertFromStaging(_ staging: String) -> String {
+        insert("SELECT \(writableColumns) FROM \(staging)")
+    }
+
+    /// `INSERT INTO targetName (writable columns) [OVERRIDING SYSTEM VALUE] select`: rows written by
+    /// the server itself, from staging or (a target that is the source's own database) straight
+    /// from the live table (`batchSelect`), never through the coordinator.
+    func insert(_ select: String) -> String {
         let overriding = table.identityAlwaysOnTarget ? " OVERRIDING SYSTEM VALUE" : ""
-        return "INSERT INTO \(name) (\(writableColumns))\(overriding) SELECT \(writableColumns) FROM \(staging)"
+        return "INSERT INTO \(targetName) (\(writableColumns))\(overriding) \(select)"
     }
 
     /// `ON CONFLICT (key) DO NOTHING`: a re-run batch skips the rows it already copied. Only the
@@ -122,5 +135,5 @@ struct TableSQL: Sendable {
     var onKeyConflictUpdate: String { "ON CONFLICT \(keyRow) DO \(updateSet)" }
 
     /// `COPY table (writable columns) FROM STDIN (FORMAT binary)`
-    var copyIn: String { "COPY \(name) (\(writableColumns)) FROM STDIN (FORMAT binary)" }
+    var copyIn: String { "COPY \(targetName) (\(writableColumns)) FROM STDIN (FORMAT binary)" }
 }

@@ -70,11 +70,11 @@ extension Verifier {
             let result = try conn.query(sql[i].sums(where: conditions[i]))
             for r in 0..<result.rowCount {
                 let t = try result.get(r, 0, as: Int.self)
-                guard let sum = RowSet.hashSum(fromServer: result[r, 3] ?? "") else {
-                    throw ReshardError.failed("unexpected hash sum '\(result[r, 3] ?? "")' from \(place.shard)")
+                guard let sum = RowSet.hashSum(fromServer: result[r, 2] ?? "") else {
+                    throw ReshardError.failed("unexpected hash sum '\(result[r, 2] ?? "")' from \(place.shard)")
                 }
-                let set = RowSet(rows: try result.get(r, 2, as: Int64.self), hashSum: sum)
-                if place.countsForSources(target: t, own: try result.get(r, 1, as: Bool.self)) { sums.sources += set }
+                let set = RowSet(rows: try result.get(r, 1, as: Int64.self), hashSum: sum)
+                if place.countsForSources { sums.sources += set }
                 if place.countsForTarget(t) { sums.targets += set }
             }
         }
@@ -95,9 +95,9 @@ extension Verifier {
             for r in 0..<result.rowCount {
                 let t = try result.get(r, 0, as: Int.self)
                 guard wanted.contains(t) else { continue }
-                let key = try decoder.decode([String].self, from: Data(result[r, 2]!.utf8))
-                let hash = try result.get(r, 3, as: Int64.self)
-                if let source = place.source, place.countsForSources(target: t, own: try result.get(r, 1, as: Bool.self)) {
+                let key = try decoder.decode([String].self, from: Data(result[r, 1]!.utf8))
+                let hash = try result.get(r, 2, as: Int64.self)
+                if let source = place.source {
                     sourceRows[t, default: []].append(.init(source: source.name, key: key, hash: hash))
                 }
                 if place.countsForTarget(t) { targetRows[t, default: []].append((key, hash)) }

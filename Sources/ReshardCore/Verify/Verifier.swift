@@ -39,11 +39,6 @@ public final class Verifier: @unchecked Sendable {
         } else {
             tables = plan.tables
         }
-        if plan.sourceFunction == nil, let shared = plan.targets.first(where: { $0.sameAsSource != nil }) {
-            throw ReshardError.badInput(
-                "target \(shared.name) is the database of source \(shared.sameAsSource!): verify needs today's placement "
-                    + "(source.function in the config, and source_key for tables placed by another column) to tell its own rows from copies")
-        }
     }
 
     // MARK: - Run
@@ -128,20 +123,19 @@ public final class Verifier: @unchecked Sendable {
 
     // MARK: - Runs and chunks in the metadata
 
-    /// What a run compares: the tables (name, key, schema), both shard functions and the shards.
+    /// What a run compares: the tables (name, key, schema), the shard function and the shards.
     /// Not the estimates, which change between plans of the same layout.
     static func fingerprint(_ plan: Plan) throws -> String {
         struct Verified: Encodable {
             let function: ShardFunction
-            let sourceFunction: ShardFunction?
             let sources: [[String]]
             let targets: [[String?]]
-            let tables: [[String?]]
+            let tables: [[String]]
         }
         let verified = Verified(
-            function: plan.function, sourceFunction: plan.sourceFunction, sources: plan.sources.map { [$0.name, $0.endpoint] },
+            function: plan.function, sources: plan.sources.map { [$0.name, $0.endpoint] },
             targets: plan.targets.map { [$0.name, $0.endpoint, $0.sameAsSource] },
-            tables: plan.tables.map { [$0.name.description, $0.key, $0.fingerprint, $0.sourceKey] })
+            tables: plan.tables.map { [$0.name.description, $0.key, $0.fingerprint] })
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         return fnv1a64Hex(String(decoding: try encoder.encode(verified), as: UTF8.self))
