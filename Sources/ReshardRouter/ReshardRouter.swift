@@ -105,6 +105,7 @@ public final class ReshardRouter: @unchecked Sendable {
     /// reloaded and `body` runs again on the shard the newer epoch names, for up to `fenceWait`.
     /// `body` may therefore run more than once, and must not commit or roll back itself. Any
     /// other error is thrown as it is (a commit whose outcome is unknown is never retried).
+    @discardableResult
     public func write<T>(table: String, key: ShardKey, _ body: (PGConnection) throws -> T) throws -> T {
         let deadline = Date().addingTimeInterval(fenceWait)
         var pause = 0.01
@@ -125,6 +126,7 @@ public final class ReshardRouter: @unchecked Sendable {
         }
     }
 
+    @discardableResult
     public func write<T>(table: String, key: Int64, _ body: (PGConnection) throws -> T) throws -> T {
         try write(table: table, key: .int(key, .bigint), body)
     }
@@ -132,6 +134,7 @@ public final class ReshardRouter: @unchecked Sendable {
     /// Runs `body` on a replica of the shard `key` belongs to (taking turns when there are
     /// several), or on its primary when the map lists none or `fromReplica` is false. Reads are
     /// never fenced; a replica may lag behind its primary.
+    @discardableResult
     public func read<T>(table: String, key: ShardKey, fromReplica: Bool = true, _ body: (PGConnection) throws -> T) throws -> T {
         let route = try self.route(table: table, key: key)
         var dsn = route.shard.dsn
@@ -144,6 +147,7 @@ public final class ReshardRouter: @unchecked Sendable {
         return try using(try connection(dsn, shard: route.shard.name), body)
     }
 
+    @discardableResult
     public func read<T>(table: String, key: Int64, fromReplica: Bool = true, _ body: (PGConnection) throws -> T) throws -> T {
         try read(table: table, key: .int(key, .bigint), fromReplica: fromReplica, body)
     }

@@ -223,3 +223,36 @@ extension ReshardRouterTests {
         XCTAssertEqual(try placement(), [2: [0]])
     }
 }
+
+extension ReshardRouterTests {
+    /// One router shared by several threads: every acknowledged write is stored once, on its shard.
+    func testThreadsSharingARouterLoseNoWrite() throws {
+        try publish([0, 1])
+        let router = try ReshardRouter(metadata: metadata, migration: migration)
+        let group = DispatchGroup()
+        final class Errors: @unchecked Sendable {
+            let lock = NSLock()
+            var list: [String] = []
+            func add(_ text: String) { lock.withLock { list.append(text) } }
+            var all: [String] { lock.withLock { list } }
+        }
+        let errors = Errors()
+        for thread in 0..<4 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                for n in 0..<50 {
+                    let id = Int64(thread * 1000 + n)
+                    do {
+                        try router.write(table: "items", key: id) { try $0.query("INSERT INTO items VALUES ($1, 'x')", [id]) }
+                    } catch { errors.add("\(id): \(error)") }
+                }
+            }.start()
+        }
+        XCTAssertEqual(group.wait(timeout: .now() + 120), .success)
+        XCTAssertEqual(errors.all, [])
+        let placed = try placement()
+        XCTAssertEqual(placed.count, 200)
+        XCTAssertTrue(placed.allSatisfy { $0.value == [Int($0.key % 2)] })
+    }
+}
