@@ -132,19 +132,22 @@ public final class ReshardRouter: @unchecked Sendable {
     }
 
     /// Runs `body` on a replica of the shard `key` belongs to (taking turns when there are
-    /// several), or on its primary when the map lists none or `fromReplica` is false. Reads are
-    /// never fenced; a replica may lag behind its primary.
+    /// several), or on its primary when the map lists none, `fromReplica` is false, or the
+    /// replica cannot be reached. Reads are never fenced; a replica may lag behind its primary.
     @discardableResult
     public func read<T>(table: String, key: ShardKey, fromReplica: Bool = true, _ body: (PGConnection) throws -> T) throws -> T {
         let route = try self.route(table: table, key: key)
-        var dsn = route.shard.dsn
         if fromReplica, !route.shard.replicas.isEmpty {
-            dsn = lock.withLock {
+            let replica = lock.withLock {
                 nextReplica &+= 1
                 return route.shard.replicas[nextReplica % route.shard.replicas.count]
             }
+            do { return try using(try connection(replica, shard: route.shard.name), body) } catch let error as PostgresError
+                where error.code == .connectionFailed || error.code == .connectionLost {
+                // A replica that is down does not fail the read: the primary has the rows too.
+            }
         }
-        return try using(try connection(dsn, shard: route.shard.name), body)
+        return try using(try connection(route.shard.dsn, shard: route.shard.name), body)
     }
 
     @discardableResult

@@ -173,6 +173,13 @@ final class ReshardRouterTests: XCTestCase {
         XCTAssertEqual(Set([try where_(1), try where_(3)]), Set(names))
         XCTAssertEqual(try where_(1, replica: false), shards[1].options["dbname"])
         XCTAssertEqual(try where_(2), shards[0].options["dbname"])
+
+        // A replica that cannot be reached: the read is served by the primary.
+        var down = try XCTUnwrap(ShardMapStore.current(migration: migration, on: PGConnection.connect(metadata)))
+        down.shards[1].replicas = ["host=127.0.0.1 port=1 dbname=nowhere connect_timeout=2"]
+        try PGConnection.connect(metadata).transaction { try ShardMapStore.publish(down, on: $0) }
+        try router.reload()
+        XCTAssertEqual(try where_(1), shards[1].options["dbname"])
     }
 
     func testNoMapIsAClearError() throws {
