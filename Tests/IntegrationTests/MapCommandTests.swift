@@ -77,6 +77,17 @@ final class MapCommandTests: XCTestCase {
         XCTAssertEqual(lines(badTable.stderr), ["reshard: error: table nope is not in the shard map of migration plan-test (it has items)"])
     }
 
+    /// Without source.function the old layout is an assumption, and `map` says so.
+    func testMapSaysWhenTheOldLayoutIsAssumed() throws {
+        let (_, config) = try ShardMapStoreTests.startedMigration(self, sourceFunction: nil)
+        let text = try ReshardCLI.run(["map", "-c", config])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertTrue(text.stdout.contains("function hash, 2 shard(s), split points 0\n"), text.stdout)
+        XCTAssertTrue(text.stdout.hasSuffix("note: the config has no source.function: this epoch assumes the sources are split evenly by hash\n"), text.stdout)
+        let stated = try ReshardCLI.run(["map", "-c", try ShardMapStoreTests.startedMigration(self).1])
+        XCTAssertFalse(stated.stdout.contains("note:"), stated.stdout)
+    }
+
     func testMapAndRouteRefuseAMigrationWithoutAMap() throws {
         let fixture = try PlanFixture(self)
         try fixture.onSources("CREATE TABLE items (id bigint PRIMARY KEY)")
