@@ -107,13 +107,31 @@ public final class ReshardRouter: @unchecked Sendable {
     /// other error is thrown as it is (a commit whose outcome is unknown is never retried).
     @discardableResult
     public func write<T>(table: String, key: ShardKey, _ body: (PGConnection) throws -> T) throws -> T {
+        try onPrimary(table: table, key: key) { try $0.transaction(body) }
+    }
+
+    /// Runs one statement on the primary of the shard `key` belongs to, on its own (autocommit:
+    /// one round trip, where `write` adds BEGIN and COMMIT). A statement the fence refuses stored
+    /// nothing, so it is sent again after a reload, as `write` does.
+    @discardableResult
+    public func execute(table: String, key: ShardKey, _ sql: String, _ parameters: [(any PGBindable)?] = []) throws -> PGResult {
+        try onPrimary(table: table, key: key) { try $0.query(sql, parameters) }
+    }
+
+    @discardableResult
+    public func execute(table: String, key: Int64, _ sql: String, _ parameters: [(any PGBindable)?] = []) throws -> PGResult {
+        try execute(table: table, key: .int(key, .bigint), sql, parameters)
+    }
+
+    /// Runs `attempt` (which stores nothing when the fence refuses it) on the key's primary,
+    /// following fence refusals to the shard a newer epoch names for up to `fenceWait`.
+    private func onPrimary<T>(table: String, key: ShardKey, _ attempt: (PGConnection) throws -> T) throws -> T {
         let deadline = Date().addingTimeInterval(fenceWait)
         var pause = 0.01
         while true {
             let route = try self.route(table: table, key: key)
             do {
-                let conn = try connection(route.shard.dsn, shard: route.shard.name)
-                return try using(conn) { try $0.transaction(body) }
+                return try using(try connection(route.shard.dsn, shard: route.shard.name), attempt)
             } catch let error as PostgresError where error.isFenceRefusal {
                 guard Date() < deadline else { throw error }
                 // The fence names a newer epoch than ours, or the switch is still under way and

@@ -128,6 +128,16 @@ final class ReshardRouterTests: XCTestCase {
         XCTAssertEqual(runs, 2)
         XCTAssertEqual(router.map.epoch, 2)
         XCTAssertEqual(try placement(), [4: [2], 40: [2]])
+
+        // A single statement sent on its own follows the same way.
+        let stale = try ReshardRouter(metadata: metadata, migration: migration)
+        try publish([1])
+        try fence(2, FenceSQLState.staleEpoch)
+        try PGConnection.connect(shards[1]).execute("DROP TRIGGER fenced ON items")
+        let inserted = try stale.execute(table: "items", key: 5, "INSERT INTO items VALUES ($1, 'one') RETURNING id", [5])
+        XCTAssertEqual(inserted[0, 0], "5")
+        XCTAssertEqual(stale.map.epoch, 3)
+        XCTAssertEqual(try placement(), [4: [2], 40: [2], 5: [1]])
     }
 
     /// A misrouted refusal (RS002) is followed the same way.
@@ -194,7 +204,7 @@ extension ReshardRouterTests {
     /// The README's example ("For applications"), as written there but for the connection string.
     func testTheReadmeExampleRuns() throws {
         try publish([0, 1])
-        for shard in shards { try PGConnection.connect(shard).execute("CREATE TABLE users (id bigint PRIMARY KEY, name text)") }
+        for shard in shards { try PGConnection.connect(shard).execute("CREATE TABLE users (id bigint PRIMARY KEY, name text, seen timestamptz)") }
         try PGConnection.connect(shards[0]).execute("INSERT INTO users VALUES (42, 'Bob')")
         var map = try XCTUnwrap(ShardMapStore.current(migration: migration, on: PGConnection.connect(metadata)))
         map.tables.append(.init(name: "users", key: "id", keyType: .bigint))
@@ -205,10 +215,12 @@ extension ReshardRouterTests {
         try router.write(table: "users", key: userID) { conn in
             try conn.query("UPDATE users SET name = $2 WHERE id = $1", [userID, "Ada"])
         }
+        try router.execute(table: "users", key: userID, "UPDATE users SET seen = now() WHERE id = $1", [userID])
         let name = try router.read(table: "users", key: userID) { conn in
             try conn.query("SELECT name FROM users WHERE id = $1", [userID])[0, 0]
         }
         XCTAssertEqual(name, "Ada")
+        XCTAssertEqual(try PGConnection.connect(shards[0]).query("SELECT seen IS NOT NULL FROM users WHERE id = 42")[0, 0], "t")
         XCTAssertEqual(router.map.epoch, 2)
         XCTAssertEqual(try router.route(table: "users", key: userID).shard.name, "d0")
     }
