@@ -18,16 +18,19 @@ extension PGConnection {
         try lock.withLock {
             guard PQsendQuery(handle, sql) == 1 else { throw error(code: .connectionLost, statement: sql) }
             let deadline = Date().addingTimeInterval(timeout)
-            guard try waitForResult(until: deadline, statement: sql) else {
-                _ = cancel()
-                _ = try? waitForResult(until: Date().addingTimeInterval(0.5), statement: sql)
-                throw PostgresError(
-                    code: .cancelled, message: "did not finish within \(Self.seconds(timeout))", endpoint: endpoint, statement: sql)
-            }
             // Every result of the statement, the last one returned (as PQexec does); an error wins.
+            // PQgetResult is only called once libpq holds a whole result, so it never blocks.
             var last: OpaquePointer?
             var failure: PostgresError?
-            while let raw = PQgetResult(handle) {
+            while true {
+                guard try waitForResult(until: deadline, statement: sql) else {
+                    if let last { PQclear(last) }
+                    _ = cancel()
+                    _ = try? waitForResult(until: Date().addingTimeInterval(0.5), statement: sql)
+                    throw PostgresError(
+                        code: .cancelled, message: "did not finish within \(Self.seconds(timeout))", endpoint: endpoint, statement: sql)
+                }
+                guard let raw = PQgetResult(handle) else { break }
                 if let previous = last { PQclear(previous) }
                 last = raw
                 let status = PQresultStatus(raw)

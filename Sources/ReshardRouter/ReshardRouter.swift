@@ -105,14 +105,33 @@ public final class ReshardRouter: @unchecked Sendable {
     /// reloaded and `body` runs again on the shard the newer epoch names, for up to `fenceWait`.
     /// `body` may therefore run more than once, and must not commit or roll back itself. Any
     /// other error is thrown as it is (a commit whose outcome is unknown is never retried).
+    @discardableResult
     public func write<T>(table: String, key: ShardKey, _ body: (PGConnection) throws -> T) throws -> T {
+        try onPrimary(table: table, key: key) { try $0.transaction(body) }
+    }
+
+    /// Runs one statement on the primary of the shard `key` belongs to, on its own (autocommit:
+    /// one round trip, where `write` adds BEGIN and COMMIT). A statement the fence refuses stored
+    /// nothing, so it is sent again after a reload, as `write` does.
+    @discardableResult
+    public func execute(table: String, key: ShardKey, _ sql: String, _ parameters: [(any PGBindable)?] = []) throws -> PGResult {
+        try onPrimary(table: table, key: key) { try $0.query(sql, parameters) }
+    }
+
+    @discardableResult
+    public func execute(table: String, key: Int64, _ sql: String, _ parameters: [(any PGBindable)?] = []) throws -> PGResult {
+        try execute(table: table, key: .int(key, .bigint), sql, parameters)
+    }
+
+    /// Runs `attempt` (which stores nothing when the fence refuses it) on the key's primary,
+    /// following fence refusals to the shard a newer epoch names for up to `fenceWait`.
+    private func onPrimary<T>(table: String, key: ShardKey, _ attempt: (PGConnection) throws -> T) throws -> T {
         let deadline = Date().addingTimeInterval(fenceWait)
         var pause = 0.01
         while true {
             let route = try self.route(table: table, key: key)
             do {
-                let conn = try connection(route.shard.dsn, shard: route.shard.name)
-                return try using(conn) { try $0.transaction(body) }
+                return try using(try connection(route.shard.dsn, shard: route.shard.name), attempt)
             } catch let error as PostgresError where error.isFenceRefusal {
                 guard Date() < deadline else { throw error }
                 // The fence names a newer epoch than ours, or the switch is still under way and
@@ -125,25 +144,31 @@ public final class ReshardRouter: @unchecked Sendable {
         }
     }
 
+    @discardableResult
     public func write<T>(table: String, key: Int64, _ body: (PGConnection) throws -> T) throws -> T {
         try write(table: table, key: .int(key, .bigint), body)
     }
 
     /// Runs `body` on a replica of the shard `key` belongs to (taking turns when there are
-    /// several), or on its primary when the map lists none or `fromReplica` is false. Reads are
-    /// never fenced; a replica may lag behind its primary.
+    /// several), or on its primary when the map lists none, `fromReplica` is false, or the
+    /// replica cannot be reached. Reads are never fenced; a replica may lag behind its primary.
+    @discardableResult
     public func read<T>(table: String, key: ShardKey, fromReplica: Bool = true, _ body: (PGConnection) throws -> T) throws -> T {
         let route = try self.route(table: table, key: key)
-        var dsn = route.shard.dsn
         if fromReplica, !route.shard.replicas.isEmpty {
-            dsn = lock.withLock {
+            let replica = lock.withLock {
                 nextReplica &+= 1
                 return route.shard.replicas[nextReplica % route.shard.replicas.count]
             }
+            do { return try using(try connection(replica, shard: route.shard.name), body) } catch let error as PostgresError
+                where error.code == .connectionFailed || error.code == .connectionLost {
+                // A replica that is down does not fail the read: the primary has the rows too.
+            }
         }
-        return try using(try connection(dsn, shard: route.shard.name), body)
+        return try using(try connection(route.shard.dsn, shard: route.shard.name), body)
     }
 
+    @discardableResult
     public func read<T>(table: String, key: Int64, fromReplica: Bool = true, _ body: (PGConnection) throws -> T) throws -> T {
         try read(table: table, key: .int(key, .bigint), fromReplica: fromReplica, body)
     }

@@ -38,6 +38,17 @@ struct MapCommand: ParsableCommand {
         }
         if output.json { return try Console.json(shown.map) }
         for line in Self.text(shown, all: epochs) { Console.out(line) }
+        if try Self.assumesTodaysPlacement(shown.map, on: meta) {
+            Console.out("note: the config has no source.function: this epoch assumes the sources are split evenly by hash")
+        }
+    }
+
+    /// Whether `map` is the old layout of a migration whose config did not say how rows are placed
+    /// today (`ShardMap(plan:layout:)` then assumes an even hash split over the sources).
+    static func assumesTodaysPlacement(_ map: ShardMap, on meta: PGConnection) throws -> Bool {
+        let row = try meta.query("SELECT plan::text FROM reshard.migrations WHERE name = $1", [map.migration])
+        guard row.rowCount == 1, let text = row[0, 0], let plan = try? JSONDecoder().decode(Plan.self, from: Data(text.utf8)) else { return false }
+        return plan.sourceFunction == nil && plan.sources.count > 1 && map.shards.map(\.name) == plan.sources.map(\.name)
     }
 
     static func text(_ shown: ShardMapStore.Epoch, all: [ShardMapStore.Epoch]) -> [String] {

@@ -17,6 +17,7 @@ final class MapCommandTests: XCTestCase {
         XCTAssertTrue(shown[2].hasPrefix("  0 s0  ") && shown[3].hasPrefix("  1 s1  "), text.stdout)
         XCTAssertEqual(shown[4], "tables: items (id bigint)")
         XCTAssertFalse(text.stdout.contains("password"), text.stdout)
+        XCTAssertFalse(text.stdout.contains("note:"), "source.function is set: nothing is assumed: \(text.stdout)")
 
         let meta = try PGConnection.connect(fixture.metadata)
         let target = try MigrationTarget.fromConfig(try ReshardConfig.load(path: config), sampleRows: 100)
@@ -75,6 +76,15 @@ final class MapCommandTests: XCTestCase {
         let badTable = try ReshardCLI.run(["route", "-c", config, "--table", "nope", "1"])
         XCTAssertEqual(badTable.status, 2)
         XCTAssertEqual(lines(badTable.stderr), ["reshard: error: table nope is not in the shard map of migration plan-test (it has items)"])
+    }
+
+    /// Without source.function the old layout is an assumption, and `map` says so.
+    func testMapSaysWhenTheOldLayoutIsAssumed() throws {
+        let (_, config) = try ShardMapStoreTests.startedMigration(self, sourceFunction: nil)
+        let text = try ReshardCLI.run(["map", "-c", config])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertTrue(text.stdout.contains("function hash, 2 shard(s), split points 0\n"), text.stdout)
+        XCTAssertTrue(text.stdout.hasSuffix("note: the config has no source.function: this epoch assumes the sources are split evenly by hash\n"), text.stdout)
     }
 
     func testMapAndRouteRefuseAMigrationWithoutAMap() throws {

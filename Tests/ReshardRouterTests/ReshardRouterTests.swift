@@ -128,6 +128,16 @@ final class ReshardRouterTests: XCTestCase {
         XCTAssertEqual(runs, 2)
         XCTAssertEqual(router.map.epoch, 2)
         XCTAssertEqual(try placement(), [4: [2], 40: [2]])
+
+        // A single statement sent on its own follows the same way.
+        let stale = try ReshardRouter(metadata: metadata, migration: migration)
+        try publish([1])
+        try fence(2, FenceSQLState.staleEpoch)
+        try PGConnection.connect(shards[1]).execute("DROP TRIGGER fenced ON items")
+        let inserted = try stale.execute(table: "items", key: 5, "INSERT INTO items VALUES ($1, 'one') RETURNING id", [5])
+        XCTAssertEqual(inserted[0, 0], "5")
+        XCTAssertEqual(stale.map.epoch, 3)
+        XCTAssertEqual(try placement(), [4: [2], 40: [2], 5: [1]])
     }
 
     /// A misrouted refusal (RS002) is followed the same way.
@@ -173,6 +183,13 @@ final class ReshardRouterTests: XCTestCase {
         XCTAssertEqual(Set([try where_(1), try where_(3)]), Set(names))
         XCTAssertEqual(try where_(1, replica: false), shards[1].options["dbname"])
         XCTAssertEqual(try where_(2), shards[0].options["dbname"])
+
+        // A replica that cannot be reached: the read is served by the primary.
+        var down = try XCTUnwrap(ShardMapStore.current(migration: migration, on: PGConnection.connect(metadata)))
+        down.shards[1].replicas = ["host=127.0.0.1 port=1 dbname=nowhere connect_timeout=2"]
+        try PGConnection.connect(metadata).transaction { try ShardMapStore.publish(down, on: $0) }
+        try router.reload()
+        XCTAssertEqual(try where_(1), shards[1].options["dbname"])
     }
 
     func testNoMapIsAClearError() throws {
@@ -187,7 +204,7 @@ extension ReshardRouterTests {
     /// The README's example ("For applications"), as written there but for the connection string.
     func testTheReadmeExampleRuns() throws {
         try publish([0, 1])
-        for shard in shards { try PGConnection.connect(shard).execute("CREATE TABLE users (id bigint PRIMARY KEY, name text)") }
+        for shard in shards { try PGConnection.connect(shard).execute("CREATE TABLE users (id bigint PRIMARY KEY, name text, seen timestamptz)") }
         try PGConnection.connect(shards[0]).execute("INSERT INTO users VALUES (42, 'Bob')")
         var map = try XCTUnwrap(ShardMapStore.current(migration: migration, on: PGConnection.connect(metadata)))
         map.tables.append(.init(name: "users", key: "id", keyType: .bigint))
@@ -198,10 +215,12 @@ extension ReshardRouterTests {
         try router.write(table: "users", key: userID) { conn in
             try conn.query("UPDATE users SET name = $2 WHERE id = $1", [userID, "Ada"])
         }
+        try router.execute(table: "users", key: userID, "UPDATE users SET seen = now() WHERE id = $1", [userID])
         let name = try router.read(table: "users", key: userID) { conn in
             try conn.query("SELECT name FROM users WHERE id = $1", [userID])[0, 0]
         }
         XCTAssertEqual(name, "Ada")
+        XCTAssertEqual(try PGConnection.connect(shards[0]).query("SELECT seen IS NOT NULL FROM users WHERE id = 42")[0, 0], "t")
         XCTAssertEqual(router.map.epoch, 2)
         XCTAssertEqual(try router.route(table: "users", key: userID).shard.name, "d0")
     }
@@ -221,5 +240,38 @@ extension ReshardRouterTests {
         // The connection is usable afterwards.
         try router.write(table: "items", key: 2) { try $0.query("INSERT INTO items VALUES (2, 'x')") }
         XCTAssertEqual(try placement(), [2: [0]])
+    }
+}
+
+extension ReshardRouterTests {
+    /// One router shared by several threads: every acknowledged write is stored once, on its shard.
+    func testThreadsSharingARouterLoseNoWrite() throws {
+        try publish([0, 1])
+        let router = try ReshardRouter(metadata: metadata, migration: migration)
+        let group = DispatchGroup()
+        final class Errors: @unchecked Sendable {
+            let lock = NSLock()
+            var list: [String] = []
+            func add(_ text: String) { lock.withLock { list.append(text) } }
+            var all: [String] { lock.withLock { list } }
+        }
+        let errors = Errors()
+        for thread in 0..<4 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                for n in 0..<50 {
+                    let id = Int64(thread * 1000 + n)
+                    do {
+                        try router.write(table: "items", key: id) { try $0.query("INSERT INTO items VALUES ($1, 'x')", [id]) }
+                    } catch { errors.add("\(id): \(error)") }
+                }
+            }.start()
+        }
+        XCTAssertEqual(group.wait(timeout: .now() + 120), .success)
+        XCTAssertEqual(errors.all, [])
+        let placed = try placement()
+        XCTAssertEqual(placed.count, 200)
+        XCTAssertTrue(placed.allSatisfy { $0.value == [Int($0.key % 2)] })
     }
 }
