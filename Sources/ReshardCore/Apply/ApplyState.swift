@@ -224,7 +224,7 @@ final class ApplyState: @unchecked Sendable {
             for (source, lag) in lags.sorted(by: { $0.key < $1.key }) {
                 switch lag {
                 case .seconds(let seconds) where seconds > maxLagSeconds:
-                    reasons.append(String(format: "replicas of %@ lag %.0fs > --max-replication-lag %.0fs", source, seconds, maxLagSeconds))
+                    reasons.append(String(format: "replicas of %@ lag %.0fs > --max-replica-lag %.0fs", source, seconds, maxLagSeconds))
                 case .unreadable(let why):
                     reasons.append("replication lag of \(source) cannot be read (\(why))")
                 default:

@@ -235,7 +235,8 @@ public final class Coordinator: @unchecked Sendable {
             migration: plan.migration, phase: phase, rowsCopied: copied, rowsEstimated: estimated,
             rowsPerSecond: max(rate, 0), etaSeconds: rate > 1 && estimated > copied ? Double(estimated - copied) / rate : nil,
             backlog: catchUp.reduce(0) { $0 + $1.backlog }, changesApplied: catchUp.reduce(0) { $0 + $1.applied },
-            paused: state.isPaused, pausedReason: state.pauseReason, maxRowsPerSecond: state.rateLimit, backlogTrend: trendText,
+            paused: state.isPaused, pausedReason: state.pauseReason, replicaLagSeconds: state.replicaLagSeconds,
+            maxRowsPerSecond: state.rateLimit, backlogTrend: trendText,
             retrying: state.retries.sorted { $0.key < $1.key }.map { work, retry in
                 "retrying \(work): \(retry.error) (\(MigrationStatus.Runtime.ordinal(retry.failures + 1)) attempt, since \(ApplyState.clock(retry.since)))"
             },
@@ -460,6 +461,7 @@ public final class Coordinator: @unchecked Sendable {
         let timeout = String(Int(options.lagCheckTimeoutSeconds * 1000))
         workers.start("reshard lag checks") { [self] in
             var connections: [String: PGConnection] = [:]
+            let replicaLag = ReplicaLag(replicas: options.replicas, settings: ["statement_timeout": timeout]) { [self] in workers.track($0) }
             while !state.isStopping {
                 for source in plan.sources {
                     let previous = state.lag[source.name]
@@ -468,9 +470,7 @@ public final class Coordinator: @unchecked Sendable {
                             connections[source.name] = nil
                             connections[source.name] = try connect(source.name, settings: ["statement_timeout": timeout])
                         }
-                        let lag = try connections[source.name]!.query(
-                            "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication")
-                        state.setLag(source.name, .seconds(try lag.get(0, 0, as: Double.self)))
+                        state.setLag(source.name, .seconds(try replicaLag.read(source.name, primary: connections[source.name]!)))
                         if case .unreadable = previous { state.log("replication lag of \(source.name) readable again", shard: source.name) }
                     } catch {
                         let why = (error as? PostgresError)?.message ?? "\(error)"
@@ -665,6 +665,7 @@ public final class Coordinator: @unchecked Sendable {
                 source: sourceName, applied: round.applied, drained: round.drained && tables.count == plan.tables.count,
                 backlog: backlog)
             if round.applied == 0 { usleep(50_000) }
+            if state.replicasLag(maxLagSeconds: options.maxReplicationLagSeconds) { state.wait(ApplyOptions.laggingCatchUpPause) }
             return false
         }
     }
