@@ -17,6 +17,8 @@ public final class Coordinator: @unchecked Sendable {
     private var lagChecksStarted = false
     /// Shared by every source's catch-up: per-shard lane slots and the (table, target) locks.
     private let catchUpGate: CatchUpGate
+    /// `ALTER TABLE` on the sources while running: the column lists in use (`SchemaDrift`).
+    let schemaDrift: SchemaDrift
 
     /// - Parameter shards: connection strings by shard name (sources and targets).
     public init(plan: Plan, shards: [String: ConnectionString], metadata: ConnectionString, options: ApplyOptions) {
@@ -25,6 +27,7 @@ public final class Coordinator: @unchecked Sendable {
         self.metadataDSN = metadata
         self.options = options
         catchUpGate = CatchUpGate(limitPerShard: options.maxConnectionsPerShard)
+        schemaDrift = SchemaDrift(plan: plan)
         var slices: [ApplyState.SliceKey: ApplyState.Slice] = [:]
         for table in plan.tables {
             for slice in table.slices {
@@ -289,6 +292,8 @@ public final class Coordinator: @unchecked Sendable {
                 phase = try MigrationPhase.recorded(existing[0, 0] ?? "", migration: plan.migration)
                 let registered = try JSONDecoder().decode(Plan.self, from: Data((existing[0, 1] ?? "{}").utf8))
                 try checkStillMatches(registered)
+                // A table changed and accepted since (`SchemaDrift.acceptChanged`) is registered as it is now.
+                try conn.query("UPDATE reshard.migrations SET plan = $2::jsonb WHERE name = $1", [plan.migration, planJSON])
                 try event("resumed in phase \(phase.rawValue) by \(ProcessInfo.processInfo.hostName) pid \(getpid())", on: conn)
             }
             // Applications route by the old layout until cutover publishes the new one.
@@ -312,9 +317,7 @@ public final class Coordinator: @unchecked Sendable {
             guard let old = registered.tables.first(where: { $0.name == table.name }) else {
                 throw ReshardError.refused("table \(table.name) is not part of migration \(plan.migration) as registered")
             }
-            guard old.fingerprint == table.fingerprint else {
-                throw ReshardError.refused("table \(table.name) changed since migration \(plan.migration) started (columns, types or key)")
-            }
+            if old.fingerprint != table.fingerprint { try schemaDrift.acceptChanged(table, registered: old) { [self] in try connect($0) } }
         }
     }
 
@@ -606,8 +609,9 @@ public final class Coordinator: @unchecked Sendable {
                                workers.track(try PGConnection.connect(metadataDSN, applicationName: "reshard apply")))
             }
             let (source, target, meta) = connections!
+            try schemaDrift.check(key.source, on: source, connect: { [self] in try connect($0) }, log: { [self] in state.log($0, shard: key.source) })
             let copier = SliceCopier(
-                plan: plan, table: table, targetIndex: targetIndex, source: source, target: target,
+                plan: plan, table: schemaDrift.current(table), targetIndex: targetIndex, source: source, target: target,
                 local: plan.targets[targetIndex].sameAsSource == key.source)
             let slice = state.slice(key)
             if slice.done { return true }
@@ -648,14 +652,16 @@ public final class Coordinator: @unchecked Sendable {
         var applier: CatchUpApplier?
         // Counting the logs scans them: once a second is as fresh as `status` shows anyway.
         var lastCount = Date.distantPast
+        var columnsSeen = 0
         withRetry("catch-up \(sourceName)") {
-            if applier == nil || !applier!.isHealthy {
+            if applier == nil || !applier!.isHealthy || schemaDrift.changed(since: &columnsSeen) {
                 applier = nil
                 applier = try CatchUpApplier.connecting(plan: plan, source: sourceName, gate: catchUpGate) { [self] in try connect($0) }
             }
+            try schemaDrift.check(sourceName, on: applier!.source, connect: { [self] in try connect($0) }, log: { [self] in state.log($0, shard: sourceName) })
             let copied = state.copiedTables(from: sourceName)
-            let tables = plan.tables.filter { copied.contains($0.name.description) }
-            let round = try applier!.applyRound(tables: tables)
+            let tables = plan.tables.filter { copied.contains($0.name.description) }.map(schemaDrift.current)
+            guard let round = try schemaDrift.round(seen: columnsSeen, { try applier!.applyRound(tables: tables) }) else { return false }
             var backlog: (Int64, String?)?
             if Date().timeIntervalSince(lastCount) >= 1 {
                 backlog = try applier!.backlog()
