@@ -47,11 +47,23 @@ struct ApplyCommand: ParsableCommand {
     @Flag(name: .long, help: "Create secondary indexes before the copy instead of after it.")
     var keepIndexes = false
 
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Only copy backfill slices of a migration another 'reshard apply' (the lease holder) runs; exit once all are copied.",
+            discussion: """
+                Start it on further machines so no one machine relays every row. Slices are claimed in the metadata; a process that \
+                dies or stops heartbeating loses its slices to the others. The lease holder keeps the catch-up, verify and cutover. \
+                --max-rows-per-second applies per process.
+                """))
+    var workersOnly = false
+
     @OptionGroup var output: OutputOptions
 
     @OptionGroup var metrics: MetricsOptions
 
     func validate() throws {
+        if workersOnly, until != nil { throw ValidationError("--workers-only copies until the backfill is done: it takes no --until") }
         if let until, !["backfilled", "caught-up"].contains(until) {
             throw ValidationError("--until must be backfilled or caught-up")
         }
@@ -82,7 +94,13 @@ struct ApplyCommand: ParsableCommand {
         defer { withExtendedLifetime(endpoint) {} }
         let outcome: ApplyOutcome
         do {
-            outcome = try coordinator.run(
+            outcome = try workersOnly
+                ? coordinator.runWorkersOnly(
+                    shouldStop: { TerminationSignal.received }, report: { p in
+                        figures.record(p)
+                        progress.show(p)
+                    }, notice: Console.plain)
+                : coordinator.run(
                 shouldStop: { TerminationSignal.received },
                 report: { p in
                     figures.record(p)

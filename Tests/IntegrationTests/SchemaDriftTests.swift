@@ -66,6 +66,10 @@ final class SchemaDriftTests: XCTestCase {
         XCTAssertEqual(
             try meta.query("SELECT count(*) FROM reshard.events WHERE message LIKE 'table items: column(s) tag, level added to the targets%'").get(0, 0, as: Int.self), 1)
 
+        // One event per source saying what it added: an unchanged table is never taken for a changed one.
+        XCTAssertEqual(
+            try meta.query("SELECT count(*) FROM reshard.events WHERE message LIKE 'table items on source %'").get(0, 0, as: Int.self), 2)
+
         // A later apply accepts the table as it is now and stays correct.
         let again = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"])
         XCTAssertEqual(again.status, 0, again.stderr)

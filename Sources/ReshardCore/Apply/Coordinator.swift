@@ -19,6 +19,8 @@ public final class Coordinator: @unchecked Sendable {
     private let catchUpGate: CatchUpGate
     /// `ALTER TABLE` on the sources while running: the column lists in use (`SchemaDrift`).
     let schemaDrift: SchemaDrift
+    /// Backfill slices claimed in the metadata, shared with `apply --workers-only` processes.
+    let sliceClaims: SliceClaims
 
     /// - Parameter shards: connection strings by shard name (sources and targets).
     public init(plan: Plan, shards: [String: ConnectionString], metadata: ConnectionString, options: ApplyOptions) {
@@ -28,6 +30,7 @@ public final class Coordinator: @unchecked Sendable {
         self.options = options
         catchUpGate = CatchUpGate(limitPerShard: options.maxConnectionsPerShard)
         schemaDrift = SchemaDrift(plan: plan)
+        sliceClaims = SliceClaims(migration: plan.migration)
         var slices: [ApplyState.SliceKey: ApplyState.Slice] = [:]
         for table in plan.tables {
             for slice in table.slices {
@@ -139,6 +142,7 @@ public final class Coordinator: @unchecked Sendable {
                 sampleTrends()
                 _ = try onMetadata { meta in
                     try heartbeat(meta)
+                    try sliceClaims.tick(meta, state: state)
                     try persistProgress(meta)
                 }
                 let copied = state.copiedRows
@@ -609,6 +613,7 @@ public final class Coordinator: @unchecked Sendable {
                                workers.track(try PGConnection.connect(metadataDSN, applicationName: "reshard apply")))
             }
             let (source, target, meta) = connections!
+            guard try sliceClaims.claim(key, on: meta, state: state) else { return true }
             try schemaDrift.check(key.source, on: source, connect: { [self] in try connect($0) }, log: { [self] in state.log($0, shard: key.source) })
             let copier = SliceCopier(
                 plan: plan, table: schemaDrift.current(table), targetIndex: targetIndex, source: source, target: target,

@@ -86,7 +86,7 @@ final class SchemaDrift: @unchecked Sendable {
     }
 
     static let columnsQuery = """
-        SELECT (SELECT string_agg(format('%s:%s:%s%s', a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+        SELECT (SELECT string_agg(format('%s:%s:%s%s', a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull::text,
                                          CASE WHEN a.attgenerated <> '' THEN ':generated' ELSE '' END), ';' ORDER BY a.attnum)
                 FROM pg_attribute a WHERE a.attrelid = to_regclass(t.name) AND a.attnum > 0 AND NOT a.attisdropped)
         FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i) ORDER BY t.i
@@ -148,7 +148,7 @@ final class SchemaDrift: @unchecked Sendable {
             added[key, default: [:]][source] = addable
             return (plan.sources.allSatisfy { added[key]?[$0.name] == addable }, known)
         }
-        if known && !everywhere { return }
+        if addable.isEmpty || (known && !everywhere) { return }
         log("table \(table.name) on source \(source): column(s) \(addable.map(\.column.name).joined(separator: ", ")) added"
             + (everywhere ? "" : "; carried over once every source has them"))
         guard everywhere, !addable.isEmpty else { return }
