@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What metrics and logging cost the backfill: `apply --until backfilled` of one table from one source
 # to two targets, plain and with `--metrics-listen` + `--log-format json` (scraped every second while it
-# runs), alternately, BENCH_OPERATE_RUNS times each (default 3); prints the ratio of the medians.
+# runs), in ABBA order, BENCH_OPERATE_RUNS times each (default 3); prints the ratio of the medians.
 #   BENCH_OPERATE_ROWS   rows in the table (default 1000000)
 #   RESHARD_BIN          the binary (default .build/release/reshard)
 set -euo pipefail
@@ -31,13 +31,12 @@ psql -qX "$SRC" -c "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NUL
       FROM generate_series(1, $ROWS) g" -c "VACUUM ANALYZE users"
 
 now() { date +%s.%N; }
-n=0
-# backfill [OPTIONS...]: seconds for one backfill into emptied targets, under a new migration name.
+# backfill [OPTIONS...]: seconds for one backfill into emptied targets, under a new migration name
+# (it runs in a subshell: the name comes from the clock, not a counter).
 backfill() {
-  n=$((n + 1))
   for t in "$T0" "$T1"; do PGOPTIONS="-c client_min_messages=warning" psql -qX "$t" -c "DROP TABLE IF EXISTS users" > /dev/null; done
   cat > "$work/reshard.yml" <<YML
-migration: operate$n
+migration: operate$(date +%s%N)
 metadata: "$META"
 source:
   shards: ["$SRC"]
@@ -48,28 +47,35 @@ tables:
   - {name: users, key: id}
 YML
   local start=$(now)
-  "$BIN" apply -c "$work/reshard.yml" --until backfilled "$@" > /dev/null 2> "$work/apply.err" &
+  # The end is taken when apply exits, not when the scrape loop notices.
+  ( "$BIN" apply -c "$work/reshard.yml" --until backfilled "$@" > /dev/null 2> "$work/apply.err"; echo $? > "$work/rc"; now > "$work/end" ) &
   local apply=$!
-  if [ $# -gt 0 ]; then
-    # Scraped every second, as Prometheus would.
-    while kill -0 $apply 2>/dev/null; do
-      url=$(sed -n 's/^.*"\{0,1\}metrics: \(http[^" ]*\).*$/\1/p' "$work/apply.err" | head -n 1)
-      [ -n "$url" ] && curl -s --max-time 1 "$url" > /dev/null || true
-      sleep 1
-    done
-  fi
-  wait $apply || { cat "$work/apply.err"; exit 1; }
-  local took=$(python3 -c "print($(now) - $start)")
+  local scraped=""
+  while kill -0 $apply 2>/dev/null; do
+    # With --metrics-listen, scraped once a second, as Prometheus would; the same polling either way.
+    if [ $# -gt 0 ] && [ "$(date +%s)" != "$scraped" ]; then
+      url=$(sed -n 's/^metrics: \(http[^ ]*\)$/\1/p' "$work/apply.err" | head -n 1)
+      [ -n "$url" ] && { curl -s --max-time 1 "$url" > /dev/null || true; scraped=$(date +%s); }
+    fi
+    sleep 0.1
+  done
+  wait $apply || true
+  [ "$(cat "$work/rc")" = 0 ] || { cat "$work/apply.err" >&2; exit 1; }
+  local took=$(python3 -c "print($(cat "$work/end") - $start)")
   "$BIN" abort -c "$work/reshard.yml" > /dev/null 2>&1
   echo "$took"
 }
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
-echo "backfill of $ROWS rows, plain and with --metrics-listen + --log-format json, alternately, $RUNS each (after one unmeasured run)..."
+echo "backfill of $ROWS rows, plain and with --metrics-listen + --log-format json, in ABBA order, $RUNS each (after one unmeasured run)..."
 _=$(backfill)
 plain=(); observed=()
-for _ in $(seq 1 "$RUNS"); do
-  plain+=("$(backfill)")
-  observed+=("$(backfill --metrics-listen 127.0.0.1:0 --log-format json)")
+# ABBA order: whichever side runs second after an abort gets a warmer (or more vacuumed) server.
+for i in $(seq 1 "$RUNS"); do
+  if [ $((i % 2)) = 1 ]; then
+    plain+=("$(backfill)"); observed+=("$(backfill --metrics-listen 127.0.0.1:0 --log-format json)")
+  else
+    observed+=("$(backfill --metrics-listen 127.0.0.1:0 --log-format json)"); plain+=("$(backfill)")
+  fi
 done
 echo "  plain:                ${plain[*]} s"
 echo "  metrics + json logs:  ${observed[*]} s"
