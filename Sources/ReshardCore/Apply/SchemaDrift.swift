@@ -218,7 +218,8 @@ final class SchemaDrift: @unchecked Sendable {
         for target in plan.targets {
             let name = plan.builtName(of: table, on: target)
             guard let schema = try TableSchema.read(name, on: try connect(target.name)) else { continue }
-            problems += schema.differences(from: expected, here: "target \(target.name)", there: "the sources").map { "table \(table.name): \($0)" }
+            let here = name == table.name ? "target \(target.name)" : "target \(target.name) (\(name))"
+            problems += schema.differences(from: expected, here: here, there: "the sources").map { "table \(table.name): \($0)" }
         }
         guard problems.isEmpty else {
             throw ReshardError.refused(
