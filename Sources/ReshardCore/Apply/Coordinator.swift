@@ -297,7 +297,9 @@ public final class Coordinator: @unchecked Sendable {
                 let registered = try JSONDecoder().decode(Plan.self, from: Data((existing[0, 1] ?? "{}").utf8))
                 try checkStillMatches(registered)
                 // A table changed and accepted since (`SchemaDrift.acceptChanged`) is registered as it is now.
-                try conn.query("UPDATE reshard.migrations SET plan = $2::jsonb WHERE name = $1", [plan.migration, planJSON])
+                if registered.tables.map(\.fingerprint) != plan.tables.map(\.fingerprint) {
+                    try conn.query("UPDATE reshard.migrations SET plan = $2::jsonb WHERE name = $1", [plan.migration, planJSON])
+                }
                 try event("resumed in phase \(phase.rawValue) by \(ProcessInfo.processInfo.hostName) pid \(getpid())", on: conn)
             }
             // Applications route by the old layout until cutover publishes the new one.
