@@ -288,3 +288,4 @@ p = lambda q: ages[min(len(ages) - 1, int(q * len(ages)))]
 print(f"  {float(sys.argv[2]):.0f} tps (4 changes each); {len(ages)} samples; oldest unapplied change p50 {p(0.5):.3f}s, p99 {p(0.99):.3f}s, max {ages[-1]:.3f}s   [goal p99 < 2 s]")
 PY
 RESHARD_BIN="$BIN" ./scripts/bench-shared.sh
+RESHARD_BIN="$BIN" ./scripts/bench-operate.sh

@@ -33,17 +33,37 @@ struct ApplyCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Pause the backfill while more changes than this wait to be applied.")
     var maxBacklog: Int64 = 500_000
 
-    @Option(name: .long, parsing: .unconditional, help: "Pause the backfill while a source's replicas lag more than this many seconds.")
-    var maxReplicationLag: Double = 30
+    @Option(
+        name: .long, parsing: .unconditional,
+        help: ArgumentHelp(
+            "Pause the backfill (and slow the catch-up) while a source's streaming replicas lag more than this (30s, 500ms, 2m).",
+            discussion: """
+                Read on each source from pg_stat_replication, and on the replicas listed under 'replicas:' in the config as the age of \
+                the last replayed commit, counted only while the replica has WAL to replay (an idle primary is no lag).
+                """,
+            valueName: "duration"))
+    var maxReplicaLag = "30s"
 
     @Flag(name: .long, help: "Create secondary indexes before the copy instead of after it.")
     var keepIndexes = false
+
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Only copy backfill slices of a migration another 'reshard apply' (the lease holder) runs; exit once all are copied.",
+            discussion: """
+                Start it on further machines so no one machine relays every row. Slices are claimed in the metadata; a process that \
+                dies or stops heartbeating loses its slices to the others. The lease holder keeps the catch-up, verify and cutover. \
+                --max-rows-per-second applies per process.
+                """))
+    var workersOnly = false
 
     @OptionGroup var output: OutputOptions
 
     @OptionGroup var metrics: MetricsOptions
 
     func validate() throws {
+        if workersOnly, until != nil { throw ValidationError("--workers-only copies until the backfill is done: it takes no --until") }
         if let until, !["backfilled", "caught-up"].contains(until) {
             throw ValidationError("--until must be backfilled or caught-up")
         }
@@ -51,8 +71,8 @@ struct ApplyCommand: ParsableCommand {
         try RateLimit.validate(maxRowsPerSecond)
         // A negative limit is never exceeded... by nothing: it would pause the backfill forever.
         guard maxBacklog >= 1 else { throw ValidationError("--max-backlog must be at least 1, not \(maxBacklog)") }
-        guard maxReplicationLag > 0, maxReplicationLag.isFinite else {
-            throw ValidationError("--max-replication-lag must be a positive number of seconds, not \(maxReplicationLag)")
+        guard let lag = DurationText.seconds(maxReplicaLag), lag > 0 else {
+            throw ValidationError("--max-replica-lag must be a positive duration like 30s, 500ms or 2m, not '\(maxReplicaLag)'")
         }
     }
 
@@ -64,7 +84,8 @@ struct ApplyCommand: ParsableCommand {
         options.maxConnectionsPerShard = maxConnectionsPerShard
         options.maxRowsPerSecond = maxRowsPerSecond
         options.maxBacklog = maxBacklog
-        options.maxReplicationLagSeconds = maxReplicationLag
+        options.maxReplicationLagSeconds = DurationText.seconds(maxReplicaLag) ?? 30
+        options.replicas = target.replicas
         options.keepIndexes = keepIndexes
         let coordinator = Coordinator(plan: target.plan, shards: target.shards, metadata: target.metadata, options: options)
         let progress = ProgressPrinter(json: output.json)
@@ -73,7 +94,13 @@ struct ApplyCommand: ParsableCommand {
         defer { withExtendedLifetime(endpoint) {} }
         let outcome: ApplyOutcome
         do {
-            outcome = try coordinator.run(
+            outcome = try workersOnly
+                ? coordinator.runWorkersOnly(
+                    shouldStop: { TerminationSignal.received }, report: { p in
+                        figures.record(p)
+                        progress.show(p)
+                    }, notice: Console.plain)
+                : coordinator.run(
                 shouldStop: { TerminationSignal.received },
                 report: { p in
                     figures.record(p)

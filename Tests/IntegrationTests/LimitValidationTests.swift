@@ -13,8 +13,8 @@ final class LimitValidationTests: XCTestCase {
         let config = try fixture.writeConfig(tables: ReferenceData.tables)
         let before = try fixture.snapshot()
         let cases: [([String], String)] = [
-            (["apply", "-c", config, "--max-replication-lag=-1"], "--max-replication-lag"),
-            (["apply", "-c", config, "--max-replication-lag", "-1"], "--max-replication-lag"),
+            (["apply", "-c", config, "--max-replica-lag=-1"], "--max-replica-lag"),
+            (["apply", "-c", config, "--max-replica-lag", "10x"], "--max-replica-lag"),
             (["apply", "-c", config, "--max-backlog=-1"], "--max-backlog"),
             (["apply", "-c", config, "--max-backlog", "-1"], "--max-backlog"),
             (["apply", "-c", config, "--max-rows-per-second", "-5"], "--max-rows-per-second"),

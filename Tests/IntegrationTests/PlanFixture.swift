@@ -33,11 +33,14 @@ struct PlanFixture {
     func writeConfig(
         tables: [(String, String)] = [("users", "id")], function: String = "hash", extraTarget: String = "",
         sources: [ConnectionString]? = nil, targets: [ConnectionString]? = nil, sourceFunction: String? = nil,
-        sourceKeys: [String: String] = [:]
+        sourceKeys: [String: String] = [:], replicas: [Int: [ConnectionString]] = [:]
     ) throws -> String {
         func quoted(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
         var yaml = "migration: plan-test\nmetadata: \(quoted(metadata.unsafeRawValue))\nsource:\n" + (sourceFunction.map { "  function: \($0)\n" } ?? "") + "  shards:\n"
-        for s in sources ?? self.sources { yaml += "    - \(quoted(s.unsafeRawValue))\n" }
+        for (i, s) in (sources ?? self.sources).enumerated() {
+            let listed = replicas[i].map { ", replicas: [" + $0.map { quoted($0.unsafeRawValue) }.joined(separator: ", ") + "]" }
+            yaml += listed.map { "    - {dsn: \(quoted(s.unsafeRawValue))\($0)}\n" } ?? "    - \(quoted(s.unsafeRawValue))\n"
+        }
         yaml += "target:\n  function: \(function)\n\(extraTarget)  shards:\n"
         for t in targets ?? self.targets { yaml += "    - \(quoted(t.unsafeRawValue))\n" }
         yaml += "tables:\n"

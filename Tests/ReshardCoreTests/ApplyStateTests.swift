@@ -51,7 +51,7 @@ final class ApplyStateTests: XCTestCase {
         state.recordCatchUp(source: "s0", applied: 0, drained: false, backlog: (150, nil))
         XCTAssertEqual(
             state.pauseReason(maxBacklog: 100, maxLagSeconds: 30),
-            "changelog backlog 150 > --max-backlog 100; replicas of s1 lag 45s > --max-replication-lag 30s")
+            "changelog backlog 150 > --max-backlog 100; replicas of s1 lag 45s > --max-replica-lag 30s")
     }
 
     func testRetriesAreEventsAndShowUntilTheWorkRecovers() {

@@ -1,4 +1,5 @@
 import Foundation
+import PostgresClient
 
 /// How `reshard apply` runs.
 public struct ApplyOptions: Sendable {
@@ -14,8 +15,14 @@ public struct ApplyOptions: Sendable {
     public var maxRowsPerSecond: Int?
     /// Pause the backfill while more changes than this wait in the changelogs.
     public var maxBacklog: Int64 = 500_000
-    /// Pause the backfill while a source's replicas lag more than this.
+    /// Pause the backfill (and slow the catch-up) while a source's replicas lag more than this
+    /// (`apply --max-replica-lag`, `ReplicaLag`).
     public var maxReplicationLagSeconds = 30.0
+    /// Streaming replicas listed per source (`replicas:` in the config), by shard name.
+    public var replicas: [String: [ConnectionString]] = [:]
+    /// How long the catch-up rests between rounds while replicas lag: it keeps applying (the
+    /// backlog must not grow without bound) but leaves the replicas room to catch up.
+    static let laggingCatchUpPause = 0.5
     /// How work interrupted by a shard or the metadata database going away is retried, and for
     /// how long before the migration fails.
     public var retry = RetryPolicy()
@@ -47,6 +54,9 @@ public struct ApplyProgress: Sendable, Codable {
     public var paused: Bool
     /// Why the backfill is paused, when it is.
     public var pausedReason: String? = nil
+    /// Each source's replication lag as last read, in seconds (a source whose lag cannot be read
+    /// is left out: `pausedReason` says why).
+    public var replicaLagSeconds: [String: Double]? = nil
     /// The backfill's rate limit in force, rows per second.
     public var maxRowsPerSecond: Int? = nil
     /// Whether the changelog grows or drains: `s1 falling behind: 7,000 changes/s produced, 1,200 applied`.

@@ -57,6 +57,8 @@ final class ApplyState: @unchecked Sendable {
     private var retrying: [String: RetryPolicy.Retry] = [:]
     private var events: [Event] = []
     private var lags: [String: Lag] = [:]
+    /// Slices another process holds a live claim on (`SliceClaims`): not worth trying here.
+    private var claimedElsewhere: Set<SliceKey> = []
 
     init(slices: [SliceKey: Slice], sources: [String]) {
         self.slices = slices
@@ -101,7 +103,7 @@ final class ApplyState: @unchecked Sendable {
     func claimSlice(limitPerShard: Int) -> SliceKey? {
         lock.withLock {
             guard !stopping else { return nil }
-            let pending = slices.filter { !$0.value.done && !$0.value.running }.keys
+            let pending = slices.filter { !$0.value.done && !$0.value.running && !claimedElsewhere.contains($0.key) }.keys
                 .sorted { ($0.table, $0.source, $0.target) < ($1.table, $1.source, $1.target) }
             for key in pending
             where connectionsInUse[key.source, default: 0] < limitPerShard && connectionsInUse["target:" + key.target, default: 0] < limitPerShard {
@@ -127,6 +129,21 @@ final class ApplyState: @unchecked Sendable {
     func recordBatch(_ key: SliceKey, rows: Int, lastKey: [String]?, done: Bool) {
         lock.withLock {
             slices[key]!.copied += Int64(rows)
+            slices[key]!.lastKey = lastKey
+            slices[key]!.done = done
+        }
+    }
+
+    /// Which slices other processes hold live claims on (`SliceClaims.tick`), or one more (a claim refused).
+    func setClaimedElsewhere(_ keys: Set<SliceKey>) { lock.withLock { claimedElsewhere = keys } }
+
+    func addClaimedElsewhere(_ key: SliceKey) { lock.withLock { _ = claimedElsewhere.insert(key) } }
+
+    /// Sets a slice's checkpoint as the metadata records it (another process copies it, `SliceClaims`).
+    func setCheckpoint(_ key: SliceKey, copied: Int64, lastKey: [String]?, done: Bool) {
+        lock.withLock {
+            guard slices[key] != nil else { return }
+            slices[key]!.copied = copied
             slices[key]!.lastKey = lastKey
             slices[key]!.done = done
         }
@@ -224,7 +241,7 @@ final class ApplyState: @unchecked Sendable {
             for (source, lag) in lags.sorted(by: { $0.key < $1.key }) {
                 switch lag {
                 case .seconds(let seconds) where seconds > maxLagSeconds:
-                    reasons.append(String(format: "replicas of %@ lag %.0fs > --max-replication-lag %.0fs", source, seconds, maxLagSeconds))
+                    reasons.append(String(format: "replicas of %@ lag %.0fs > --max-replica-lag %.0fs", source, seconds, maxLagSeconds))
                 case .unreadable(let why):
                     reasons.append("replication lag of \(source) cannot be read (\(why))")
                 default:

@@ -17,6 +17,10 @@ public final class Coordinator: @unchecked Sendable {
     private var lagChecksStarted = false
     /// Shared by every source's catch-up: per-shard lane slots and the (table, target) locks.
     private let catchUpGate: CatchUpGate
+    /// `ALTER TABLE` on the sources while running: the column lists in use (`SchemaDrift`).
+    let schemaDrift: SchemaDrift
+    /// Backfill slices claimed in the metadata, shared with `apply --workers-only` processes.
+    let sliceClaims: SliceClaims
 
     /// - Parameter shards: connection strings by shard name (sources and targets).
     public init(plan: Plan, shards: [String: ConnectionString], metadata: ConnectionString, options: ApplyOptions) {
@@ -25,6 +29,8 @@ public final class Coordinator: @unchecked Sendable {
         self.metadataDSN = metadata
         self.options = options
         catchUpGate = CatchUpGate(limitPerShard: options.maxConnectionsPerShard)
+        schemaDrift = SchemaDrift(plan: plan)
+        sliceClaims = SliceClaims(migration: plan.migration)
         var slices: [ApplyState.SliceKey: ApplyState.Slice] = [:]
         for table in plan.tables {
             for slice in table.slices {
@@ -136,6 +142,7 @@ public final class Coordinator: @unchecked Sendable {
                 sampleTrends()
                 _ = try onMetadata { meta in
                     try heartbeat(meta)
+                    try sliceClaims.tick(meta, state: state)
                     try persistProgress(meta)
                 }
                 let copied = state.copiedRows
@@ -235,7 +242,8 @@ public final class Coordinator: @unchecked Sendable {
             migration: plan.migration, phase: phase, rowsCopied: copied, rowsEstimated: estimated,
             rowsPerSecond: max(rate, 0), etaSeconds: rate > 1 && estimated > copied ? Double(estimated - copied) / rate : nil,
             backlog: catchUp.reduce(0) { $0 + $1.backlog }, changesApplied: catchUp.reduce(0) { $0 + $1.applied },
-            paused: state.isPaused, pausedReason: state.pauseReason, maxRowsPerSecond: state.rateLimit, backlogTrend: trendText,
+            paused: state.isPaused, pausedReason: state.pauseReason, replicaLagSeconds: state.replicaLagSeconds,
+            maxRowsPerSecond: state.rateLimit, backlogTrend: trendText,
             retrying: state.retries.sorted { $0.key < $1.key }.map { work, retry in
                 "retrying \(work): \(retry.error) (\(MigrationStatus.Runtime.ordinal(retry.failures + 1)) attempt, since \(ApplyState.clock(retry.since)))"
             },
@@ -288,6 +296,10 @@ public final class Coordinator: @unchecked Sendable {
                 phase = try MigrationPhase.recorded(existing[0, 0] ?? "", migration: plan.migration)
                 let registered = try JSONDecoder().decode(Plan.self, from: Data((existing[0, 1] ?? "{}").utf8))
                 try checkStillMatches(registered)
+                // A table changed and accepted since (`SchemaDrift.acceptChanged`) is registered as it is now.
+                if registered.tables.map(\.fingerprint) != plan.tables.map(\.fingerprint) {
+                    try conn.query("UPDATE reshard.migrations SET plan = $2::jsonb WHERE name = $1", [plan.migration, planJSON])
+                }
                 try event("resumed in phase \(phase.rawValue) by \(ProcessInfo.processInfo.hostName) pid \(getpid())", on: conn)
             }
             // Applications route by the old layout until cutover publishes the new one.
@@ -311,9 +323,7 @@ public final class Coordinator: @unchecked Sendable {
             guard let old = registered.tables.first(where: { $0.name == table.name }) else {
                 throw ReshardError.refused("table \(table.name) is not part of migration \(plan.migration) as registered")
             }
-            guard old.fingerprint == table.fingerprint else {
-                throw ReshardError.refused("table \(table.name) changed since migration \(plan.migration) started (columns, types or key)")
-            }
+            if old.fingerprint != table.fingerprint { try schemaDrift.acceptChanged(table, registered: old) { [self] in try connect($0) } }
         }
     }
 
@@ -460,6 +470,7 @@ public final class Coordinator: @unchecked Sendable {
         let timeout = String(Int(options.lagCheckTimeoutSeconds * 1000))
         workers.start("reshard lag checks") { [self] in
             var connections: [String: PGConnection] = [:]
+            let replicaLag = ReplicaLag(replicas: options.replicas, settings: ["statement_timeout": timeout]) { [self] in workers.track($0) }
             while !state.isStopping {
                 for source in plan.sources {
                     let previous = state.lag[source.name]
@@ -468,9 +479,7 @@ public final class Coordinator: @unchecked Sendable {
                             connections[source.name] = nil
                             connections[source.name] = try connect(source.name, settings: ["statement_timeout": timeout])
                         }
-                        let lag = try connections[source.name]!.query(
-                            "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication")
-                        state.setLag(source.name, .seconds(try lag.get(0, 0, as: Double.self)))
+                        state.setLag(source.name, .seconds(try replicaLag.read(source.name, primary: connections[source.name]!)))
                         if case .unreadable = previous { state.log("replication lag of \(source.name) readable again", shard: source.name) }
                     } catch {
                         let why = (error as? PostgresError)?.message ?? "\(error)"
@@ -606,8 +615,10 @@ public final class Coordinator: @unchecked Sendable {
                                workers.track(try PGConnection.connect(metadataDSN, applicationName: "reshard apply")))
             }
             let (source, target, meta) = connections!
+            guard try sliceClaims.claim(key, on: meta, state: state) else { return true }
+            try schemaDrift.check(key.source, on: source, connect: { [self] in try connect($0) }, log: { [self] in state.log($0, shard: key.source) })
             let copier = SliceCopier(
-                plan: plan, table: table, targetIndex: targetIndex, source: source, target: target,
+                plan: plan, table: schemaDrift.current(table), targetIndex: targetIndex, source: source, target: target,
                 local: plan.targets[targetIndex].sameAsSource == key.source)
             let slice = state.slice(key)
             if slice.done { return true }
@@ -648,14 +659,16 @@ public final class Coordinator: @unchecked Sendable {
         var applier: CatchUpApplier?
         // Counting the logs scans them: once a second is as fresh as `status` shows anyway.
         var lastCount = Date.distantPast
+        var columnsSeen = 0
         withRetry("catch-up \(sourceName)") {
-            if applier == nil || !applier!.isHealthy {
+            if applier == nil || !applier!.isHealthy || schemaDrift.changed(since: &columnsSeen) {
                 applier = nil
                 applier = try CatchUpApplier.connecting(plan: plan, source: sourceName, gate: catchUpGate) { [self] in try connect($0) }
             }
+            try schemaDrift.check(sourceName, on: applier!.source, connect: { [self] in try connect($0) }, log: { [self] in state.log($0, shard: sourceName) })
             let copied = state.copiedTables(from: sourceName)
-            let tables = plan.tables.filter { copied.contains($0.name.description) }
-            let round = try applier!.applyRound(tables: tables)
+            let tables = plan.tables.filter { copied.contains($0.name.description) }.map(schemaDrift.current)
+            guard let round = try schemaDrift.round(seen: columnsSeen, { try applier!.applyRound(tables: tables) }) else { return false }
             var backlog: (Int64, String?)?
             if Date().timeIntervalSince(lastCount) >= 1 {
                 backlog = try applier!.backlog()
@@ -665,6 +678,7 @@ public final class Coordinator: @unchecked Sendable {
                 source: sourceName, applied: round.applied, drained: round.drained && tables.count == plan.tables.count,
                 backlog: backlog)
             if round.applied == 0 { usleep(50_000) }
+            if state.replicasLag(maxLagSeconds: options.maxReplicationLagSeconds) { state.wait(ApplyOptions.laggingCatchUpPause) }
             return false
         }
     }

@@ -10,6 +10,8 @@ public struct MigrationTarget: Sendable {
     public var plan: Plan
     public var shards: [String: ConnectionString]
     public var metadata: ConnectionString
+    /// Streaming replicas listed per source (`replicas:`), by shard name.
+    public var replicas: [String: [ConnectionString]] = [:]
 
     /// - Parameter sampleRows: rows sampled per table and source for the slice estimates; a
     ///   command that does not use the estimates (`verify`) asks for few.
@@ -19,7 +21,9 @@ public struct MigrationTarget: Sendable {
         let plan = try planner.run()
         var shards: [String: ConnectionString] = [:]
         for shard in config.sources + config.targets { shards[shard.name] = shard.dsn }
-        return MigrationTarget(plan: plan, shards: shards, metadata: config.metadata)
+        var replicas: [String: [ConnectionString]] = [:]
+        for shard in config.sources where !shard.replicas.isEmpty { replicas[shard.name] = shard.replicas }
+        return MigrationTarget(plan: plan, shards: shards, metadata: config.metadata, replicas: replicas)
     }
 
     /// Reads a plan file and checks it still fits the sources' schemas.
@@ -49,7 +53,12 @@ public struct MigrationTarget: Sendable {
         }
         var shards: [String: ConnectionString] = [:]
         for shard in plan.sources + plan.targets { shards[shard.name] = try connectionString(shard.dsn, shard.name) }
-        return MigrationTarget(plan: plan, shards: shards, metadata: try connectionString(plan.metadata, "metadata"))
+        var replicas: [String: [ConnectionString]] = [:]
+        for shard in plan.sources where !(shard.replicas ?? []).isEmpty {
+            replicas[shard.name] = try shard.replicas!.enumerated().map { try connectionString($0.element, "replica of \(shard.name)") }
+        }
+        return MigrationTarget(
+            plan: plan, shards: shards, metadata: try connectionString(plan.metadata, "metadata"), replicas: replicas)
     }
 
     /// A plan file is only good for the schemas it was made for: every table on every source must

@@ -9,8 +9,8 @@ public struct ReshardConfig: Sendable {
         public var dsn: ConnectionString
         /// Where it was written, for messages.
         public var line: Int
-        /// Read replicas of the shard (`replicas:`), only published in the shard map: reshard
-        /// itself never connects to them.
+        /// Read replicas of the shard (`replicas:`): published in the shard map, and on a source
+        /// watched by `apply --max-replica-lag`, which pauses the backfill while one lags (`ReplicaLag`).
         public var replicas: [ConnectionString]
 
         public init(name: String, dsn: ConnectionString, line: Int, replicas: [ConnectionString] = []) {

@@ -39,6 +39,9 @@ public final class ReshardMetrics: @unchecked Sendable {
             advance(Counter(label: "reshard_catchup_applied_total", dimensions: base), from: lastApplied, to: p.changesApplied)
             lastApplied = max(lastApplied ?? 0, p.changesApplied)
             Gauge(label: "reshard_backfill_paused", dimensions: base).record(p.paused ? 1 : 0)
+            for (source, seconds) in p.replicaLagSeconds ?? [:] {
+                Gauge(label: "reshard_replica_lag_seconds", dimensions: base + [("source", source)]).record(seconds)
+            }
             recordPhase(p.phase.rawValue)
             Gauge(label: "reshard_lease_held", dimensions: base).record(1)
         }

@@ -14,7 +14,8 @@ public struct Plan: Sendable, Codable, Equatable {
         /// For a target: the source it is the same database as.
         public var sameAsSource: String?
         /// Read replicas the config lists for the shard (as the plan stores connection strings),
-        /// published in the shard map for applications' reads; nil when none.
+        /// published in the shard map for applications' reads, and watched on sources by
+        /// `apply --max-replica-lag` (`ReplicaLag`); nil when none.
         public var replicas: [String]? = nil
     }
 
