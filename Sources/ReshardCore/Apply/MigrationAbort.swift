@@ -52,6 +52,7 @@ public enum MigrationAbort {
         var machine = MigrationStateMachine(migration: migration, phase: phase)
         let transition = phase == .aborted ? nil : try machine.abort()
         var done: [String] = []
+        try Fence.removeAll(plan: plan, connect: connect)
         for source in plan.sources {
             try Shim.remove(migration: migration, tables: plan.tables, on: try connect(source.name))
             done.append("removed the shim from \(source.name)")
