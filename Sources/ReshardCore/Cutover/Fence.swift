@@ -60,9 +60,8 @@ public enum Fence {
         case old, new
     }
 
-    /// The state installs start with: the old layout serves (its epoch is named only once the
-    /// fence is flipped).
-    public static let initial = State(epoch: 0, serving: .old)
+    /// The state installs start with: the old layout serves epoch 1 (`SwitchStore.currentEpoch`).
+    public static let initial = State(epoch: 1, serving: .old)
 
     static func id(_ migration: String) -> String { fnv1a64Hex("fence\u{0}\(migration)") }
     /// The state sequence, schema-qualified; safe unquoted.
@@ -85,7 +84,10 @@ public enum Fence {
               IF (state % 4 = \(Serving.old.rawValue) AND TG_ARGV[0] = 'old') OR (state % 4 = \(Serving.new.rawValue) AND TG_ARGV[0] = 'new') THEN
                 RETURN NULL;
               END IF;
-              IF pg_catalog.current_setting('reshard.applying', true) = 'on' THEN RETURN NULL; END IF;
+              -- reshard's own sessions: the catch-up, and reverse capture's proof (ReverseCapture.prove).
+              IF pg_catalog.current_setting('reshard.applying', true) = 'on' OR pg_catalog.current_setting('reshard.probe', true) = 'on' THEN
+                RETURN NULL;
+              END IF;
               RAISE EXCEPTION USING ERRCODE = '\(FenceSQLState.staleEpoch)',
                 MESSAGE = pg_catalog.format('reshard: writes to %I.%I are fenced: migration %s routes by epoch %s; reload the shard map',
                                             TG_TABLE_SCHEMA, TG_TABLE_NAME, \(literal), state / 4),
