@@ -136,9 +136,13 @@ final class CutoverTests: XCTestCase {
         let holder = try PGConnection.connect(setup.fixture.sources[1])
         let id = try (1...300).first { try setup.layouts.shard(of: Int64($0), new: false) == 1 }!
         try holder.execute("BEGIN; SELECT * FROM users WHERE id = \(id) FOR UPDATE")
+        let started = Date()
         let failed = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify", "--max-stall", "1s"])
+        print("failed cutover took \(Date().timeIntervalSince(started)) s: \(failed.stderr)")
         XCTAssertEqual(failed.status, 1, failed.stderr)
         XCTAssertTrue(failed.stderr.contains("step barrier on shard s1"), failed.stderr)
+        XCTAssertTrue(failed.stderr.contains("a transaction holds a lock on them: pid \(holder.backendPID)"), failed.stderr)
+        XCTAssertFalse(failed.stderr.contains("warning from the server"), failed.stderr)
         XCTAssertTrue(failed.stderr.contains("old layout serves"), failed.stderr)
         XCTAssertEqual(try phase(setup), "in-sync")
         XCTAssertEqual(try fenceStates(setup), Array(repeating: Fence.initial, count: 5))
@@ -146,7 +150,9 @@ final class CutoverTests: XCTestCase {
         XCTAssertTrue(eventually(timeout: 30) { load.committed > before + 50 }, "the application keeps writing to the old layout")
         XCTAssertLessThan(load.longestWait, 1.5, "no write waited much beyond the barrier's lock_timeout")
         try holder.execute("ROLLBACK")
+        let secondStarted = Date()
         let second = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify", "--max-stall", "1s"])
+        print("second cutover took \(Date().timeIntervalSince(secondStarted)) s: \(second.stdout)")
         XCTAssertEqual(second.status, 0, second.stderr)
         let after = load.committed
         XCTAssertTrue(eventually(timeout: 30) { load.committed > after + 50 })

@@ -57,7 +57,8 @@ final class CutoverBarrier {
         let why = (error as? PostgresError)?.sqlState == "55P03"
             ? "the tables were not free to lock within \(milliseconds) ms" + (blocker.map { " (\($0))" } ?? "")
             : (error as? PostgresError)?.summary ?? "\(error)"
-        throw ReshardError.failed("step barrier on shard \(shard): \(why)", shard: shard)
+        released = true
+        throw ReshardError.failed(why, shard: shard)
     }
 
     /// Who holds a lock on the migrated tables of `shard` now: `pid N, in a transaction for S s`.
@@ -69,7 +70,7 @@ final class CutoverBarrier {
             """
             SELECT a.pid, round(extract(epoch FROM now() - a.xact_start))::int FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
             WHERE l.granted AND l.relation = ANY (SELECT to_regclass(n)::oid FROM unnest($1::text[]) n) AND a.pid <> pg_backend_pid()
-              AND a.backend_type = 'client backend' AND a.application_name NOT LIKE 'reshard%'
+              AND a.backend_type = 'client backend'
             ORDER BY a.xact_start LIMIT 1
             """, [names])
         guard row.rowCount == 1 else { return nil }
@@ -81,8 +82,12 @@ final class CutoverBarrier {
         for held in held { try body(held.shard, held.conn) }
     }
 
-    /// Ends the lock transactions: the writers waiting for them go on, into the fence.
+    private var released = false
+
+    /// Ends the lock transactions: the writers waiting for them go on, into the fence. Once.
     func release() {
+        guard !released else { return }
+        released = true
         for held in held { _ = try? held.conn.execute("COMMIT") }
     }
 

@@ -229,11 +229,10 @@ public final class LayoutSwitch {
             barrier?.release()
             let why = (error as? ReshardError)?.message ?? (error as? PostgresError)?.summary ?? "\(error)"
             let shard = (error as? ReshardError)?.shard ?? (error as? PostgresError)?.endpoint?.label
-            let failedAt = reached
-            try undo(direction, attempt: attempt, fromEpoch: fromEpoch, error: "step \(failedAt.rawValue): \(why)")
-            let label = shard.map { " on shard \($0)" } ?? ""
+            let at = "step \(reached.rawValue)" + (shard.map { " on shard \($0)" } ?? "")
+            try undo(direction, attempt: attempt, fromEpoch: fromEpoch, error: "\(at): \(why)")
             throw ReshardError.failed(
-                "migration \(plan.migration): \(direction.rawValue) undone at step \(failedAt.rawValue)\(why.contains("shard \(shard ?? "\u{0}")") ? "" : label): \(why); the \(direction == .cutover ? "old" : "new") layout serves as before; run \(direction.rawValue) again",
+                "migration \(plan.migration): \(direction.rawValue) undone at \(at): \(why); the \(direction == .cutover ? "old" : "new") layout serves as before; run \(direction.rawValue) again",
                 shard: shard)
         }
         // Published: from here on the switch only goes forward.
