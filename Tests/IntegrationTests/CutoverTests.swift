@@ -53,10 +53,10 @@ final class CutoverTests: XCTestCase {
         try (setup.layouts.old + setup.layouts.new).map { try Fence.state(migration: "plan-test", on: try PGConnection.connect($0)) }
     }
 
-    /// Acceptance: cutover, rollback, cutover under routed writes: every acknowledged write is
-    /// present exactly once on the shard the final map gives it, nothing else is, and no write
-    /// waited longer than the stall bound.
-    func testCutoverRollbackAndCutoverAgainUnderRoutedWritesLoseNothing() throws {
+    /// Acceptance: cutover, rollback, cutover and cleanup under routed writes: every acknowledged
+    /// write is present exactly once on the shard the final map gives it, nothing else is, no
+    /// write waited longer than the stall bound, and no reshard object is left on any shard.
+    func testCutoverRollbackCutoverAndCleanupUnderRoutedWritesLoseNothing() throws {
         let setup = try migrated()
         let load = RoutedLoad(setup.layouts, initial: setup.initial)
         XCTAssertTrue(eventually(timeout: 30) { load.committed > 100 })
@@ -64,15 +64,40 @@ final class CutoverTests: XCTestCase {
         for command in ["cutover", "rollback", "cutover"] {
             let outcome = try ReshardCLI.run([command, "-c", setup.config, "--skip-verify", "--max-stall", "2s"].filter { command == "cutover" || $0 != "--skip-verify" })
             XCTAssertEqual(outcome.status, 0, "\(command): \(outcome.stderr)\n\(outcome.stdout)")
-            print(outcome.stdout)
             stalls.append(outcome.stdout.split(separator: "\n").first { $0.contains("writes stalled") }.map(String.init) ?? outcome.stdout)
             let before = load.committed
             XCTAssertTrue(eventually(timeout: 30) { load.committed > before + 100 }, "writes go on after \(command)")
         }
         XCTAssertEqual(try phase(setup), "cut-over")
+        let status = try ReshardCLI.run(["status", "-c", setup.config])
+        XCTAssertTrue(status.stdout.contains("epoch 4: the new layout serves"), status.stdout)
+        XCTAssertTrue(status.stdout.contains("last switch: cutover attempt 3, epoch 3 -> 4, done, writes stalled"), status.stdout)
+        XCTAssertTrue(status.stdout.contains("cleanup will remove the tables users, posts on s0, s1 only with --drop-sources"), status.stdout)
+
+        let early = try ReshardCLI.run(["cleanup", "-c", setup.config, "--after", "1h"])
+        XCTAssertEqual(early.status, 2, early.stderr)
+        let cleanup = try ReshardCLI.run(["cleanup", "-c", setup.config, "--drop-sources"])
+        XCTAssertEqual(cleanup.status, 0, cleanup.stderr)
+        XCTAssertEqual(try phase(setup), "cleaned-up")
+        let before = load.committed
+        XCTAssertTrue(eventually(timeout: 30) { load.committed > before + 50 }, "writes go on after cleanup")
         let longest = load.longestWait
         let expected = load.stop()
         try setup.layouts.assertHolds(expected, new: true)
+        for dsn in setup.layouts.old + setup.layouts.new {
+            let leftovers = try PGConnection.connect(dsn).query(
+                """
+                SELECT (SELECT string_agg(nspname, ',') FROM pg_namespace WHERE nspname LIKE 'reshard%'),
+                       (SELECT string_agg(tgname, ',') FROM pg_trigger WHERE tgname LIKE 'reshard%'),
+                       (SELECT string_agg(proname, ',') FROM pg_proc WHERE proname LIKE ANY (ARRAY['capture%', 'fence%', 'misrouted%']))
+                """)
+            XCTAssertEqual((0..<3).map { leftovers[0, $0] }, [nil, nil, nil], "reshard objects left on \(dsn)")
+        }
+        for dsn in setup.layouts.old {
+            XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT to_regclass('users') IS NULL AND to_regclass('posts') IS NULL").get(0, 0, as: Bool.self), true)
+        }
+        let late = try ReshardCLI.run(["rollback", "-c", setup.config])
+        XCTAssertEqual(late.status, 2, late.stderr)
         XCTAssertGreaterThan(load.refusals, 0, "writers routed by an old map must have met the fence")
         XCTAssertLessThan(longest, 3, "a write waited \(longest) s")
         print("cutover stalls: \(stalls); longest write \(Int(longest * 1000)) ms")
@@ -83,6 +108,9 @@ final class CutoverTests: XCTestCase {
     /// the write is stored nowhere. Inserting without an explicit id on a target never collides.
     func testStaleClientsAreFencedAndTargetSequencesAreAdvanced() throws {
         let setup = try migrated()
+        let tooEarly = try ReshardCLI.run(["cleanup", "-c", setup.config])
+        XCTAssertEqual(tooEarly.status, 2, tooEarly.stderr)
+        XCTAssertTrue(tooEarly.stderr.contains("cleanup is possible only after cutover"), tooEarly.stderr)
         let refused = try ReshardCLI.run(["cutover", "-c", setup.config])
         XCTAssertEqual(refused.status, 2, refused.stderr)
         XCTAssertTrue(refused.stderr.contains("table users has no clean verify"), refused.stderr)
