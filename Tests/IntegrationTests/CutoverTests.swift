@@ -103,11 +103,22 @@ final class CutoverTests: XCTestCase {
         print("cutover stalls: \(stalls); longest write \(Int(longest * 1000)) ms")
     }
 
-    /// Without a clean verify cutover refuses and changes nothing. A client that never reloads
+    /// While apply runs, or without a clean verify, cutover refuses and changes nothing. A client that never reloads
     /// the map gets the documented error on its first write after cutover, on every source, and
     /// the write is stored nowhere. Inserting without an explicit id on a target never collides.
     func testStaleClientsAreFencedAndTargetSequencesAreAdvanced() throws {
         let setup = try migrated()
+        // A switch holds the apply lease: it refuses while apply runs (and changes nothing).
+        let apply = try ReshardCLI.start(["apply", "-c", setup.config])
+        XCTAssertTrue(try eventually(timeout: 60) {
+            try PGConnection.connect(setup.fixture.metadata).query("SELECT holder_pid FROM reshard.leases").get(0, 0, as: Int32?.self) == apply.pid
+        }, apply.stderr)
+        let whileApplying = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"])
+        XCTAssertEqual(whileApplying.status, 2, whileApplying.stderr)
+        XCTAssertTrue(whileApplying.stderr.contains("stop that apply first"), whileApplying.stderr)
+        apply.signal(SIGTERM)
+        XCTAssertEqual(apply.wait(), 0, apply.stderr)
+
         let tooEarly = try ReshardCLI.run(["cleanup", "-c", setup.config])
         XCTAssertEqual(tooEarly.status, 2, tooEarly.stderr)
         XCTAssertTrue(tooEarly.stderr.contains("cleanup is possible only after cutover"), tooEarly.stderr)
