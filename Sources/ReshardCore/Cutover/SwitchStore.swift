@@ -21,13 +21,23 @@ public struct SwitchStore {
         ).get(0, 0, as: Int64.self)
     }
 
+    /// The epoch applications route by now and whether the new layout serves it: what an
+    /// application without `ReshardRouter` reads to route (the demo's, the tests').
+    public func serving() throws -> (epoch: Int64, new: Bool) {
+        // Before apply created the metadata schema, the old layout serves.
+        guard try meta.query("SELECT to_regclass('reshard.switches') IS NOT NULL").get(0, 0, as: Bool.self) else { return (1, false) }
+        let row = try meta.query(
+            "SELECT to_epoch, direction FROM reshard.switches WHERE migration = $1 AND published_at IS NOT NULL ORDER BY attempt DESC LIMIT 1",
+            [migration])
+        guard row.rowCount == 1 else { return (1, false) }
+        return (try row.get(0, 0, as: Int64.self), row[0, 1] == CutoverStateMachine.Direction.cutover.rawValue)
+    }
+
     /// The last attempt, when it has not finished (its coordinator died).
     public func unfinished() throws -> (attempt: Int, fromEpoch: Int64, toEpoch: Int64, state: CutoverStateMachine.Unfinished)? {
         let row = try meta.query(
             """
-            SELECT s.attempt, s.direction, s.published_at IS NOT NULL, s.from_epoch, s.to_epoch,
-                   (SELECT step FROM reshard.switch_steps p WHERE p.migration = s.migration AND p.attempt = s.attempt
-                     ORDER BY started_at DESC LIMIT 1)
+            SELECT s.attempt, s.direction, s.published_at IS NOT NULL, s.from_epoch, s.to_epoch
             FROM reshard.switches s WHERE s.migration = $1 AND s.outcome IS NULL ORDER BY attempt DESC LIMIT 1
             """, [migration])
         guard row.rowCount == 1 else { return nil }
