@@ -49,6 +49,19 @@ final class CutoverTests: XCTestCase {
         try PGConnection.connect(setup.fixture.metadata).query("SELECT phase FROM reshard.migrations").get(0, 0, as: String?.self)
     }
 
+    /// No schema, trigger or function of reshard's is left on any shard.
+    private func assertNoReshardObjects(_ setup: Setup, file: StaticString = #filePath, line: UInt = #line) throws {
+        for dsn in setup.layouts.old + setup.layouts.new {
+            let leftovers = try PGConnection.connect(dsn).query(
+                """
+                SELECT (SELECT string_agg(nspname, ',') FROM pg_namespace WHERE nspname LIKE 'reshard%'),
+                       (SELECT string_agg(tgname, ',') FROM pg_trigger WHERE tgname LIKE 'reshard%'),
+                       (SELECT string_agg(proname, ',') FROM pg_proc WHERE proname LIKE ANY (ARRAY['capture%', 'fence%', 'misrouted%']))
+                """)
+            XCTAssertEqual((0..<3).map { leftovers[0, $0] }, [nil, nil, nil], "reshard objects left on \(dsn)", file: file, line: line)
+        }
+    }
+
     private func fenceStates(_ setup: Setup) throws -> [Fence.State?] {
         try (setup.layouts.old + setup.layouts.new).map { try Fence.state(migration: "plan-test", on: try PGConnection.connect($0)) }
     }
@@ -84,15 +97,7 @@ final class CutoverTests: XCTestCase {
         let longest = load.longestWait
         let expected = load.stop()
         try setup.layouts.assertHolds(expected, new: true)
-        for dsn in setup.layouts.old + setup.layouts.new {
-            let leftovers = try PGConnection.connect(dsn).query(
-                """
-                SELECT (SELECT string_agg(nspname, ',') FROM pg_namespace WHERE nspname LIKE 'reshard%'),
-                       (SELECT string_agg(tgname, ',') FROM pg_trigger WHERE tgname LIKE 'reshard%'),
-                       (SELECT string_agg(proname, ',') FROM pg_proc WHERE proname LIKE ANY (ARRAY['capture%', 'fence%', 'misrouted%']))
-                """)
-            XCTAssertEqual((0..<3).map { leftovers[0, $0] }, [nil, nil, nil], "reshard objects left on \(dsn)")
-        }
+        try assertNoReshardObjects(setup)
         for dsn in setup.layouts.old {
             XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT to_regclass('users') IS NULL AND to_regclass('posts') IS NULL").get(0, 0, as: Bool.self), true)
         }
@@ -106,6 +111,7 @@ final class CutoverTests: XCTestCase {
     /// While apply runs, or without a clean verify, cutover refuses and changes nothing. A client that never reloads
     /// the map gets the documented error on its first write after cutover, on every source, and
     /// the write is stored nowhere. Inserting without an explicit id on a target never collides.
+    /// Rollback brings those rows to the sources; abort after it leaves no reshard object anywhere.
     func testStaleClientsAreFencedAndTargetSequencesAreAdvanced() throws {
         let setup = try migrated()
         // A switch holds the apply lease: it refuses while apply runs (and changes nothing).
@@ -152,17 +158,32 @@ final class CutoverTests: XCTestCase {
         for dsn in setup.layouts.old + setup.layouts.new {
             highest = max(highest, try PGConnection.connect(dsn).query("SELECT coalesce(max(id), 0) FROM posts").get(0, 0, as: Int64.self))
         }
+        var handedOut: [Int64] = []
         for (t, dsn) in setup.layouts.new.enumerated() {
             let user = try (1...300).first { try setup.layouts.shard(of: Int64($0), new: true) == t }!
             let id = try PGConnection.connect(dsn).query("INSERT INTO posts (user_id, body) VALUES ($1, 'after cutover') RETURNING id", [user])
                 .get(0, 0, as: Int64.self)
             XCTAssertGreaterThan(id, highest, "a new id on target \(t) must be past every id handed out")
+            handedOut.append(id)
             // The misrouted-key check: a key the new map gives another shard is refused.
             let other = try (1...300).first { try setup.layouts.shard(of: Int64($0), new: true) != t }!
             XCTAssertThrowsError(try PGConnection.connect(dsn).execute("INSERT INTO posts (user_id, body) VALUES (\(other), 'misrouted')")) { error in
                 XCTAssertEqual((error as? PostgresError)?.sqlState, FenceSQLState.misrouted, "\(error)")
             }
         }
+        // The targets' sequences are interleaved: no two of them hand out the same id.
+        XCTAssertEqual(Set(handedOut).count, handedOut.count, "\(handedOut)")
+        // Rolled back, the posts written on the targets are on the sources too; abort then leaves nothing of reshard's.
+        let rollback = try ReshardCLI.run(["rollback", "-c", setup.config])
+        XCTAssertEqual(rollback.status, 0, rollback.stderr)
+        var onSources = 0
+        for dsn in setup.layouts.old {
+            onSources += try PGConnection.connect(dsn).query("SELECT count(*) FROM posts WHERE body = 'after cutover'").get(0, 0, as: Int.self)
+        }
+        XCTAssertEqual(onSources, setup.layouts.new.count)
+        let abort = try ReshardCLI.run(["abort", "-c", setup.config])
+        XCTAssertEqual(abort.status, 0, abort.stderr)
+        try assertNoReshardObjects(setup)
     }
 
     /// A transaction holding a row lock on a source makes cutover give up within --max-stall,

@@ -23,7 +23,11 @@ public enum SequenceSync {
         public var to: Int64
         public var highestSeen: Int64
         public var margin: Int64
-        public var text: String { "\(shard): \(table).\(column) sequence advanced to \(to) (highest handed out \(highestSeen) + margin \(margin))" }
+        /// The sequence's increment from now on: one per database of the layout, interleaved.
+        public var increment: Int64
+        public var text: String {
+            "\(shard): \(table).\(column) sequence advanced to \(to), increment \(increment) (highest handed out \(highestSeen) + margin \(margin))"
+        }
     }
 
     /// The sequences of `name`'s columns on `conn`: owned ones (serial, identity) and those a default calls.
@@ -66,7 +70,8 @@ public enum SequenceSync {
             var targets: [Sequence] = []
             for place in places.to { targets += try sequences(of: place.names[t], table: label, shard: place.shard, on: try connect(place.shard)) }
             guard !targets.isEmpty else { continue }
-            for column in Set(targets.map(\.column)).sorted() {
+            for name in Set(targets.map(\.column)).sorted() {
+                let column = name
                 var highest: Int64 = 0
                 for place in places.from + places.to {
                     let conn = try connect(place.shard)
@@ -78,11 +83,18 @@ public enum SequenceSync {
                     let rows = try conn.query("SELECT max(\(try conn.quoteIdentifier(column)))::text FROM \(try conn.quote(place.names[t]))")
                     if let text = rows[0, 0], let value = Int64(text) { highest = max(highest, value) }
                 }
-                for sequence in targets where sequence.column == column {
+                // Each database of the layout hands out its own values: interleaved (increment k,
+                // offset i), so no two of them ever hand out the same one, which the sources' own
+                // scheme (say, ranges) cannot be continued to guarantee on another number of shards.
+                let interleaved = targets.filter { $0.column == column }
+                let stride = Int64(interleaved.count)
+                for (i, sequence) in interleaved.enumerated() {
                     let conn = try connect(sequence.shard)
-                    if try handedOut(sequence.sequence, on: conn) >= highest + margin { continue }
-                    try conn.query("SELECT setval($1::regclass, $2, true)", [sequence.sequence, highest + margin])
-                    advanced.append(.init(shard: sequence.shard, table: label, column: column, to: highest + margin, highestSeen: highest, margin: margin))
+                    let value = highest + margin + Int64(i)
+                    try conn.execute("ALTER SEQUENCE \(sequence.sequence) INCREMENT BY \(stride)")
+                    try conn.query("SELECT setval($1::regclass, $2, true)", [sequence.sequence, value])
+                    advanced.append(.init(shard: sequence.shard, table: label, column: sequence.column, to: value, highestSeen: highest,
+                                          margin: margin, increment: stride))
                 }
             }
         }
@@ -122,8 +134,15 @@ public enum SequenceSync {
         for sequence in known.to {
             let conn = try connect(sequence.shard)
             guard let seen = highest["\(sequence.table)\u{0}\(sequence.column)"], try handedOut(sequence.sequence, on: conn) <= seen else { continue }
-            try conn.query("SELECT setval($1::regclass, $2, true)", [sequence.sequence, seen + margin])
-            advanced.append(.init(shard: sequence.shard, table: sequence.table, column: sequence.column, to: seen + margin, highestSeen: seen, margin: margin))
+            // Ahead again, keeping this database's place among the interleaved sequences.
+            let row = try conn.query(
+                "SELECT last_value, seqincrement FROM \(sequence.sequence), pg_sequence WHERE seqrelid = $1::regclass", [sequence.sequence])
+            let (last, stride) = (try row.get(0, 0, as: Int64.self), max(1, try row.get(0, 1, as: Int64.self)))
+            var value = seen + margin
+            value += ((last - value) % stride + stride) % stride
+            try conn.query("SELECT setval($1::regclass, $2, true)", [sequence.sequence, value])
+            advanced.append(.init(shard: sequence.shard, table: sequence.table, column: sequence.column, to: value, highestSeen: seen,
+                                  margin: margin, increment: stride))
         }
         return advanced
     }
