@@ -8,6 +8,7 @@
 #   BENCH_SECONDS           length of each pgbench run (default 15)
 #   BENCH_CUTOVER_CYCLES    cutover + rollback pairs (default 10: 21 switches with the last cutover)
 #   BENCH_CUTOVER_RATE      the application's writes per second during the switches (default 1000)
+#   BENCH_CUTOVER_USERS     users the demo seeds (default 5000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${RESHARD_BIN:-.build/release/reshard}
@@ -68,7 +69,7 @@ kill -TERM "$sandbox" 2>/dev/null || true; wait "$sandbox" 2>/dev/null || true
 
 # --- 2. Write stall over cutovers and rollbacks ---------------------------------------------------------
 echo "write stall: reshard demo, 2 -> 4 shards, $CYCLES cutover + rollback pairs and a last cutover at $RATE writes/s..."
-"$BIN" demo --users 5000 --targets 4 --cycles "$CYCLES" --writes-per-second "$RATE" > "$work/demo.out" 2>&1 || { tail -20 "$work/demo.out"; exit 1; }
+"$BIN" demo --users "${BENCH_CUTOVER_USERS:-5000}" --targets 4 --cycles "$CYCLES" --writes-per-second "$RATE" > "$work/demo.out" 2>&1 || { tail -20 "$work/demo.out"; exit 1; }
 line=$(grep 'write stall seen by the application over' "$work/demo.out")
 echo "  $line"
 python3 - "$line" <<'PY'
