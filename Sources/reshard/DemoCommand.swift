@@ -146,8 +146,8 @@ struct DemoCommand: ParsableCommand {
     }
 }
 
-/// The demo's application: writes at a fixed rate, routes each by the published shard map (the
-/// old layout by user_id % 2, the new one by hash), and retries a write the fence refuses after
+/// The demo's application: writes at a fixed rate, routes each by the published shard map
+/// (`ShardMapStore`, the map `ReshardRouter` loads), and retries a write the fence refuses after
 /// reading the map again, as an application with `ReshardRouter` does. It records how long each
 /// write took, retries included: that is the stall a switch costs it.
 final class DemoWriteLoad: @unchecked Sendable {
@@ -178,16 +178,23 @@ final class DemoWriteLoad: @unchecked Sendable {
                 var next = Int64(users * 10 + t)
                 var due = Date()
                 do {
-                    let store = SwitchStore(migration: migration, meta: try PGConnection.connect(metadata, applicationName: "demo app"))
-                    var map = try store.serving()
+                    let meta = try PGConnection.connect(metadata, applicationName: "demo app")
+                    let byName = Dictionary(uniqueKeysWithValues: (old.enumerated().map { ("s\($0.offset)", $0.element) })
+                        + new.enumerated().map { ("t\($0.offset)", $0.element) })
+                    // The published shard map (before apply registers the migration: the old layout).
+                    func current() throws -> ShardMap {
+                        try ShardMapStore.current(migration: migration, on: meta)
+                            ?? ShardMap(migration: migration, epoch: 1, function: oldFunction,
+                                        shards: (0..<old.count).map { .init(name: "s\($0)", dsn: "") }, tables: [])
+                    }
+                    var map = try current()
                     while lock.withLock({ running }) {
                         let uid = Int64.random(in: 1...Int64(users))
                         next += Int64(threads)
                         let op = Int.random(in: 0..<4)
                         let started = Date()
                         while true {
-                            let shard = try (map.new ? newFunction : oldFunction).shard(for: .int(uid, .bigint))
-                            let dsn = (map.new ? new : old)[shard]
+                            let dsn = byName[map.shards[try map.function.shard(for: .int(uid, .bigint))].name]!
                             do {
                                 if conns[dsn.unsafeRawValue] == nil { conns[dsn.unsafeRawValue] = try PGConnection.connect(dsn, applicationName: "demo app") }
                                 let conn = conns[dsn.unsafeRawValue]!
@@ -201,7 +208,7 @@ final class DemoWriteLoad: @unchecked Sendable {
                             } catch let error as PostgresError where [FenceSQLState.staleEpoch, FenceSQLState.misrouted].contains(error.sqlState ?? "") {
                                 // Refused by the fence: read the map again and retry the same write.
                                 usleep(2_000)
-                                map = try store.serving()
+                                map = try current()
                             }
                         }
                         let took = Date().timeIntervalSince(started)

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresClient
+import ReshardCore
 import ReshardRouting
 import XCTest
 
@@ -13,14 +14,11 @@ struct Layouts: Sendable {
     var oldFunction: ShardFunction
     var newFunction: ShardFunction
 
-    /// `(epoch, new layout serves)` as published now.
+    /// `(epoch, new layout serves)` as the shard map publishes it now (`ShardMapStore`, what
+    /// `ReshardRouter` loads); the old layout before apply registers the migration.
     func current(on meta: PGConnection) throws -> (epoch: Int64, new: Bool) {
-        guard try meta.query("SELECT to_regclass('reshard.switches') IS NOT NULL").get(0, 0, as: Bool.self) else { return (1, false) }
-        let row = try meta.query(
-            "SELECT to_epoch, direction FROM reshard.switches WHERE migration = $1 AND published_at IS NOT NULL ORDER BY attempt DESC LIMIT 1",
-            [migration])
-        guard row.rowCount == 1 else { return (1, false) }
-        return (try row.get(0, 0, as: Int64.self), row[0, 1] == "cutover")
+        guard let map = try ShardMapStore.current(migration: migration, on: meta) else { return (1, false) }
+        return (map.epoch, map.function == newFunction && map.shards.count == new.count)
     }
 
     func shard(of id: Int64, new: Bool) throws -> Int {

@@ -60,7 +60,7 @@ public enum Fence {
         case old, new
     }
 
-    /// The state installs start with: the old layout serves epoch 1 (`SwitchStore.currentEpoch`).
+    /// The state installs start with: the old layout serves epoch 1 (the one `apply` publishes, `ShardMapStore.publishInitial`).
     public static let initial = State(epoch: 1, serving: .old)
 
     static func id(_ migration: String) -> String { fnv1a64Hex("fence\u{0}\(migration)") }

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresClient
+import ReshardRouting
 
 /// Runs `reshard cutover` and `reshard rollback`: switches the application's writes from one
 /// layout to the other in a stall bounded by `--max-stall`, losing no acknowledged write.
@@ -222,7 +223,7 @@ public final class LayoutSwitch {
             }
             try step(.publish) {
                 try beforeDeadline("publish")
-                try store.publish(attempt: attempt)
+                try store.publish(attempt: attempt, map: ShardMap(plan: plan, layout: direction == .cutover ? .new : .old), epoch: toEpoch)
                 return "epoch \(toEpoch)"
             }
         } catch {

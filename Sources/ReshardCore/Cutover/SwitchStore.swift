@@ -1,5 +1,6 @@
 import Foundation
 import PostgresClient
+import ReshardRouting
 
 /// The metadata of switches between layouts (`reshard.switches`, `reshard.switch_steps`): each
 /// step is recorded before it is taken and marked finished after, and the epoch applications
@@ -13,24 +14,10 @@ public struct SwitchStore {
         self.meta = meta
     }
 
-    /// The epoch applications route by now: the last published switch's, 1 (the old layout) before any.
+    /// The epoch applications route by now: the current epoch of the shard map (`ShardMapStore`,
+    /// which `apply` starts at 1 with the old layout).
     public func currentEpoch() throws -> Int64 {
-        try meta.query(
-            "SELECT coalesce(max(to_epoch) FILTER (WHERE published_at IS NOT NULL), 1)::bigint FROM reshard.switches WHERE migration = $1",
-            [migration]
-        ).get(0, 0, as: Int64.self)
-    }
-
-    /// The epoch applications route by now and whether the new layout serves it: what an
-    /// application without `ReshardRouter` reads to route (the demo's, the tests').
-    public func serving() throws -> (epoch: Int64, new: Bool) {
-        // Before apply created the metadata schema, the old layout serves.
-        guard try meta.query("SELECT to_regclass('reshard.switches') IS NOT NULL").get(0, 0, as: Bool.self) else { return (1, false) }
-        let row = try meta.query(
-            "SELECT to_epoch, direction FROM reshard.switches WHERE migration = $1 AND published_at IS NOT NULL ORDER BY attempt DESC LIMIT 1",
-            [migration])
-        guard row.rowCount == 1 else { return (1, false) }
-        return (try row.get(0, 0, as: Int64.self), row[0, 1] == CutoverStateMachine.Direction.cutover.rawValue)
+        try ShardMapStore.current(migration: migration, on: meta)?.epoch ?? 1
     }
 
     /// The last attempt, when it has not finished (its coordinator died).
@@ -85,10 +72,18 @@ public struct SwitchStore {
             """, [migration, attempt, step.rawValue, shard, detail, error])
     }
 
-    /// Publishes the attempt's epoch: the point of no return.
-    public func publish(attempt: Int) throws {
-        try meta.query("UPDATE reshard.switches SET published_at = clock_timestamp() WHERE migration = $1 AND attempt = $2",
-                       [migration, attempt])
+    /// Publishes the attempt's layout as the shard map's next epoch (`ShardMapStore`) and marks the
+    /// attempt published, in one transaction: the point of no return. Refuses, publishing nothing,
+    /// when the map's next epoch is not the attempt's (someone else published meanwhile).
+    public func publish(attempt: Int, map: ShardMap, epoch: Int64) throws {
+        try meta.transaction { conn in
+            let published = try ShardMapStore.publish(map, on: conn)
+            guard published.epoch == epoch else {
+                throw ReshardError.failed("migration \(migration): the shard map's next epoch is \(published.epoch), not \(epoch) (published by another reshard?)")
+            }
+            try conn.query("UPDATE reshard.switches SET published_at = clock_timestamp() WHERE migration = $1 AND attempt = $2",
+                           [migration, attempt])
+        }
     }
 
     /// Ends an attempt with its outcome and the phase change that goes with it, in one transaction.
