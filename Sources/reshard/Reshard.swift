@@ -20,7 +20,7 @@ struct Reshard: ParsableCommand {
         version: ReshardVersion.string,
         subcommands: [
             InitCommand.self, PlanCommand.self, ApplyCommand.self, StatusCommand.self, ThrottleCommand.self, AbortCommand.self,
-            VerifyCommand.self, MapCommand.self, RouteCommand.self,
+            VerifyCommand.self, MapCommand.self, RouteCommand.self, CutoverCommand.self, RollbackCommand.self, CleanupCommand.self,
             SandboxCommand.self, DemoCommand.self,
         ])
 

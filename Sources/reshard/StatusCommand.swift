@@ -30,6 +30,9 @@ struct StatusCommand: ParsableCommand {
             }
             var status = try MigrationStatus.read(migration: name, from: meta)
             if live { try status.readLiveBacklog(plan: try MigrationStatus.registeredPlan(migration: name, on: meta), shards: shards) }
+            if live, status.phase == MigrationPhase.cutOver.rawValue {
+                try status.switching?.readReverseBacklog(plan: try MigrationStatus.registeredPlan(migration: name, on: meta), shards: shards)
+            }
             if output.json { try Console.json(status) } else { Console.out(status.text + (watch ? "\n" : "")) }
             if watch {
                 for _ in 0..<20 where !TerminationSignal.received { usleep(100_000) }

@@ -55,7 +55,9 @@ final class VerifyTests: XCTestCase {
 
         var used = Set<Int64>()
         let s0 = try PGConnection.connect(fixture.sources[0]), s1 = try PGConnection.connect(fixture.sources[1])
-        let t1 = try PGConnection.connect(fixture.targets[1]), t2 = try PGConnection.connect(fixture.targets[2])
+        // Behind reshard's back: the write fence refuses the application on the targets before cutover.
+        let t1 = try PGConnection.connect(fixture.targets[1], settings: ["reshard.applying": "on"])
+        let t2 = try PGConnection.connect(fixture.targets[2], settings: ["reshard.applying": "on"])
         var expected: [RowDifference] = []
         func expect(_ kind: RowDifference.Kind, _ id: Int64, _ source: String?, _ target: Int) {
             expected.append(RowDifference(table: "items", kind: kind, key: ["\(id)"], source: source, target: "t\(target)"))
@@ -210,7 +212,8 @@ final class VerifyTests: XCTestCase {
         // Behind the shim's back, on the targets that are not sources.
         var changed = 0
         for target in fixture.targets[1...] {
-            changed += try PGConnection.connect(target).query("UPDATE many SET v = -v WHERE id % 4 <> 0").affectedRows
+            // (the write fence refuses the application on the targets before cutover)
+            changed += try PGConnection.connect(target, settings: ["reshard.applying": "on"]).query("UPDATE many SET v = -v WHERE id % 4 <> 0").affectedRows
         }
         XCTAssertGreaterThan(changed, 8000)
         let (outcome, result) = try verify(config, ["--chunk-rows", "1000000"])

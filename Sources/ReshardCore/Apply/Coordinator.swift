@@ -518,6 +518,7 @@ public final class Coordinator: @unchecked Sendable {
             }
             for source in sources { try Shim.install(migration: plan.migration, table: table, on: source) }
         }
+        try Fence.installAll(plan: plan) { try connect($0) }
     }
 
     /// `body` (prepare, the deferred index build) on the control loop through transient failures

@@ -52,6 +52,9 @@ public enum MigrationAbort {
         var machine = MigrationStateMachine(migration: migration, phase: phase)
         let transition = phase == .aborted ? nil : try machine.abort()
         var done: [String] = []
+        try Fence.removeAll(plan: plan, connect: connect)
+        // After a rollback (or an undone cutover) the targets carry the reverse capture too.
+        if ReverseCapture.missing(plan) == nil { try ReverseCapture.remove(plan, connect: connect) }
         for source in plan.sources {
             try Shim.remove(migration: migration, tables: plan.tables, on: try connect(source.name))
             done.append("removed the shim from \(source.name)")

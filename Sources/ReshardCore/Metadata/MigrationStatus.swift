@@ -81,6 +81,8 @@ public struct MigrationStatus: Sendable, Codable {
     public var targets: [Plan.Placement] = []
     /// Rate limit, pause, retries and changelog trend (`MigrationStatus+Runtime.swift`).
     public var runtime: Runtime?
+    /// Epoch, cutover and rollback steps, what cleanup removes (`SwitchStatus`); nil before any switch.
+    public var switching: SwitchStatus? = nil
 
     /// Every slice copied (the staying rows' local copies too): the copy is complete whatever the estimates said.
     public var copyDone: Bool { slices.allSatisfy(\.done) }
@@ -213,6 +215,7 @@ public struct MigrationStatus: Sendable, Codable {
                     targetRows: try verified.get(r, 7), differences: try verified.get(r, 8)))
             }
         }
+        status.switching = try SwitchStatus.read(migration: migration, phase: MigrationPhase(rawValue: status.phase), from: meta)
         return status
     }
 
@@ -257,6 +260,7 @@ public struct MigrationStatus: Sendable, Codable {
         }
         lines += runtimeLines
         if let lastError { lines.append("last error (\(lastErrorAt ?? "?")): \(lastError)") }
+        lines += switching?.lines ?? []
         return lines.joined(separator: "\n")
     }
 }

@@ -149,7 +149,20 @@ public struct MigrationStateMachine: Sendable, Equatable {
         return move(to: .cutOver)
     }
 
-    /// `cutover --rollback` starts switching writes back to the sources.
+    /// A cutover attempt was undone before the new epoch was published (a step timed out or
+    /// failed, or `rollback` after a coordinator died mid-cutover): the old layout serves.
+    public mutating func cutoverUndone() throws -> Transition {
+        guard phase == .cuttingOver else { throw impossible("undo the cutover") }
+        return move(to: .inSync)
+    }
+
+    /// A rollback attempt was undone before the old layout's epoch was published: the new layout serves.
+    public mutating func rollbackUndone() throws -> Transition {
+        guard phase == .rollingBack else { throw impossible("undo the rollback") }
+        return move(to: .cutOver)
+    }
+
+    /// `reshard rollback` starts switching writes back to the sources.
     public mutating func startRollback() throws -> Transition {
         guard phase == .cutOver else { throw impossible("start rollback") }
         return move(to: .rollingBack)

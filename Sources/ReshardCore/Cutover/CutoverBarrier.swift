@@ -1,0 +1,160 @@
+import Foundation
+import PostgresClient
+
+/// The barrier behind the fence: `LOCK TABLE ... IN EXCLUSIVE MODE` on every migrated table of
+/// every database of the serving layout, taken in parallel under one `lock_timeout`. EXCLUSIVE
+/// blocks writers, not readers, and is granted only once every transaction that wrote those
+/// tables has ended: once all are held, every acknowledged write is in a changelog, and a write
+/// still to come waits for the lock and then meets the fence, flipped while the locks are held.
+/// A transaction that wrote before and commits later cannot exist: the lock waited for it.
+final class CutoverBarrier {
+    private let held: [(shard: String, conn: PGConnection)]
+
+    /// Opens a session on every place, before the stall: taking the locks is then all the barrier waits for.
+    static func prepare(
+        places: [(shard: String, names: [QualifiedName])], connect: (String) throws -> PGConnection
+    ) throws -> CutoverBarrier {
+        CutoverBarrier(held: try places.map { (shard: $0.shard, conn: try connect($0.shard)) }, places: places)
+    }
+
+    private let places: [(shard: String, names: [QualifiedName])]
+
+    private init(held: [(shard: String, conn: PGConnection)], places: [(shard: String, names: [QualifiedName])]) {
+        self.held = held
+        self.places = places
+    }
+
+    /// Takes the locks on every place at once; when one is not granted within `lockTimeout`
+    /// seconds every lock is released and the error names the shard (and who held it up).
+    func lock(lockTimeout: Double, connect: (String) throws -> PGConnection) throws {
+        let connections = held
+        let places = self.places
+        let milliseconds = max(1, Int(lockTimeout * 1000))
+        let statements = try zip(places, connections).map { place, held in
+            "LOCK TABLE \(try place.names.map { try held.conn.quote($0) }.joined(separator: ", ")) IN EXCLUSIVE MODE"
+        }
+        let failures = FirstError()
+        let done = DispatchGroup()
+        for (index, held) in connections.enumerated() {
+            done.enter()
+            let statement = statements[index]
+            let thread = Thread {
+                defer { done.leave() }
+                do {
+                    try held.conn.execute("BEGIN; SET LOCAL lock_timeout = '\(milliseconds)ms'")
+                    try held.conn.execute(statement)
+                } catch {
+                    failures.record(error, shard: held.shard)
+                }
+            }
+            thread.name = "reshard barrier \(held.shard)"
+            thread.start()
+        }
+        done.wait()
+        guard let (error, shard) = failures.first else { return }
+        let blocker = (try? blockers(on: shard, connect: connect)) ?? nil
+        for held in connections { _ = try? held.conn.execute("ROLLBACK") }
+        let why = (error as? PostgresError)?.sqlState == "55P03"
+            ? "the tables were not free to lock within \(milliseconds) ms" + (blocker.map { " (\($0))" } ?? "")
+            : (error as? PostgresError)?.summary ?? "\(error)"
+        released = true
+        throw ReshardError.failed(why, shard: shard)
+    }
+
+    /// Who holds a lock on the migrated tables of `shard` now: `pid N, in a transaction for S s`.
+    private func blockers(on shard: String, connect: (String) throws -> PGConnection) throws -> String? {
+        guard let place = places.first(where: { $0.shard == shard }) else { return nil }
+        let conn = try connect(shard)
+        let names = try place.names.map { try conn.quote($0) }
+        let row = try conn.query(
+            """
+            SELECT a.pid, round(extract(epoch FROM now() - a.xact_start))::int FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.granted AND l.relation = ANY (SELECT to_regclass(n)::oid FROM unnest($1::text[]) n) AND a.pid <> pg_backend_pid()
+              AND a.backend_type = 'client backend'
+            ORDER BY a.xact_start LIMIT 1
+            """, [names])
+        guard row.rowCount == 1 else { return nil }
+        return "a transaction holds a lock on them: pid \(row[0, 0] ?? "?"), open for \(row[0, 1] ?? "?") s"
+    }
+
+    /// Runs `body` on each held connection (the fence flip, while the locks are held).
+    func forEach(_ body: (String, PGConnection) throws -> Void) throws {
+        for held in held { try body(held.shard, held.conn) }
+    }
+
+    private var released = false
+
+    /// Ends the lock transactions: the writers waiting for them go on, into the fence. Once.
+    func release() {
+        guard !released else { return }
+        released = true
+        for held in held { _ = try? held.conn.execute("COMMIT") }
+    }
+
+    /// The first error of parallel work, with the shard it happened on.
+    final class FirstError: @unchecked Sendable {
+        private let lock = NSLock()
+        private(set) var first: (any Error, String)?
+        func record(_ error: any Error, shard: String) {
+            lock.withLock { if first == nil { first = (error, shard) } }
+        }
+    }
+}
+
+/// Applies changelogs with the catch-up (`CatchUpApplier`), every source in parallel: before the
+/// stall until the backlog is small, and behind the fence until it is empty. Its appliers (and
+/// their sessions) are made once, before the stall, and serve both.
+final class CutoverDrain {
+    private let plan: Plan
+    private let appliers: [(source: String, applier: CatchUpApplier)]
+
+    init(plan: Plan, maxConnectionsPerShard: Int, connect: @escaping @Sendable (String) throws -> PGConnection) throws {
+        self.plan = plan
+        let gate = CatchUpGate(limitPerShard: maxConnectionsPerShard)
+        appliers = try plan.sources.map { (source: $0.name, applier: try CatchUpApplier.connecting(plan: plan, source: $0.name, gate: gate, connect: connect)) }
+    }
+
+    /// Applies the changelogs until a round of every source applies at most `leave` entries
+    /// having read all there was (0: the logs are empty). Throws when `deadline` passes first,
+    /// naming the source. Returns the entries applied.
+    func run(leave: Int, deadline: Date) throws -> Int {
+        let failures = CutoverBarrier.FirstError()
+        let applied = Counter()
+        let done = DispatchGroup()
+        let tables = plan.tables
+        for (source, applier) in appliers {
+            done.enter()
+            let thread = Thread {
+                defer { done.leave() }
+                do {
+                    while true {
+                        let round = try applier.applyRound(tables: tables)
+                        applied.add(round.applied)
+                        if round.drained && round.applied <= leave { return }
+                        if Date() > deadline {
+                            throw ReshardError.failed("the changelog of \(source) was not applied in time (\(round.applied) entries in the last round)",
+                                                      shard: source)
+                        }
+                    }
+                } catch {
+                    failures.record(error, shard: source)
+                }
+            }
+            thread.name = "reshard drain \(source)"
+            thread.start()
+        }
+        done.wait()
+        if let (error, shard) = failures.first {
+            if let error = error as? ReshardError { throw error }
+            throw ReshardError.failed("applying the changelog of \(shard): \((error as? PostgresError)?.summary ?? "\(error)")", shard: shard)
+        }
+        return applied.value
+    }
+
+    final class Counter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var total = 0
+        func add(_ n: Int) { lock.withLock { total += n } }
+        var value: Int { lock.withLock { total } }
+    }
+}

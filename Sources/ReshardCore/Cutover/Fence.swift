@@ -1,0 +1,229 @@
+import Foundation
+import PostgresClient
+import ReshardRouting
+
+/// The write fence: which layout of a migration takes the application's writes, enforced by the
+/// databases themselves, so an application that still routes by an old shard map gets an error
+/// (`FenceSQLState.staleEpoch`, naming the epoch to reload) instead of writing into a table
+/// nobody reads anymore.
+///
+/// **Installed when `apply` starts, never at cutover.** DDL queues behind long transactions and
+/// autovacuum; flipping the fence is a `setval`, which takes no table lock and never waits.
+///
+/// **Where the state lives: a sequence.** One per (migration, database), `reshard_shim.fence_<id>`,
+/// holding `epoch * 4 + serving` (`Serving`). A sequence's tuple is updated in place and read
+/// without MVCC, so a REPEATABLE READ or SERIALIZABLE writer whose snapshot predates the flip still
+/// sees it (a one-row table read with the writer's snapshot would not), and `setval` needs no
+/// commit to be seen. Because it is not transactional either, an undone cutover sets it back
+/// explicitly.
+///
+/// **The check.** A BEFORE statement trigger (INSERT, UPDATE, DELETE, TRUNCATE) on every migrated
+/// table of every source and target, with the table's layout as its argument (`old` on the
+/// sources' live tables, `new` on the targets' tables and the tables built on shared databases):
+/// one sequence read per statement, not per row. Reshard's own sessions (`reshard.applying = on`)
+/// pass: they keep the layout that does not serve current. On the new layout a row trigger, whose
+/// `WHEN` clause the executor evaluates without calling any function unless it is false, refuses a
+/// key the new map gives another shard (`FenceSQLState.misrouted`) until `cleanup`.
+///
+/// A flag alone is not a barrier: a transaction that wrote before the flip and commits after the
+/// drain would escape both layouts. `CutoverBarrier` flips it while holding `EXCLUSIVE` locks,
+/// which wait for every writer in flight.
+public enum Fence {
+    /// Which layout takes the application's writes on a database, the low two bits of the state.
+    public enum Serving: Int64, Sendable, CaseIterable {
+        /// Neither: the barrier is held, the switch is under way.
+        case none = 0
+        /// The old layout (the sources) serves; the new layout's tables are fenced.
+        case old = 1
+        /// The new layout (the targets) serves; the old layout's tables are fenced.
+        case new = 2
+    }
+
+    /// A fence state: the epoch applications must route by, and which layout serves it.
+    public struct State: Sendable, Equatable, CustomStringConvertible {
+        public var epoch: Int64
+        public var serving: Serving
+        public init(epoch: Int64, serving: Serving) {
+            self.epoch = epoch
+            self.serving = serving
+        }
+        public init(raw: Int64) {
+            epoch = raw / 4
+            serving = Serving(rawValue: raw % 4) ?? .none
+        }
+        public var raw: Int64 { epoch * 4 + serving.rawValue }
+        public var description: String { "epoch \(epoch), \(serving) layout serves" }
+    }
+
+    /// The layout a table on some database belongs to.
+    public enum Layout: String, Sendable {
+        case old, new
+    }
+
+    /// The state installs start with: the old layout serves epoch 1 (the one `apply` publishes, `ShardMapStore.publishInitial`).
+    public static let initial = State(epoch: 1, serving: .old)
+
+    static func id(_ migration: String) -> String { fnv1a64Hex("fence\u{0}\(migration)") }
+    /// The state sequence, schema-qualified; safe unquoted.
+    public static func sequence(_ migration: String) -> String { "\(Shim.schema).fence_\(id(migration))" }
+    static func fenceFunction(_ migration: String) -> String { "\(Shim.schema).fence_\(id(migration))" }
+    static func misroutedFunction(_ migration: String) -> String { "\(Shim.schema).misrouted_\(id(migration))" }
+    static func trigger(_ migration: String) -> String { "reshard_fence_\(id(migration))" }
+    static func misroutedTrigger(_ migration: String) -> String { "reshard_misrouted_\(id(migration))" }
+
+    /// Creates the state sequence and the fence functions on one database. Idempotent; an existing
+    /// state is kept.
+    public static func installState(migration: String, on conn: PGConnection) throws {
+        let sequence = sequence(migration)
+        let literal = try conn.quoteLiteral(migration)
+        let body = """
+            DECLARE
+              state bigint;
+            BEGIN
+              SELECT last_value INTO state FROM \(sequence);
+              IF (state % 4 = \(Serving.old.rawValue) AND TG_ARGV[0] = 'old') OR (state % 4 = \(Serving.new.rawValue) AND TG_ARGV[0] = 'new') THEN
+                RETURN NULL;
+              END IF;
+              -- reshard's own sessions: the catch-up, and reverse capture's proof (ReverseCapture.prove).
+              IF pg_catalog.current_setting('reshard.applying', true) = 'on' OR pg_catalog.current_setting('reshard.probe', true) = 'on' THEN
+                RETURN NULL;
+              END IF;
+              RAISE EXCEPTION USING ERRCODE = '\(FenceSQLState.staleEpoch)',
+                MESSAGE = pg_catalog.format('reshard: writes to %I.%I are fenced: migration %s routes by epoch %s; reload the shard map',
+                                            TG_TABLE_SCHEMA, TG_TABLE_NAME, \(literal), state / 4),
+                HINT = 'reload the shard map (reshard map) and retry the write on the shard it names';
+            END
+            """
+        let misroutedBody = """
+            BEGIN
+              IF pg_catalog.current_setting('reshard.applying', true) = 'on' THEN RETURN NEW; END IF;
+              RAISE EXCEPTION USING ERRCODE = '\(FenceSQLState.misrouted)',
+                MESSAGE = pg_catalog.format('reshard: this key of %I.%I belongs to another shard than %s in migration %s epoch %s; reload the shard map',
+                                            TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0], \(literal), (SELECT last_value FROM \(sequence)) / 4);
+            END
+            """
+        try conn.transaction { conn in
+            try conn.execute(
+                """
+                SET LOCAL client_min_messages = warning;
+                CREATE SCHEMA IF NOT EXISTS \(Shim.schema);
+                CREATE SEQUENCE IF NOT EXISTS \(sequence) MINVALUE 0 START WITH \(initial.raw);
+                """)
+            try conn.execute(Shim.captureFunction(fenceFunction(migration), body: body, pinningText: false))
+            try conn.execute(Shim.captureFunction(misroutedFunction(migration), body: misroutedBody, pinningText: false))
+        }
+    }
+
+    /// Installs the fence's triggers on `table` (named `name` on this database), of `layout`;
+    /// on the new layout also the misrouted-key check for target index `target`. Idempotent.
+    /// Retried under a short `lock_timeout` like the shim: CREATE TRIGGER waits for writers.
+    public static func install(
+        migration: String, table: Plan.Table, named name: QualifiedName, layout: Layout, function: ShardFunction,
+        target: Int?, targetName: String?, on conn: PGConnection, attempts: Int = 30
+    ) throws {
+        let quoted = try conn.quote(name)
+        var definitions = [
+            (trigger(migration),
+             "BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON \(quoted) FOR EACH STATEMENT EXECUTE FUNCTION \(fenceFunction(migration))('\(layout.rawValue)')")
+        ]
+        if layout == .new, let target, let targetName {
+            let filter = function.sqlShardFilter(quotedColumn: "NEW.\(try conn.quoteIdentifier(table.key))", type: table.keyType, target: target)
+            definitions.append(
+                (misroutedTrigger(migration),
+                 "BEFORE INSERT OR UPDATE OF \(try conn.quoteIdentifier(table.key)) ON \(quoted) FOR EACH ROW WHEN (NOT \(filter)) EXECUTE FUNCTION \(misroutedFunction(migration))(\(try conn.quoteLiteral(targetName)))"))
+        }
+        var attempt = 0
+        while true {
+            do {
+                try conn.transaction { conn in
+                    try conn.execute("SET LOCAL lock_timeout = '2s'")
+                    for (trigger, definition) in definitions {
+                        let enabled = try conn.query(
+                            "SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2", [quoted, trigger])
+                        if enabled.rowCount == 0 { try conn.execute("CREATE TRIGGER \(trigger) \(definition)") }
+                        if enabled.rowCount == 0 || enabled[0, 0] != "A" {
+                            try conn.execute("ALTER TABLE \(quoted) ENABLE ALWAYS TRIGGER \(trigger)")
+                        }
+                    }
+                }
+                return
+            } catch let error as PostgresError where error.sqlState == "55P03" && attempt < attempts {
+                attempt += 1
+                usleep(UInt32(min(200_000 * attempt, 2_000_000)))
+            }
+        }
+    }
+
+    /// Installs the fence on every migrated table of every source and target of `plan` (the
+    /// copies built on shared databases too, once they exist). `connect` gives a connection to a
+    /// shard by name.
+    public static func installAll(plan: Plan, connect: (String) throws -> PGConnection) throws {
+        var done: Set<String> = []
+        for source in plan.sources {
+            let conn = try connect(source.name)
+            try installState(migration: plan.migration, on: conn)
+            for table in plan.tables {
+                try install(migration: plan.migration, table: table, named: table.name, layout: .old, function: plan.function,
+                            target: nil, targetName: nil, on: conn)
+            }
+            done.insert(source.name)
+        }
+        for (index, target) in plan.targets.enumerated() {
+            let conn = try connect(target.name)
+            if !done.contains(target.name) { try installState(migration: plan.migration, on: conn) }
+            for table in plan.tables {
+                let name = plan.builtName(of: table, on: target)
+                // On a shared database the copy is built beside the live table; until it is, there is nothing to fence.
+                let built = try !target.isShared || TargetTables.exists(table, named: name, on: conn)
+                guard built else { continue }
+                try install(migration: plan.migration, table: table, named: name, layout: .new, function: plan.function,
+                            target: index, targetName: target.name, on: conn)
+            }
+        }
+    }
+
+    /// Removes the fence from every source and target of `plan`: each database once, with the
+    /// triggers of every name its tables have there (live, built, kept for rollback). Idempotent.
+    public static func removeAll(plan: Plan, connect: (String) throws -> PGConnection) throws {
+        var names: [String: [QualifiedName]] = [:]
+        var order: [String] = []
+        func add(_ shard: String, _ more: [QualifiedName]) {
+            if names[shard] == nil { order.append(shard) }
+            names[shard, default: []] += more
+        }
+        for source in plan.sources { add(source.name, plan.tables.map(\.name)) }
+        for target in plan.targets {
+            // A shared target is its source's database: one removal there covers both roles.
+            let shard = target.sameAsSource ?? target.name
+            add(shard, plan.tables.flatMap { [plan.builtName(of: $0, on: target)] + (target.isShared ? [plan.oldName(of: $0)] : []) })
+        }
+        for shard in order { try remove(migration: plan.migration, names: names[shard]!, on: try connect(shard)) }
+    }
+
+    /// The state on one database; nil when the fence is not installed there.
+    public static func state(migration: String, on conn: PGConnection) throws -> State? {
+        guard try conn.query("SELECT to_regclass($1) IS NOT NULL", [sequence(migration)]).get(0, 0, as: Bool.self) else { return nil }
+        return State(raw: try conn.query("SELECT last_value FROM \(sequence(migration))").get(0, 0, as: Int64.self))
+    }
+
+    /// Sets the state on one database. Takes effect at once, for every session, whatever its
+    /// snapshot, and is not undone by a rollback of the caller's transaction.
+    public static func set(_ state: State, migration: String, on conn: PGConnection) throws {
+        try conn.query("SELECT setval($1::regclass, $2, true)", [sequence(migration), state.raw])
+    }
+
+    /// Removes the fence's triggers from `tables` (under each of `names`) and its functions and
+    /// state from the database. Idempotent.
+    public static func remove(migration: String, names: [QualifiedName], on conn: PGConnection) throws {
+        try conn.transaction { conn in
+            try conn.execute("SET LOCAL lock_timeout = '5s'; SET LOCAL client_min_messages = warning")
+            for name in names where try conn.query("SELECT to_regclass($1) IS NOT NULL", [try conn.quote(name)]).get(0, 0, as: Bool.self) {
+                let quoted = try conn.quote(name)
+                try conn.execute("DROP TRIGGER IF EXISTS \(trigger(migration)) ON \(quoted); DROP TRIGGER IF EXISTS \(misroutedTrigger(migration)) ON \(quoted)")
+            }
+            guard try conn.query("SELECT to_regnamespace($1) IS NOT NULL", [Shim.schema]).get(0, 0, as: Bool.self) else { return }
+            try conn.execute(
+                "DROP FUNCTION IF EXISTS \(fenceFunction(migration))(); DROP FUNCTION IF EXISTS \(misroutedFunction(migration))(); DROP SEQUENCE IF EXISTS \(sequence(migration))")
+        }
+    }
+}

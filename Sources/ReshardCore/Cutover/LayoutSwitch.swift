@@ -1,0 +1,273 @@
+import Foundation
+import PostgresClient
+import ReshardRouting
+
+/// Runs `reshard cutover` and `reshard rollback`: switches the application's writes from one
+/// layout to the other in a stall bounded by `--max-stall`, losing no acknowledged write.
+///
+/// Before the stall (nothing the application sees changes): the checks, sequences advanced on
+/// the layout taking over, capture installed and proven on it (it must log the application's
+/// first write there), the changelogs applied until their backlog is small. The stall: barrier
+/// and fence on every database (`CutoverBarrier`, `Fence`), changelogs drained to zero, sequences
+/// checked, the new epoch published, the fence released for the layout taking over. Each step is
+/// recorded in the metadata before it is taken (`SwitchStore`). Until the publish, any failure or
+/// timeout undoes the attempt (the fence serves the old layout again; exit 1 naming the step and
+/// shard) and the command can simply be run again; after it, the switch only goes forward. A
+/// coordinator killed in the middle leaves the phase `cutting-over` or `rolling-back`, which
+/// the next `cutover` or `rollback` finishes or undoes (`CutoverStateMachine.actions`).
+///
+/// **The apply lease.** A switch holds the apply lease and the catch-up lock for its whole run,
+/// so it refuses while `apply` runs (stop it first: the switch catches up itself) and an `apply`
+/// started meanwhile refuses; after cutover `apply` refuses the phase.
+public final class LayoutSwitch {
+    public struct StepReport: Sendable, Codable {
+        public var step: String
+        public var milliseconds: Double
+        public var detail: String?
+    }
+
+    public struct Report: Sendable, Codable {
+        public var migration: String
+        public var command: String
+        public var dryRun: Bool
+        /// The epoch applications route by afterwards.
+        public var epoch: Int64
+        /// What the checks found (dry run) or what was done, one line each.
+        public var lines: [String]
+        public var steps: [StepReport]
+        /// How long writes were held up, measured from the barrier to the release; nil when no switch ran.
+        public var stallMilliseconds: Double?
+        public var sequences: [SequenceSync.Advanced]
+    }
+
+    let shards: [String: ConnectionString]
+    let metadata: ConnectionString
+    let options: SwitchOptions
+    private var connections: [String: PGConnection] = [:]
+    private var report: Report!
+    private var plan: Plan!
+    private var store: SwitchStore!
+    private var machine: MigrationStateMachine!
+    private let notice: (String) -> Void
+
+    /// - Parameter shards: connection strings by shard name (sources and targets).
+    public init(shards: [String: ConnectionString], metadata: ConnectionString, options: SwitchOptions, notice: @escaping (String) -> Void = { _ in }) {
+        self.shards = shards
+        self.metadata = metadata
+        self.options = options
+        self.notice = notice
+    }
+
+    /// A session on a shard (one per shard for the coordinator's own statements).
+    func connect(_ shard: String) throws -> PGConnection {
+        if let conn = connections[shard], conn.isHealthy { return conn }
+        let conn = try Self.fresh(shards, shard)
+        connections[shard] = conn
+        return conn
+    }
+
+    /// A new session, with the settings under which keys print as the shim logs them.
+    static func fresh(_ shards: [String: ConnectionString], _ shard: String) throws -> PGConnection {
+        guard let dsn = shards[shard] else { throw ReshardError.badInput("no connection string for shard \(shard)", shard: shard) }
+        return try PGConnection.connect(dsn, applicationName: "reshard cutover", settings: CanonicalText.settings)
+    }
+
+    public func run(_ command: CutoverStateMachine.Direction, migration: String) throws -> Report {
+        let meta = try PGConnection.connect(metadata, applicationName: "reshard \(command.rawValue)")
+        guard try PhaseStore.read(migration, on: meta) != nil else {
+            throw ReshardError.refused("migration \(migration) is not registered; run 'reshard apply' first")
+        }
+        let plan = try MigrationStatus.registeredPlan(migration: migration, on: meta)
+        if let missing = (plan.sources + plan.targets).first(where: { shards[$0.name] == nil }) {
+            throw ReshardError.badInput("no connection string for shard \(missing.name) of migration \(migration) (is this its config?)")
+        }
+        _ = try MetadataSchema.current.apply(to: meta)
+        do { try ApplyLease.acquire(migration, on: meta, waitForDeadLocalHolder: 5) } catch let error as ReshardError where error.code == .refused {
+            throw ReshardError.refused("\(error.message); \(command.rawValue) needs the apply lease: stop that apply first (\(command.rawValue) catches up itself)")
+        }
+        defer { try? MetadataLock.apply.unlock(migration, on: meta) }
+        guard try MetadataLock.catchUp.lock(migration, on: meta, waitingUpTo: 30, waiting: {}) else {
+            throw ReshardError.refused("migration \(migration): 'reshard verify' is applying changes; try again")
+        }
+        defer { try? MetadataLock.catchUp.unlock(migration, on: meta) }
+        if !options.dryRun { try ApplyLease.recordHolder(migration, on: meta) }
+
+        self.plan = plan
+        store = SwitchStore(migration: migration, meta: meta)
+        let phase = try PhaseStore.read(migration, on: meta)!
+        machine = MigrationStateMachine(migration: migration, phase: phase)
+        let unfinished = try store.unfinished()
+        let actions = try CutoverStateMachine.actions(for: command, migration: migration, phase: phase, unfinished: unfinished?.state)
+        report = Report(migration: migration, command: command.rawValue, dryRun: options.dryRun, epoch: try store.currentEpoch(),
+                        lines: [], steps: [], stallMilliseconds: nil, sequences: [])
+        for action in actions {
+            switch action {
+            case .complete(let direction):
+                guard !options.dryRun else { report.lines.append("would finish the \(direction.rawValue) a coordinator left published"); continue }
+                try complete(direction, attempt: unfinished!.attempt, toEpoch: unfinished!.toEpoch)
+            case .undo(let direction, _):
+                guard !options.dryRun else { report.lines.append("would undo the \(direction.rawValue) a coordinator left unfinished"); continue }
+                let attempt = unfinished.map { (attempt: $0.attempt, from: $0.fromEpoch) }
+                try undo(direction, attempt: attempt?.attempt, fromEpoch: attempt?.from ?? report.epoch, error: "its coordinator ended before it finished")
+            case .run(let direction):
+                try runSwitch(direction)
+            }
+        }
+        report.epoch = try store.currentEpoch()
+        return report
+    }
+
+    // MARK: - One switch
+
+    private func servingState(_ direction: CutoverStateMachine.Direction, epoch: Int64, to: Bool) -> Fence.State {
+        let new = (direction == .cutover) == to
+        return Fence.State(epoch: epoch, serving: new ? .new : .old)
+    }
+
+    /// Sets the fence on every database of both layouts.
+    private func setFence(_ state: Fence.State, places: SwitchPlaces) throws {
+        for shard in places.databases { try Fence.set(state, migration: plan.migration, on: try connect(shard)) }
+    }
+
+    private func crashIfAsked(_ step: CutoverStateMachine.Step) {
+        // For the kill -9 tests: die abruptly right after recording the step, before taking it.
+        if ProcessInfo.processInfo.environment["RESHARD_TEST_CRASH_AT"] == step.rawValue { kill(getpid(), SIGKILL) }
+    }
+
+    private func runSwitch(_ direction: CutoverStateMachine.Direction) throws {
+        let places = SwitchPlaces(plan, direction)
+        let started = Date()
+        let checked = try CutoverChecks.run(direction, plan: plan, meta: store.meta, options: options, places: places, connect: connect)
+        report.lines += checked
+        report.steps.append(.init(step: CutoverStateMachine.Step.checks.rawValue, milliseconds: Date().timeIntervalSince(started) * 1000, detail: nil))
+        let fromEpoch = try store.currentEpoch()
+        let toEpoch = fromEpoch + 1
+        if options.dryRun {
+            report.lines += CutoverStateMachine.Step.allCases.dropFirst().map { "would take step \($0.rawValue)" }
+            report.lines.append("would publish epoch \(toEpoch) (\(direction == .cutover ? "the new layout" : "the old layout"))")
+            return
+        }
+        let transition = direction == .cutover ? try machine.startCutover() : try machine.startRollback()
+        let attempt = try store.begin(direction, from: fromEpoch, to: toEpoch, transition: transition)
+        try store.starting(.checks, attempt: attempt)
+        try store.finished(.checks, attempt: attempt, detail: checked.joined(separator: "; "))
+
+        let capture: Plan = direction == .cutover ? plan.reversed() : plan!
+        let drainPlan = direction == .cutover ? plan! : plan.reversed()
+        var reached: CutoverStateMachine.Step = .checks
+        var stallStarted: Date?
+        var barrier: CutoverBarrier?
+        let shards = self.shards
+        let connectFresh: @Sendable (String) throws -> PGConnection = { try LayoutSwitch.fresh(shards, $0) }
+        func step(_ step: CutoverStateMachine.Step, _ body: () throws -> String?) throws {
+            reached = step
+            try store.starting(step, attempt: attempt)
+            crashIfAsked(step)
+            let began = Date()
+            let detail = try body()
+            let took = Date().timeIntervalSince(began) * 1000
+            report.steps.append(.init(step: step.rawValue, milliseconds: took, detail: detail))
+            try store.finished(step, attempt: attempt, detail: detail)
+        }
+        func beforeDeadline(_ what: String) throws {
+            guard let stallStarted, Date().timeIntervalSince(stallStarted) > options.maxStallSeconds else { return }
+            throw ReshardError.failed("step \(what): --max-stall \(options.maxStallSeconds) s was spent")
+        }
+        do {
+            var sequences = SequenceSync.Known(from: [], to: [])
+            try step(.sequences) {
+                sequences = try SequenceSync.known(plan, places: places.sequencePlaces, connect: connect)
+                let advanced = try SequenceSync.advance(plan, places: places.sequencePlaces, margin: options.sequenceMargin, connect: connect)
+                report.sequences += advanced
+                advanced.forEach { notice($0.text) }
+                return advanced.isEmpty ? "no sequence needed advancing" : advanced.map(\.text).joined(separator: "; ")
+            }
+            try step(.reverseCapture) {
+                try ReverseCapture.install(capturing: capture, connect: connect)
+                if let problem = try ReverseCapture.prove(capturing: capture, connect: connect) { throw ReshardError.failed(problem) }
+                return "capture on \(capture.sources.map(\.name).joined(separator: ", ")) proven"
+            }
+            var drain: CutoverDrain?
+            try step(.catchUp) {
+                let drainer = try CutoverDrain(plan: drainPlan, maxConnectionsPerShard: options.maxConnectionsPerShard, connect: connectFresh)
+                drain = drainer
+                var applied = try drainer.run(leave: options.maxBacklog, deadline: Date().addingTimeInterval(options.catchUpSeconds))
+                barrier = try CutoverBarrier.prepare(places: places.from, connect: connectFresh)
+                // A last round right before the stall, so the drain behind the fence has little left.
+                applied += try drainer.run(leave: options.maxBacklog, deadline: Date().addingTimeInterval(options.catchUpSeconds))
+                return "\(applied) change(s) applied"
+            }
+            try step(.barrier) {
+                stallStarted = Date()
+                try barrier!.lock(lockTimeout: options.maxStallSeconds / 2, connect: connect)
+                // While the locks are held: no layout serves; waiting writers meet the fence.
+                try setFence(Fence.State(epoch: toEpoch, serving: .none), places: places)
+                barrier!.release()
+                barrier = nil
+                return nil
+            }
+            try step(.drain) {
+                try beforeDeadline("drain")
+                let applied = try drain!.run(leave: 0, deadline: stallStarted!.addingTimeInterval(options.maxStallSeconds))
+                return "\(applied) change(s) applied"
+            }
+            try step(.sequenceCheck) {
+                try beforeDeadline("sequence-check")
+                let advanced = try SequenceSync.check(sequences, margin: options.sequenceMargin, connect: connect)
+                report.sequences += advanced
+                return advanced.isEmpty ? nil : advanced.map(\.text).joined(separator: "; ")
+            }
+            try step(.swap) {
+                // No shared database (the checks refuse them for now): nothing to swap.
+                nil
+            }
+            try step(.publish) {
+                try beforeDeadline("publish")
+                try store.publish(attempt: attempt, map: ShardMap(plan: plan, layout: direction == .cutover ? .new : .old), epoch: toEpoch)
+                return "epoch \(toEpoch)"
+            }
+        } catch {
+            barrier?.release()
+            let why = (error as? ReshardError)?.message ?? (error as? PostgresError)?.summary ?? "\(error)"
+            let shard = (error as? ReshardError)?.shard ?? (error as? PostgresError)?.endpoint?.label
+            let at = "step \(reached.rawValue)" + (shard.map { " on shard \($0)" } ?? "")
+            try undo(direction, attempt: attempt, fromEpoch: fromEpoch, error: "\(at): \(why)")
+            throw ReshardError.failed(
+                "migration \(plan.migration): \(direction.rawValue) undone at \(at): \(why); the \(direction == .cutover ? "old" : "new") layout serves as before; run \(direction.rawValue) again",
+                shard: shard)
+        }
+        // Published: from here on the switch only goes forward.
+        try step(.release) {
+            try setFence(servingState(direction, epoch: toEpoch, to: true), places: places)
+            return nil
+        }
+        let stall = Date().timeIntervalSince(stallStarted!) * 1000
+        report.stallMilliseconds = stall
+        try store.end(attempt: attempt, outcome: "done", stallMilliseconds: stall, error: nil,
+                      transition: direction == .cutover ? try machine.cutoverComplete() : try machine.rollbackComplete())
+        report.lines.append(String(format: "%@ done: epoch %lld serves (%@ layout), writes stalled %.0f ms",
+                                   direction.rawValue, toEpoch, direction == .cutover ? "new" : "old", stall))
+    }
+
+    /// Finishes a published switch whose coordinator died: releases the fence, records the phase.
+    private func complete(_ direction: CutoverStateMachine.Direction, attempt: Int, toEpoch: Int64) throws {
+        let places = SwitchPlaces(plan, direction)
+        try setFence(servingState(direction, epoch: toEpoch, to: true), places: places)
+        try store.end(attempt: attempt, outcome: "done", stallMilliseconds: nil, error: nil,
+                      transition: direction == .cutover ? try machine.cutoverComplete() : try machine.rollbackComplete())
+        report.lines.append("finished the \(direction.rawValue) of attempt \(attempt): epoch \(toEpoch) serves")
+    }
+
+    /// Undoes an unpublished switch: the layout it started from serves again with its epoch.
+    private func undo(_ direction: CutoverStateMachine.Direction, attempt: Int?, fromEpoch: Int64, error: String) throws {
+        let places = SwitchPlaces(plan, direction)
+        try setFence(servingState(direction, epoch: fromEpoch, to: false), places: places)
+        let transition = direction == .cutover ? try machine.cutoverUndone() : try machine.rollbackUndone()
+        if let attempt {
+            try store.end(attempt: attempt, outcome: "undone", stallMilliseconds: nil, error: error, transition: transition)
+        } else {
+            try store.meta.transaction { try PhaseStore.write(transition, migration: plan.migration, on: $0) }
+        }
+        report.lines.append("undid the \(direction.rawValue)\(attempt.map { " of attempt \($0)" } ?? ""): epoch \(fromEpoch) serves (\(error))")
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+import PostgresClient
+
+/// How `cutover` and `rollback` run.
+public struct SwitchOptions: Sendable {
+    /// Run the checks and print the steps, change nothing.
+    public var dryRun = false
+    /// The longest the application's writes may be held up: from the barrier to the release.
+    /// Half of it is the barrier's `lock_timeout`.
+    public var maxStallSeconds = 2.0
+    public var skipVerify = false
+    /// A transaction on the serving layout open longer than this refuses the switch: the
+    /// barrier would wait for it.
+    public var maxTransactionAgeSeconds = 60.0
+    /// Values added to the highest one any layout handed out when sequences are advanced.
+    public var sequenceMargin: Int64 = 10_000
+    /// The backlog the catch-up before the stall leaves at most (what the drain applies within it).
+    public var maxBacklog = 200
+    /// How long the catch-up before the stall may take to get there.
+    public var catchUpSeconds = 60.0
+    public var maxConnectionsPerShard = 4
+
+    public init() {}
+
+    /// `2s`, `500ms`, `1.5s`, `5m`, `1h`, `2d`, or plain seconds; `option` names the flag in errors.
+    public static func seconds(_ text: String, option: String) throws -> Double {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+        for (suffix, factor) in units where text.hasSuffix(suffix) {
+            if let value = Double(text.dropLast(suffix.count)), value >= 0, value.isFinite { return value * factor }
+        }
+        if let value = Double(text), value >= 0, value.isFinite { return value }
+        throw ReshardError.badInput("\(option): '\(text)' is not a duration (for example 2s, 500ms, 10m)")
+    }
+}
+
+/// The two layouts of a switch as places: for each database, the names the migrated tables have
+/// there (in plan order). `from` serves now, `to` takes over.
+public struct SwitchPlaces: Sendable {
+    public var from: [(shard: String, names: [QualifiedName])]
+    public var to: [(shard: String, names: [QualifiedName])]
+
+    /// Every database of either layout, once.
+    public var databases: [String] {
+        var seen: Set<String> = []
+        return (from + to).map(\.shard).filter { seen.insert($0).inserted }
+    }
+
+    /// Shared databases are refused by the checks for now, so every place is a database of its own.
+    public init(_ plan: Plan, _ direction: CutoverStateMachine.Direction) {
+        let old = plan.sources.map { (shard: $0.name, names: plan.tables.map(\.name)) }
+        let new = plan.targets.map { target in (shard: target.name, names: plan.tables.map { plan.builtName(of: $0, on: target) }) }
+        (from, to) = direction == .cutover ? (old, new) : (new, old)
+    }
+
+    var sequencePlaces: SequenceSync.Places { .init(from: from, to: to) }
+}

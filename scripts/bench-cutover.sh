@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Cutover benchmarks (issue 11), each against a baseline or goal measured in the same run:
+#   1. the write fence's cost: pgbench inserts+updates on a source with the shim installed, the
+#      fence's triggers disabled vs enabled, alternating;
+#   2. the write stall an application routed by the shard map sees over cutover + rollback pairs
+#      at a fixed write rate, 2 -> 4 shards (`reshard demo --cycles`), p50 / p99 / max.
+#   BENCH_CUTOVER_ROWS      users on the source for the fence runs (default 200000)
+#   BENCH_SECONDS           length of each pgbench run (default 15)
+#   BENCH_CUTOVER_CYCLES    cutover + rollback pairs (default 10: 21 switches with the last cutover)
+#   BENCH_CUTOVER_RATE      the application's writes per second during the switches (default 1000)
+#   BENCH_CUTOVER_USERS     users the demo seeds (default 5000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${RESHARD_BIN:-.build/release/reshard}
+ROWS=${BENCH_CUTOVER_ROWS:-200000}
+SECONDS_PER_RUN=${BENCH_SECONDS:-15}
+CYCLES=${BENCH_CUTOVER_CYCLES:-10}
+RATE=${BENCH_CUTOVER_RATE:-1000}
+work=$(mktemp -d /tmp/reshard-bench-cutover-XXXXXX)
+
+"$BIN" sandbox --clusters 2 --json > "$work/sandbox.json" 2> "$work/sandbox.err" &
+sandbox=$!
+cleanup() { kill -TERM "$sandbox" 2>/dev/null || true; wait "$sandbox" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+for _ in $(seq 1 600); do [ -s "$work/sandbox.json" ] && break; sleep 0.1; done
+field() { python3 -c "import json,sys; d=json.load(open('$work/sandbox.json')); print($1)"; }
+export PGPASSFILE=$(field "d['directory']")/pgpass
+P0=$(field "d['clusters'][0]['port']"); P1=$(field "d['clusters'][1]['port']")
+SRC="host=127.0.0.1 port=$P0 user=postgres dbname=app"
+TGT="host=127.0.0.1 port=$P1 user=postgres dbname=app"
+META="host=127.0.0.1 port=$P0 user=postgres dbname=reshard"
+for p in $P0 $P1; do psql -qX "host=127.0.0.1 port=$p user=postgres dbname=postgres" -c "CREATE DATABASE app"; done
+psql -qX "host=127.0.0.1 port=$P0 user=postgres dbname=postgres" -c "CREATE DATABASE reshard"
+ratio() { python3 -c "print(f'{$1/$2:.3f}')"; }
+
+# --- 1. Fence cost on single-row writes ------------------------------------------------------------
+psql -qX "$SRC" -c "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL, created timestamptz NOT NULL)" \
+  -c "INSERT INTO users SELECT g, 'user ' || g, 'u' || g || '@example.com', now() FROM generate_series(1, $ROWS) g" -c "VACUUM ANALYZE users"
+cat > "$work/reshard.yml" <<YML
+migration: bench-fence
+metadata: "$META"
+source:
+  function: modulo
+  shards: ["$SRC"]
+target:
+  function: hash
+  shards: ["$TGT"]
+tables:
+  - {name: users, key: id}
+YML
+"$BIN" apply -c "$work/reshard.yml" --until caught-up > /dev/null 2> "$work/apply.err" || { cat "$work/apply.err"; exit 1; }
+fence=$(psql -qAtX "$SRC" -c "SELECT tgname FROM pg_trigger WHERE tgrelid = 'users'::regclass AND tgname LIKE 'reshard_fence_%'")
+[ -n "$fence" ] || { echo "no fence trigger on users" >&2; exit 1; }
+cat > "$work/writes.sql" <<'SQL'
+\set id random(1, 200000)
+\set fresh random(2000000, 2000000000)
+INSERT INTO users (id, name, email, created) VALUES (:fresh, 'new', 'n@x', now()) ON CONFLICT (id) DO NOTHING;
+UPDATE users SET name = 'renamed' WHERE id = :id;
+SQL
+fence() { psql -qX "$SRC" -c "ALTER TABLE users $1 TRIGGER $fence"; }
+bench_tps() { pgbench -n -c 4 -j 2 -T "$SECONDS_PER_RUN" -f "$work/writes.sql" "$SRC" 2>/dev/null | awk '/^tps/ {print $3; exit}'; }
+echo "fence cost: pgbench inserts+updates with the shim installed, 4 clients, ${SECONDS_PER_RUN}s runs, alternating..."
+fence DISABLE; a1=$(bench_tps); fence ENABLE; b1=$(bench_tps)
+fence DISABLE; a2=$(bench_tps); fence ENABLE; b2=$(bench_tps)
+without=$(python3 -c "print(($a1 + $a2) / 2)"); with=$(python3 -c "print(($b1 + $b2) / 2)")
+echo "  tps without fence: $a1, $a2; with fence: $b1, $b2"
+echo "write throughput with/without fence: $(ratio $with $without)   [goal >= 0.95]"
+kill -TERM "$sandbox" 2>/dev/null || true; wait "$sandbox" 2>/dev/null || true
+
+# --- 2. Write stall over cutovers and rollbacks ---------------------------------------------------------
+echo "write stall: reshard demo, 2 -> 4 shards, $CYCLES cutover + rollback pairs and a last cutover at $RATE writes/s..."
+"$BIN" demo --users "${BENCH_CUTOVER_USERS:-5000}" --targets 4 --cycles "$CYCLES" --writes-per-second "$RATE" > "$work/demo.out" 2>&1 || { tail -20 "$work/demo.out"; exit 1; }
+line=$(grep 'write stall seen by the application over' "$work/demo.out")
+echo "  $line"
+python3 - "$line" <<'PY'
+import re, sys
+p50, p99, mx = (float(x) for x in re.search(r"p50 (\d+) ms, p99 (\d+) ms, max (\d+) ms", sys.argv[1]).groups())
+print(f"write stall p99 / goal 300 ms: {p99 / 300:.3f}   [goal < 1]  (p50 {p50:.0f} ms, max {mx:.0f} ms)")
+PY
