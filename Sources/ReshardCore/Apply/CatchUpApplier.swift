@@ -180,6 +180,8 @@ extension CatchUpApplier {
         private let connect: @Sendable (String) throws -> PGConnection
         private var others: [String: PGConnection] = [:]
         private var prepared: Set<String> = []
+        /// Per table: stops the catch-up on a key another source holds for this target too.
+        private var collisionGuards: [String: KeyCollisionGuard] = [:]
 
         init(plan: Plan, sourceName: String, target: Int, connect: @escaping @Sendable (String) throws -> PGConnection) throws {
             self.plan = plan
@@ -205,6 +207,13 @@ extension CatchUpApplier {
             let conn = try connect(name)
             others[name] = conn
             return conn
+        }
+
+        private func collisionGuard(_ table: Plan.Table) -> KeyCollisionGuard {
+            if let existing = collisionGuards[table.name.description] { return existing }
+            let made = KeyCollisionGuard(plan: plan, table: table, target: target, source: sourceName, connect: connect)
+            collisionGuards[table.name.description] = made
+            return made
         }
 
         /// Temp tables are made once per session.
@@ -249,6 +258,7 @@ extension CatchUpApplier {
                     : try PGConnection.relayCopy(
                         from: source, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn, sql.copyIntoStaging
                     ).rows
+                try collisionGuard(sql.sql.table).checkAll(staging: sql.staging, on: conn, own: source)
                 var fromOthers = false
                 // Every key has its row in staging (the common case: updates): nothing to delete.
                 if provided < keys {

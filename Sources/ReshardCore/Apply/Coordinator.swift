@@ -510,6 +510,7 @@ public final class Coordinator: @unchecked Sendable {
     /// (`Plan.builtName(of:on:)`): the application never sees a copied row before cutover.
     func prepare() throws {
         let sources = try plan.sources.map { try connect($0.name) }
+        try refuseCollidingKeys(sources)
         for table in plan.tables {
             for target in plan.targets {
                 try TargetTables.create(
@@ -617,9 +618,10 @@ public final class Coordinator: @unchecked Sendable {
             let (source, target, meta) = connections!
             guard try sliceClaims.claim(key, on: meta, state: state) else { return true }
             try schemaDrift.check(key.source, on: source, connect: { [self] in try connect($0) }, log: { [self] in state.log($0, shard: key.source) })
-            let copier = SliceCopier(
+            var copier = SliceCopier(
                 plan: plan, table: schemaDrift.current(table), targetIndex: targetIndex, source: source, target: target,
                 local: plan.targets[targetIndex].sameAsSource == key.source)
+            copier.collisionGuard = KeyCollisionGuard(plan: plan, table: schemaDrift.current(table), target: targetIndex, source: key.source) { [self] in try connect($0) }
             let slice = state.slice(key)
             if slice.done { return true }
             while state.isPaused && state.wait(0.2) {}

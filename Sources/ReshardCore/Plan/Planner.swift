@@ -11,6 +11,9 @@ public struct Planner {
     public let config: ReshardConfig
     /// Rows to sample per table and source for the slice estimates.
     public var sampleRows = 100_000
+    /// Check key collisions on a sample of about `sampleRows` keys per source instead of every
+    /// key (`plan --fast`); `apply` always checks every key.
+    public var fastChecks = false
 
     public init(config: ReshardConfig) { self.config = config }
 
@@ -104,6 +107,7 @@ public struct Planner {
                     planned, sources: connectedSources, targets: connectedTargets, sameAs: sameAs, underWay: recordedPhase != nil)
                 problems += unique.problems
                 warnings += unique.warnings
+                problems += try keyCollisionProblems(planned, sources: connectedSources, underWay: recordedPhase != nil)
                 warnings += Plan.skewWarnings(planned, targets: config.targets.count)
                 tables.append(planned)
             } catch let error as PostgresError {
