@@ -50,13 +50,65 @@ final class KeyCollisionGuard: @unchecked Sendable {
         try check(conn.query("SELECT \(Self.aggregate(table, alias: "s")) FROM \(staging) s WHERE EXISTS (SELECT 1 FROM \(name) t WHERE \(join))"), own: own)
     }
 
-    /// `check` for every key of `staging` (on `conn`): the rows the catch-up is about to write.
-    func checkAll(staging: String, on conn: PGConnection, own: PGConnection) throws {
-        try check(conn.query("SELECT \(Self.aggregate(table, alias: "s")) FROM \(staging) s"), own: own)
-    }
-
     private func check(_ aggregated: PGResult, own: PGConnection) throws {
         try check((1..<aggregated.columnCount).map { Keys(pgText: aggregated[0, $0]) }, count: try aggregated.get(0, 0, as: Int.self), own: own)
+    }
+
+    /// The catch-up's check, which never waits: of the rows in `staging` (this source's current
+    /// rows for the target, about to be upserted on `conn`), those whose key another source also
+    /// holds for the target are taken out of staging, and their entries among `ctids` in `log`
+    /// are returned to be left in the log: they are applied by a later round once only one
+    /// source holds the key (the other's delete or move logs an entry of its own). Throws the
+    /// collision when such an entry was written more than `graceSeconds` ago (measured on the
+    /// source, so a restarted coordinator fails as promptly). Nil when nothing is held back.
+    func holdBack(staging: String, on conn: PGConnection, own: PGConnection, log: String, ctids: Keys) throws -> (ctids: Keys, count: Int)? {
+        let staged = try conn.query("SELECT \(Self.aggregate(table, alias: "s")) FROM \(staging) s")
+        let suspects = (count: try staged.get(0, 0, as: Int.self), keys: (1..<staged.columnCount).map { Keys(pgText: staged[0, $0]) })
+        guard suspects.count > 0 else { return nil }
+        var holder: String?
+        var held: [Keys] = []
+        for other in otherSources {
+            let found = try self.held(suspects.keys, on: try connection(other))
+            guard found.count > 0 else { continue }
+            holder = holder ?? other
+            held.append(contentsOf: found.keys)
+        }
+        guard let holder else { return nil }
+        let columns = TableSQL(table).keyColumns.count
+        // Keys held elsewhere, per other source: one set of key arrays each.
+        let sets = stride(from: 0, to: held.count, by: columns).map { Array(held[$0..<$0 + columns]) }
+        let sql = TableSQL(table)
+        for set in sets {
+            let join = zip(sql.keyColumns, sql.keyTypes).enumerated().map { "s.\($1.0) = e.k\($0)::\($1.1)" }.joined(separator: " AND ")
+            try conn.query("DELETE FROM \(staging) s USING \(unnest) WHERE \(join)", set)
+        }
+        var kept: [Keys] = []
+        var keptCount = 0
+        let arrayOfKey = "ARRAY[\(sql.keyColumns.indices.map { "e.k\($0)" }.joined(separator: ", "))]"
+        for set in sets {
+            let entries = try own.query(
+                """
+                SELECT count(*), array_agg(ctid)::text, coalesce(extract(epoch FROM clock_timestamp() - min(at)), 0)::float8 FROM \(log)
+                WHERE ctid = ANY($\(columns + 1)::tid[]) AND EXISTS (SELECT 1 FROM \(unnest) WHERE pk = \(arrayOfKey))
+                """, set + [ctids])
+            if try entries.get(0, 2, as: Double.self) > Self.graceSeconds {
+                let names = plan.sources.map(\.name).filter { $0 == holder || $0 == sourceName }
+                throw ReshardError.failed(
+                    KeyCollisions.message(table, target: plan.targets[target].name, sources: (names[0], names[1]), keys: try sampleKeys(set)),
+                    shard: plan.targets[target].name)
+            }
+            keptCount += try entries.get(0, 0, as: Int.self)
+            kept.append(Keys(pgText: entries[0, 1]))
+        }
+        // One tid[] for the round's DELETE to spare.
+        let merged = try own.query("SELECT (\((1...kept.count).map { "coalesce($\($0)::tid[], '{}')" }.joined(separator: " || ")))::text", kept)
+        return (Keys(pgText: merged[0, 0]), keptCount)
+    }
+
+    /// The sources that may hold rows for this target besides this one: not the target's own
+    /// database, whose table there holds the copies too (until they are built apart from it).
+    private var otherSources: [String] {
+        plan.sources.map(\.name).filter { $0 != sourceName && $0 != plan.targets[target].sameAsSource }
     }
 
     /// Throws `ReshardError.failed` naming up to 10 keys and both sources when some of `keys` (one
@@ -64,7 +116,7 @@ final class KeyCollisionGuard: @unchecked Sendable {
     /// after `graceSeconds`.
     func check(_ keys: [Keys], count: Int, own: PGConnection) throws {
         guard count > 0 else { return }
-        for other in plan.sources.map(\.name) where other != sourceName {
+        for other in otherSources {
             var suspects = (count: count, keys: keys)
             let deadline = Date().addingTimeInterval(Self.graceSeconds)
             while true {

@@ -304,11 +304,12 @@ public struct Planner {
 
     // MARK: Identity columns on targets
 
-    /// Whether a table the rows are written into has an identity `GENERATED ALWAYS` column: a
-    /// target the user created (`pg_dump -s` keeps ALWAYS; reshard creates BY DEFAULT), or a
-    /// source that is also a target. The catch-up's inserts there need OVERRIDING SYSTEM VALUE.
+    /// Whether a table the rows are written into has an identity `GENERATED ALWAYS` column: one
+    /// reshard creates (it keeps ALWAYS, as the source has it), a target the user created
+    /// (`pg_dump -s` keeps ALWAYS), or a source that is also a target. The catch-up's inserts
+    /// there need OVERRIDING SYSTEM VALUE.
     func identityAlwaysWhereWritten(_ table: QualifiedName, schema: TableSchema, targets: [Connected], sameAs: [String?]) throws -> Bool {
-        if sameAs.contains(where: { $0 != nil }), schema.columns.contains(where: { $0.identity == "always" }) { return true }
+        if schema.columns.contains(where: { $0.identity == "always" }) { return true }
         for (target, same) in zip(targets, sameAs) where same == nil {
             if try TableSchema.read(table, on: target.connection)?.columns.contains(where: { $0.identity == "always" }) == true { return true }
         }
