@@ -58,6 +58,8 @@ struct ApplyCommand: ParsableCommand {
                 """))
     var workersOnly = false
 
+    @OptionGroup var allow: AllowOptions
+
     @OptionGroup var output: OutputOptions
 
     @OptionGroup var metrics: MetricsOptions
@@ -78,7 +80,7 @@ struct ApplyCommand: ParsableCommand {
 
     func run() throws {
         TerminationSignal.install()
-        let target = try migration.resolve()
+        let target = try migration.resolve(allowances: allow.allowances)
         var options = ApplyOptions()
         options.goal = until.flatMap(MigrationStateMachine.Goal.init(rawValue:)) ?? .forever
         options.maxConnectionsPerShard = maxConnectionsPerShard

@@ -17,11 +17,14 @@ struct PlanCommand: ParsableCommand {
     @Flag(name: .long, help: "Check key collisions on a sample of each source's keys instead of all of them ('apply' checks all).")
     var fast = false
 
+    @OptionGroup var allow: AllowOptions
+
     @OptionGroup var format: OutputOptions
 
     func run() throws {
         var planner = Planner(config: try config.load())
         planner.fastChecks = fast
+        planner.allowances = allow.allowances
         let plan = try planner.run()
         if let output {
             let encoder = JSONEncoder()

@@ -185,7 +185,7 @@ final class CatchUpTests: XCTestCase {
                 """)
         }
         let config = try fixture.writeConfig(tables: [("lines", "customer_id")])
-        let refused = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"])
+        let refused = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"], environment: KeyCollisionTests.shortGrace)
         XCTAssertEqual(refused.status, 2, refused.stderr)
         XCTAssertTrue(refused.stderr.contains("table lines: key (customer_id, order_no, line) is held by both s0 and s1"), refused.stderr)
         try PGConnection.connect(fixture.sources[0]).execute("DELETE FROM lines WHERE customer_id <= 30")

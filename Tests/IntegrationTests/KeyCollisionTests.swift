@@ -35,13 +35,13 @@ final class KeyCollisionTests: XCTestCase {
         try PGConnection.connect(fixture.sources[1]).execute("INSERT INTO posts VALUES (5, 77, 's1 post five')")
 
         let expected = "table posts: key (id) is held by both s0 and s1 for target t0: (5)"
-        let plan = try ReshardCLI.run(["plan", "-c", config])
+        let plan = try ReshardCLI.run(["plan", "-c", config], environment: Self.shortGrace)
         XCTAssertEqual(plan.status, 2, plan.stdout + plan.stderr)
         XCTAssertTrue(plan.stderr.contains(expected), plan.stderr)
-        let apply = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"])
+        let apply = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"], environment: Self.shortGrace)
         XCTAssertEqual(apply.status, 2, apply.stdout + apply.stderr)
         XCTAssertTrue(apply.stderr.contains(expected), apply.stderr)
-        let fromFile = try ReshardCLI.run(["apply", "--plan", planFile, "--until", "caught-up"])
+        let fromFile = try ReshardCLI.run(["apply", "--plan", planFile, "--until", "caught-up"], environment: Self.shortGrace)
         XCTAssertEqual(fromFile.status, 2, fromFile.stdout + fromFile.stderr)
         XCTAssertTrue(fromFile.stderr.contains(expected), fromFile.stderr)
 
@@ -55,7 +55,7 @@ final class KeyCollisionTests: XCTestCase {
         let fixture = try PlanFixture(self)
         try load(fixture, extra: "INSERT INTO posts SELECT g, 2 * g + 1, 'dup' FROM generate_series(101, 130) g")
         let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
-        let plan = try ReshardCLI.run(["plan", "-c", config])
+        let plan = try ReshardCLI.run(["plan", "-c", config], environment: Self.shortGrace)
         XCTAssertEqual(plan.status, 2, plan.stderr)
         XCTAssertTrue(
             plan.stderr.contains("table posts: key (id) is held by both s0 and s1 for target t0: (101), (102), (103)"), plan.stderr)

@@ -72,8 +72,10 @@ public enum TargetTables {
             parts.append("CONSTRAINT \(try target.quoteIdentifier(constraints[row, 0]!)) \(constraints[row, 1]!)")
         }
         let storage = try source.query(
-            "SELECT array_to_string(reloptions, ', ') FROM pg_class WHERE oid = to_regclass($1) AND reloptions IS NOT NULL", [quoted])
-        let with = storage.rowCount > 0 ? " WITH (\(storage[0, 0]!))" : ""
+            "SELECT array_to_string(reloptions, ', '), relpersistence = 'u' FROM pg_class WHERE oid = to_regclass($1)", [quoted])
+        let with = storage[0, 0].map { " WITH (\($0))" } ?? ""
+        // An unlogged table moves (`--allow-unlogged`) into an unlogged one.
+        let unlogged = storage[0, 1] == "t" ? "UNLOGGED " : ""
         let keyIndex = try keyIndexDefinition(table, on: source)
         let collations = try collationDefinitions(table, on: source)
         let types = try typeDefinitions(table, from: source, on: target)
@@ -88,7 +90,7 @@ public enum TargetTables {
                 if let schema = sequence.sequence.schema { try conn.execute("CREATE SCHEMA IF NOT EXISTS \(try conn.quoteIdentifier(schema))") }
                 try conn.execute("CREATE SEQUENCE IF NOT EXISTS \(try conn.quote(sequence.sequence)) \(sequence.options)")
             }
-            try conn.execute("CREATE TABLE IF NOT EXISTS \(try conn.quote(name)) (\n  \(parts.joined(separator: ",\n  "))\n)\(with)")
+            try conn.execute("CREATE \(unlogged)TABLE IF NOT EXISTS \(try conn.quote(name)) (\n  \(parts.joined(separator: ",\n  "))\n)\(with)")
             // A sequence created here for a column it belongs to (`serial`) is owned by it, as on the
             // source, when the table has its own name: PostgreSQL keeps an owned sequence in its
             // table's schema, so under another name the swap re-owns it (`SwapSQL`).

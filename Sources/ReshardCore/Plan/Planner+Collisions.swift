@@ -1,3 +1,4 @@
+import Foundation
 import PostgresClient
 import ReshardRouting
 
@@ -29,9 +30,11 @@ enum KeyCollisions {
         var found = 0
         for a in sources.indices where found < limit {
             for b in sources.indices where b > a && found < limit {
-                let hits = try find(
-                    table, function: function, first: sources[a].connection, second: sources[b].connection, sampleRows: sampleRows,
-                    limit: limit - found)
+                let hits = try confirm(
+                    try find(
+                        table, function: function, first: sources[a].connection, second: sources[b].connection, sampleRows: sampleRows,
+                        limit: limit - found),
+                    table, function: function, on: [sources[a].connection, sources[b].connection])
                 found += hits.count
                 for target in Set(hits.map(\.target)).sorted() {
                     problems.append(message(
@@ -65,28 +68,56 @@ enum KeyCollisions {
             "SELECT \(sql.keyColumns.map { "\($0)::text" }.joined(separator: ", ")), \(index) FROM \(sql.name)\(sample)"
                 + (after ? " WHERE \(sql.keyRow) > \(sql.keyParameters(from: 1))" : "") + " ORDER BY \(ordered) LIMIT 5000"
         }
-        let names = (0..<count).map { "k\($0)" }
-        let arrays = (1...count + 1).map { "$\($0)::text[]" }.joined(separator: ", ")
-        let matches = zip(sql.keyColumns, sql.keyTypes).enumerated().map { "x.\($1.0) = v.k\($0)::\($1.1)" }.joined(separator: " AND ")
-        let theirIndex = function.sqlShardIndex(quotedColumn: "x.\(sql.shardKey)", type: table.keyType)
-        let match = """
-            SELECT \(names.map { "v.\($0)" }.joined(separator: ", ")), v.t FROM unnest(\(arrays)) WITH ORDINALITY AS v(\(names.joined(separator: ", ")), t, i)
-            WHERE EXISTS (SELECT 1 FROM \(sql.name) x WHERE \(matches) AND \(theirIndex) = v.t::int) ORDER BY v.i LIMIT \(limit)
-            """
         var last: [String]?
         var found: [(target: Int, key: [String])] = []
         while found.count < limit {
             let chunk = try first.query(read(last != nil), last ?? [])
             guard chunk.rowCount > 0 else { break }
             let rows = (0..<chunk.rowCount).map { r in (0...count).map { chunk[r, $0] ?? "" } }
-            let hits = try second.query(match, (0...count).map { c in rows.map { $0[c] } })
-            for r in 0..<hits.rowCount {
-                found.append((try hits.get(r, count, as: Int.self), (0..<count).map { hits[r, $0] ?? "" }))
-            }
+            found += try held(rows, table, function: function, on: second, limit: limit)
             if chunk.rowCount < 5000 { break }
             last = Array(rows.last!.prefix(count))
         }
         return Array(found.prefix(limit))
+    }
+}
+
+extension KeyCollisions {
+    /// Of `rows` (key values, then the target), those `conn` holds with a row of that target, in
+    /// order, at most `limit`: one index lookup per key.
+    static func held(_ rows: [[String]], _ table: Plan.Table, function: ShardFunction, on conn: PGConnection, limit: Int) throws
+        -> [(target: Int, key: [String])]
+    {
+        guard !rows.isEmpty else { return [] }
+        let sql = TableSQL(table)
+        let count = sql.keyColumns.count
+        let names = (0..<count).map { "k\($0)" }
+        let arrays = (1...count + 1).map { "$\($0)::text[]" }.joined(separator: ", ")
+        let matches = zip(sql.keyColumns, sql.keyTypes).enumerated().map { "x.\($1.0) = v.k\($0)::\($1.1)" }.joined(separator: " AND ")
+        let theirIndex = function.sqlShardIndex(quotedColumn: "x.\(sql.shardKey)", type: table.keyType)
+        let hits = try conn.query(
+            """
+            SELECT \(names.map { "v.\($0)" }.joined(separator: ", ")), v.t FROM unnest(\(arrays)) WITH ORDINALITY AS v(\(names.joined(separator: ", ")), t, i)
+            WHERE EXISTS (SELECT 1 FROM \(sql.name) x WHERE \(matches) AND \(theirIndex) = v.t::int) ORDER BY v.i LIMIT \(limit)
+            """, (0...count).map { c in rows.map { $0[c] } })
+        return try (0..<hits.rowCount).map { r in (try hits.get(r, count, as: Int.self), (0..<count).map { hits[r, $0] ?? "" }) }
+    }
+
+    /// The keys of `found` that every one of `sources` still holds for the same target after
+    /// `KeyCollisionGuard.graceSeconds`: the application moving a row between sources (insert on
+    /// one, delete on the other) holds its key on both for a moment, which is not a collision.
+    static func confirm(
+        _ found: [(target: Int, key: [String])], _ table: Plan.Table, function: ShardFunction, on sources: [PGConnection]
+    ) throws -> [(target: Int, key: [String])] {
+        var remaining = found
+        let deadline = Date().addingTimeInterval(KeyCollisionGuard.graceSeconds)
+        while !remaining.isEmpty && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.5)
+            for conn in sources {
+                remaining = try held(remaining.map { $0.key + [String($0.target)] }, table, function: function, on: conn, limit: remaining.count)
+            }
+        }
+        return remaining
     }
 }
 

@@ -14,6 +14,8 @@ public struct Planner {
     /// Check key collisions on a sample of about `sampleRows` keys per source instead of every
     /// key (`plan --fast`); `apply` always checks every key.
     public var fastChecks = false
+    /// What `plan` would otherwise refuse that the user accepts (`Planner+Refusals`).
+    public var allowances = Allowances()
 
     public init(config: ReshardConfig) { self.config = config }
 
@@ -198,6 +200,7 @@ public struct Planner {
                 continue
             }
             problems += try Self.shimTableProblems(table.name, on: source)
+            problems += try refusals(table, on: source)
             problems += try Self.keyCollationProblems(table, schema: schema, on: source)
             if schema.uniqueKey.isEmpty {
                 problems.append("table \(table.name) on \(here) has no primary key or unique index over non-null columns")
