@@ -515,7 +515,7 @@ public final class Coordinator: @unchecked Sendable {
             for target in plan.targets {
                 try TargetTables.create(
                     table, named: plan.builtName(of: table, on: target), from: sources[0], on: try connect(target.name),
-                    withIndexes: options.keepIndexes)
+                    withIndexes: options.keepIndexes, warn: { [state] in state.log($0, level: "warning", shard: target.name) })
             }
             for source in sources { try Shim.install(migration: plan.migration, table: table, on: source) }
         }
