@@ -289,3 +289,4 @@ print(f"  {float(sys.argv[2]):.0f} tps (4 changes each); {len(ages)} samples; ol
 PY
 RESHARD_BIN="$BIN" ./scripts/bench-shared.sh
 RESHARD_BIN="$BIN" ./scripts/bench-operate.sh
+RESHARD_BIN="$BIN" ./scripts/bench-faithful.sh

@@ -98,4 +98,22 @@ final class KeyCollisionTests: XCTestCase {
         XCTAssertEqual(try rows("SELECT user_id || ' ' || body FROM posts WHERE id = 10", fixture.targets[1]), ["20 s0 post 10"])
         XCTAssertEqual(try rows("SELECT body FROM posts WHERE id = 10", fixture.sources[1]), ["s1 ten"])
     }
+
+    /// A unique value other than the key on a source's row that leaves its database, and on
+    /// another source's row that arrives there, never meet: the database's built table holds only
+    /// the rows that map to it. Not refused (it was while copies went into the live table).
+    func testUniqueValuesOfRowsLeavingASharedDatabaseDoNotCollideWithArrivingOnes() throws {
+        let fixture = try PlanFixture(self)
+        try fixture.onSources("CREATE TABLE users (id bigint PRIMARY KEY, email text UNIQUE)")
+        // modulo over t0 (s0's database), t1, t2: id 1 leaves s0 for t1, id 3 comes from s1 to t0.
+        try PGConnection.connect(fixture.sources[0]).execute("INSERT INTO users VALUES (1, 'same@x'), (2, 'a@x')")
+        try PGConnection.connect(fixture.sources[1]).execute("INSERT INTO users VALUES (3, 'same@x'), (5, 'b@x')")
+        let plan = try ReshardCLI.run(["plan", "-c", try fixture.writeConfig(tables: [("users", "id")], function: "modulo")])
+        XCTAssertEqual(plan.status, 0, plan.stderr)
+        // The same value arriving on t0 from both sources is still refused.
+        try PGConnection.connect(fixture.sources[0]).execute("UPDATE users SET email = 'b@x' WHERE id = 2")
+        let refused = try ReshardCLI.run(["plan", "-c", try fixture.writeConfig(tables: [("users", "id")], function: "modulo")])
+        XCTAssertEqual(refused.status, 2, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("unique index users_email_key (email) would be violated on target t2: on both s0 and s1: (b@x)"), refused.stderr)
+    }
 }

@@ -10,8 +10,7 @@ import PostgresClient
 /// The application moving a row between sources (insert on one, delete on the other) holds its
 /// key on both for a moment, which is not a collision: a key counts only when both sources
 /// still hold it for the target `graceSeconds` later. Only the copy and the catch-up of the
-/// rows concerned wait for it. Not detected here: two rows with the same key and the same shard
-/// key value brought by the catch-up of a target that is the source's own database.
+/// rows concerned wait for it.
 ///
 /// Why `@unchecked Sendable`: one guard belongs to one worker thread (a slice's copy, a lane).
 final class KeyCollisionGuard: @unchecked Sendable {
@@ -105,11 +104,9 @@ final class KeyCollisionGuard: @unchecked Sendable {
         return (Keys(pgText: merged[0, 0]), keptCount)
     }
 
-    /// The sources that may hold rows for this target besides this one: not the target's own
-    /// database, whose table there holds the copies too (until they are built apart from it).
-    private var otherSources: [String] {
-        plan.sources.map(\.name).filter { $0 != sourceName && $0 != plan.targets[target].sameAsSource }
-    }
+    /// The sources that may hold rows for this target besides this one (the target's own
+    /// database too: its live table holds its own rows only, the copies are built apart).
+    private var otherSources: [String] { plan.sources.map(\.name).filter { $0 != sourceName } }
 
     /// Throws `ReshardError.failed` naming up to 10 keys and both sources when some of `keys` (one
     /// array per key column) are held for the target by this source (`own`) and another, still

@@ -322,8 +322,8 @@ public struct Planner {
     // MARK: Unique indexes across sources
 
     /// Unique indexes other than the migration's key hold on each source alone. On a target, rows
-    /// of several sources meet (and on a target that is a source, all of that source's rows stay),
-    /// so values unique on each source can collide there: the copy would stop on them. Checks the
+    /// of several sources meet (also on a target that is a source: its table is built apart with
+    /// the rows that map there), so values unique on each source can collide there: the copy would stop on them. Checks the
     /// rows there now exactly, per target and pair of sources feeding it, on the servers: one
     /// source's values are sent in chunks to the other, whose index finds the matches. Refuses
     /// with up to 10 colliding values; warns that values written later can still collide. Once the
@@ -376,10 +376,8 @@ public struct Planner {
         func rowsHere(_ source: Connected) -> String {
             var conditions = columns.map { "\($0) IS NOT NULL" }
             if let predicate = index.predicate { conditions.append("(\(predicate))") }
-            // A target that is this source keeps all of its rows, wherever they map.
-            if sameAs[target] != source.shard.name {
-                conditions.append(config.function.sqlShardFilter(quotedColumn: SQLText.identifier(table.key), type: table.keyType, target: target))
-            }
+            // Also on a target that is this source: its table is built apart, with the rows that map there.
+            conditions.append(config.function.sqlShardFilter(quotedColumn: SQLText.identifier(table.key), type: table.keyType, target: target))
             return conditions.joined(separator: " AND ")
         }
         let typed = zip(columns.indices, index.types).map { "$\($0 + 1)::\($1)" }
