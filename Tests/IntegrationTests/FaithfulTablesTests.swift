@@ -165,4 +165,45 @@ final class FaithfulTablesTests: XCTestCase {
             try Self.assertSameDump(table, dsn, fixture.sources[0], "built under reshard_build")
         }
     }
+
+    /// On a target that is a source's database (t0 = s0): built under `reshard_build` by apply,
+    /// the application's trigger silent throughout (its audit rows on s0 are the application's own
+    /// writes only), and once swapped in as the cutover swaps it, the table dumps like the source's.
+    func testASharedTargetsBuiltTableDumpsLikeTheSourceOnceSwappedIn() throws {
+        try TestRoles.create("reshard_app_reader", self)
+        let fixture = try PlanFixture(self)
+        try load(fixture)
+        let config = try fixture.writeConfig(tables: [("users", "id"), ("posts", "user_id")])
+        let s0 = try PGConnection.connect(fixture.sources[0])
+        func audited() throws -> Int { try s0.query("SELECT count(*) FROM audit").get(0, 0, as: Int.self) }
+        let loaded = try audited()
+        XCTAssertEqual(try fixture.applyUntilCaughtUp(config).status, 0)
+        XCTAssertEqual(try audited(), loaded, "the trigger fired for the local copy")
+        try s0.execute("UPDATE posts SET title = title || ' (edited)' WHERE id % 7 = 0")
+        try PGConnection.connect(fixture.sources[1]).execute("UPDATE posts SET mood = 'happy' WHERE id % 5 = 0")
+        let written = try audited()
+        XCTAssertGreaterThan(written, loaded)
+        XCTAssertEqual(try fixture.applyUntilCaughtUp(config).status, 0)
+        XCTAssertEqual(try audited(), written, "the trigger fired for the catch-up")
+
+        let planned = try ReshardCLI.run(["plan", "-c", config, "--json"])
+        XCTAssertEqual(planned.status, 0, planned.stderr)
+        let plan = try JSONDecoder().decode(Plan.self, from: Data(planned.stdout.utf8))
+        let shared = plan.targets[0]
+        XCTAssertTrue(shared.isShared)
+        for table in plan.tables {
+            try TargetTables.addForeignKeys(table, of: plan, names: { plan.builtName(of: $0, on: shared) }, from: s0, on: s0)
+        }
+        // The swap, as the cutover runs it (the shim's triggers stay with the old table).
+        let tables = try plan.tables.map { table -> SwapSQL.Table in
+            let live = QualifiedName(schema: "public", table.name.name)
+            let owned = try s0.query(SwapSQL.ownedSequencesQuery, [try s0.quote(live)])
+            return SwapSQL.Table(live: live, ownedSequences: (0..<owned.rowCount).map { (QualifiedName(schema: owned[$0, 0]!, owned[$0, 1]!), owned[$0, 2]!) })
+        }
+        try s0.transaction { conn in for statement in SwapSQL.swapIn(tables) { try conn.execute(statement) } }
+        for table in plan.tables { try TargetTables.enableTriggers(table, from: PGConnection.connect(fixture.sources[1]), on: s0) }
+        for table in ["public.users", "public.posts"] {
+            try Self.assertSameDump(table, fixture.sources[0], fixture.sources[1], "on the shared database, swapped in")
+        }
+    }
 }
