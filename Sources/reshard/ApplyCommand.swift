@@ -89,6 +89,7 @@ struct ApplyCommand: ParsableCommand {
         options.maxReplicationLagSeconds = DurationText.seconds(maxReplicaLag) ?? 30
         options.replicas = target.replicas
         options.keepIndexes = keepIndexes
+        options.keysJustChecked = migration.plan == nil
         let coordinator = Coordinator(plan: target.plan, shards: target.shards, metadata: target.metadata, options: options)
         let progress = ProgressPrinter(json: output.json)
         let endpoint = try metrics.start()

@@ -4,9 +4,10 @@ extension Coordinator {
     /// `apply` checks the keys again before it copies anything (`KeyCollisions`, every key, the
     /// message `plan` gives), so a plan file made before a colliding row was written does not
     /// let it through; refused (exit 2) with nothing changed on any shard. Once the backfill has
-    /// begun, `KeyCollisionGuard` watches the copy and the catch-up instead.
+    /// begun, `KeyCollisionGuard` watches the copy and the catch-up instead. Skipped when the
+    /// planner of this very run has just checked them (`ApplyOptions.keysJustChecked`).
     func refuseCollidingKeys(_ sources: [PGConnection]) throws {
-        guard plan.sources.count > 1 else { return }
+        guard plan.sources.count > 1, !options.keysJustChecked else { return }
         let begun = plan.tables.contains { table in
             table.slices.contains { slice in
                 let copied = state.slice(.init(table: table.name.description, source: slice.source, target: slice.target))

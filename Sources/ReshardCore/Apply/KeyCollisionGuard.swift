@@ -9,8 +9,8 @@ import PostgresClient
 ///
 /// The application moving a row between sources (insert on one, delete on the other) holds its
 /// key on both for a moment, which is not a collision: a key counts only when both sources
-/// still hold it for the target `graceSeconds` later. Only the copy and the catch-up of the
-/// rows concerned wait for it.
+/// still hold it for the target `graceSeconds` later. The copy of the batch concerned waits for
+/// it (`check`); the catch-up leaves the entries concerned for a later round (`holdBack`).
 ///
 /// Why `@unchecked Sendable`: one guard belongs to one worker thread (a slice's copy, a lane).
 final class KeyCollisionGuard: @unchecked Sendable {
@@ -146,14 +146,15 @@ final class KeyCollisionGuard: @unchecked Sendable {
         return "unnest(\(arrays)) AS e(\(sql.keyColumns.indices.map { "k\($0)" }.joined(separator: ", ")))"
     }
 
-    /// Which of `keys` `conn` holds with a row of the target, in `check`'s form.
+    /// Which of `keys` `conn` holds with a row of the target, in `check`'s form: one index lookup
+    /// per key (LATERAL ... LIMIT 1, never a hash join over the whole table).
     private func held(_ keys: [Keys], on conn: PGConnection) throws -> (count: Int, keys: [Keys]) {
         let sql = TableSQL(table)
         let join = zip(sql.keyColumns, sql.keyTypes).enumerated().map { "t.\($1.0) = e.k\($0)::\($1.1)" }.joined(separator: " AND ")
         let belongs = plan.function.sqlShardFilter(quotedColumn: "t.\(sql.shardKey)", type: table.keyType, target: target)
         let columns = sql.keyColumns.indices.map { "array_agg(e.k\($0))::text" }.joined(separator: ", ")
         let result = try conn.query(
-            "SELECT count(*), \(columns) FROM \(unnest) WHERE EXISTS (SELECT 1 FROM \(sql.name) t WHERE \(join) AND \(belongs))", keys)
+            "SELECT count(*), \(columns) FROM \(unnest) CROSS JOIN LATERAL (SELECT 1 FROM \(sql.name) t WHERE \(join) AND \(belongs) LIMIT 1) m", keys)
         return (try result.get(0, 0, as: Int.self), (1..<result.columnCount).map { Keys(pgText: result[0, $0]) })
     }
 

@@ -84,7 +84,8 @@ enum KeyCollisions {
 
 extension KeyCollisions {
     /// Of `rows` (key values, then the target), those `conn` holds with a row of that target, in
-    /// order, at most `limit`: one index lookup per key.
+    /// order, at most `limit`: one index lookup per key (a LATERAL with LIMIT 1, so the planner
+    /// never turns it into a hash join that reads the whole table for every chunk).
     static func held(_ rows: [[String]], _ table: Plan.Table, function: ShardFunction, on conn: PGConnection, limit: Int) throws
         -> [(target: Int, key: [String])]
     {
@@ -98,7 +99,7 @@ extension KeyCollisions {
         let hits = try conn.query(
             """
             SELECT \(names.map { "v.\($0)" }.joined(separator: ", ")), v.t FROM unnest(\(arrays)) WITH ORDINALITY AS v(\(names.joined(separator: ", ")), t, i)
-            WHERE EXISTS (SELECT 1 FROM \(sql.name) x WHERE \(matches) AND \(theirIndex) = v.t::int) ORDER BY v.i LIMIT \(limit)
+            CROSS JOIN LATERAL (SELECT 1 FROM \(sql.name) x WHERE \(matches) AND \(theirIndex) = v.t::int LIMIT 1) m ORDER BY v.i LIMIT \(limit)
             """, (0...count).map { c in rows.map { $0[c] } })
         return try (0..<hits.rowCount).map { r in (try hits.get(r, count, as: Int.self), (0..<count).map { hits[r, $0] ?? "" }) }
     }
