@@ -290,3 +290,4 @@ PY
 RESHARD_BIN="$BIN" ./scripts/bench-shared.sh
 RESHARD_BIN="$BIN" ./scripts/bench-operate.sh
 RESHARD_BIN="$BIN" ./scripts/bench-cutover.sh
+RESHARD_BIN="$BIN" ./scripts/bench-faithful.sh

@@ -58,6 +58,8 @@ struct ApplyCommand: ParsableCommand {
                 """))
     var workersOnly = false
 
+    @OptionGroup var allow: AllowOptions
+
     @OptionGroup var output: OutputOptions
 
     @OptionGroup var metrics: MetricsOptions
@@ -78,7 +80,7 @@ struct ApplyCommand: ParsableCommand {
 
     func run() throws {
         TerminationSignal.install()
-        let target = try migration.resolve()
+        let target = try migration.resolve(allowances: allow.allowances)
         var options = ApplyOptions()
         options.goal = until.flatMap(MigrationStateMachine.Goal.init(rawValue:)) ?? .forever
         options.maxConnectionsPerShard = maxConnectionsPerShard
@@ -87,6 +89,7 @@ struct ApplyCommand: ParsableCommand {
         options.maxReplicationLagSeconds = DurationText.seconds(maxReplicaLag) ?? 30
         options.replicas = target.replicas
         options.keepIndexes = keepIndexes
+        options.keysJustChecked = migration.plan == nil
         let coordinator = Coordinator(plan: target.plan, shards: target.shards, metadata: target.metadata, options: options)
         let progress = ProgressPrinter(json: output.json)
         let endpoint = try metrics.start()

@@ -24,9 +24,9 @@ struct MigrationOptions: ParsableArguments {
     }
 
     /// Validates against the shards and returns the plan with its connections.
-    func resolve(sampleRows: Int = 100_000) throws -> MigrationTarget {
+    func resolve(sampleRows: Int = 100_000, allowances: Planner.Allowances = .init()) throws -> MigrationTarget {
         if let plan { return try MigrationTarget.fromPlanFile(plan) }
-        return try MigrationTarget.fromConfig(try ReshardConfig.load(path: config ?? "reshard.yml"), sampleRows: sampleRows)
+        return try MigrationTarget.fromConfig(try ReshardConfig.load(path: config ?? "reshard.yml"), sampleRows: sampleRows, allowances: allowances)
     }
 
     /// Connection strings by shard name, without validating anything against the shards.

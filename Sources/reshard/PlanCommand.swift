@@ -14,10 +14,18 @@ struct PlanCommand: ParsableCommand {
     @Option(name: .long, help: "Write the plan file that 'reshard apply --plan' consumes.")
     var output: String?
 
+    @Flag(name: .long, help: "Check key collisions on a sample of each source's keys instead of all of them ('apply' checks all).")
+    var fast = false
+
+    @OptionGroup var allow: AllowOptions
+
     @OptionGroup var format: OutputOptions
 
     func run() throws {
-        let plan = try Planner(config: try config.load()).run()
+        var planner = Planner(config: try config.load())
+        planner.fastChecks = fast
+        planner.allowances = allow.allowances
+        let plan = try planner.run()
         if let output {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

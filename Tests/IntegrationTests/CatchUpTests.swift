@@ -119,7 +119,8 @@ final class CatchUpTests: XCTestCase {
 
     /// 15.3: the application moves rows between sources keeping their key (insert on s1, then
     /// delete on s0): the delete logged on s0 must not remove the row s1 now holds, for a single
-    /// bigint key and a 3-column composite key, with and without `source.function`.
+    /// bigint key and a 3-column composite key, with and without `source.function`. While both
+    /// sources hold a key (issue 10: two rows for one key) s1's entries wait in its log.
     func testRowsMovedBetweenSourcesAreNotLost() throws {
         for withSourceFunction in [false, true] {
             let fixture = try PlanFixture(self)
@@ -138,7 +139,8 @@ final class CatchUpTests: XCTestCase {
             let config = withSourceFunction
                 ? try fixture.writeConfig(tables: tables, sourceFunction: "modulo", sourceKeys: ["items": "home", "lines": "home"])
                 : try fixture.writeConfig(tables: tables)
-            // The coordinator runs throughout, so s1's inserts are applied before s0's deletes arrive.
+            // The coordinator runs throughout: s1's inserts are held back while s0 holds the keys too
+            // (`KeyCollisionGuard`), then applied; s0's deletes never remove them.
             let apply = try ReshardCLI.start(["apply", "-c", config])
             XCTAssertTrue(try eventually(timeout: 60) { try phase(config) == "in-sync" }, apply.stderr)
             let s0 = try PGConnection.connect(fixture.sources[0]), s1 = try PGConnection.connect(fixture.sources[1])
@@ -153,7 +155,6 @@ final class CatchUpTests: XCTestCase {
                     try s1.query("INSERT INTO lines VALUES ($1, $2, $3, 1, $4)", [customer, rows[r, 0]!, rows[r, 1]!, rows[r, 2]!])
                 }
             }
-            XCTAssertTrue(try eventually(timeout: 60) { try changelogIsEmpty(fixture.sources[1]) }, apply.stderr)
             try s0.query("DELETE FROM items WHERE id = ANY($1::bigint[])", [movedItems.map(String.init)])
             try s0.query("DELETE FROM lines WHERE customer_id = ANY($1::bigint[])", [movedCustomers.map(String.init)])
             XCTAssertTrue(try eventually(timeout: 60) { try fixture.sources.allSatisfy(changelogIsEmpty) }, apply.stderr)
@@ -169,9 +170,9 @@ final class CatchUpTests: XCTestCase {
         }
     }
 
-    /// A key both sources hold when the backfill runs (the application mid-move before the shim
-    /// was there): the backfill keeps whichever copy arrives first, and no entry is left for it.
-    /// When the application then deletes it on s0, the target must end with s1's row.
+    /// A key both sources hold before apply (the application mid-move before the shim was
+    /// there) is two rows for one key (issue 10): apply refuses, naming them. Once the
+    /// application has deleted it on s0, apply runs and the target ends with s1's row.
     func testRowHeldByTwoSourcesAtBackfillSurvivesItsDeleteOnOne() throws {
         let fixture = try PlanFixture(self)
         for (k, source) in fixture.sources.enumerated() {
@@ -184,7 +185,9 @@ final class CatchUpTests: XCTestCase {
                 """)
         }
         let config = try fixture.writeConfig(tables: [("lines", "customer_id")])
-        try catchUp(config)
+        let refused = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"], environment: KeyCollisionTests.shortGrace)
+        XCTAssertEqual(refused.status, 2, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("table lines: key (customer_id, order_no, line) is held by both s0 and s1"), refused.stderr)
         try PGConnection.connect(fixture.sources[0]).execute("DELETE FROM lines WHERE customer_id <= 30")
         try catchUp(config)
         try assertTargetsHoldSourceRows(fixture, table: "lines", hash: "hashint8(customer_id)")

@@ -77,13 +77,16 @@ final class PlanCommandTests: XCTestCase {
 
     func testSmallTablesAreCountedExactlyWithCompositeAndTextKeys() throws {
         let fixture = try PlanFixture(self)
-        try fixture.onSources(
-            """
-            CREATE TABLE likes (user_id int NOT NULL, id int NOT NULL, PRIMARY KEY (user_id, id));
-            INSERT INTO likes SELECT g % 100, g FROM generate_series(1, 3000) g;
-            CREATE TABLE handles (handle text PRIMARY KEY, user_id int NOT NULL);
-            INSERT INTO handles SELECT 'h' || g || 'é', g FROM generate_series(1, 500) g;
-            """)
+        // Each source its own keys: the same key on both would be refused (issue 10).
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                """
+                CREATE TABLE likes (user_id int NOT NULL, id int NOT NULL, PRIMARY KEY (user_id, id));
+                INSERT INTO likes SELECT g % 100, g + \(k) * 3000 FROM generate_series(1, 3000) g;
+                CREATE TABLE handles (handle text PRIMARY KEY, user_id int NOT NULL);
+                INSERT INTO handles SELECT 'h' || g || 'é', g FROM generate_series(1, 1000) g WHERE g % 2 = \(k);
+                """)
+        }
         let config = try fixture.writeConfig(tables: [("likes", "user_id"), ("handles", "handle")])
         let outcome = try ReshardCLI.run(["plan", "-c", config, "--json"])
         XCTAssertEqual(outcome.status, 0, outcome.stderr)
@@ -97,7 +100,7 @@ final class PlanCommandTests: XCTestCase {
         // Exact: compare each slice with the Swift shard function over the same keys.
         let function = try ShardFunction(kind: .hash, shardCount: 3)
         var expected = [Int64](repeating: 0, count: 3)
-        for g in 1...500 { expected[try function.shard(for: .text("h\(g)é"))] += 2 }
+        for g in 1...1000 { expected[try function.shard(for: .text("h\(g)é"))] += 1 }
         for t in 0..<3 {
             XCTAssertEqual(handles.slices.filter { $0.target == "t\(t)" }.reduce(0) { $0 + $1.estimatedRows }, expected[t])
         }

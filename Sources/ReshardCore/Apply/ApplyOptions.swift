@@ -30,6 +30,9 @@ public struct ApplyOptions: Sendable {
     public var stopGraceSeconds = 10.0
     /// A source's replication lag query may take this long before the lag counts as unreadable.
     public var lagCheckTimeoutSeconds = 2.0
+    /// The plan was made just now from the config, and its planner checked every key for
+    /// collisions (`KeyCollisions`): `prepare` need not read them all again. False for a plan file.
+    public var keysJustChecked = false
 
     public init() {}
 }

@@ -97,8 +97,16 @@ final class CatchUpApplier: @unchecked Sendable {
             let batch = Batch(count: try result.get(0, 0, as: Int.self), ctids: ArrayText(pgText: result[0, 1]))
             guard batch.count > 0 else { continue }
             try runLanes(batch, table: table, log: log)
-            try source.query("DELETE FROM \(log) WHERE ctid = ANY($1::tid[])", [batch.ctids])
-            applied += batch.count
+            // Entries a lane held back (a key two sources hold for its target) stay for a later round.
+            let heldBack = lanes.compactMap(\.heldBack)
+            if heldBack.isEmpty {
+                try source.query("DELETE FROM \(log) WHERE ctid = ANY($1::tid[])", [batch.ctids])
+            } else {
+                let spared = heldBack.indices.map { "coalesce($\($0 + 2)::tid[], '{}')" }.joined(separator: " || ")
+                try source.query("DELETE FROM \(log) WHERE ctid = ANY($1::tid[]) AND ctid <> ALL (\(spared))", [batch.ctids] + heldBack.map(\.ctids))
+                drained = false
+            }
+            applied += batch.count - heldBack.reduce(0) { $0 + $1.count }
             if batch.count >= limit {
                 drained = false
                 adapt(took: Date().timeIntervalSince(started))
@@ -180,6 +188,10 @@ extension CatchUpApplier {
         private let connect: @Sendable (String) throws -> PGConnection
         private var others: [String: PGConnection] = [:]
         private var prepared: Set<String> = []
+        /// Per table: stops the catch-up on a key another source holds for this target too.
+        private var collisionGuards: [String: KeyCollisionGuard] = [:]
+        /// The entries of the last round this lane left in the log (`KeyCollisionGuard.holdBack`).
+        private(set) var heldBack: (ctids: ArrayText, count: Int)?
 
         init(plan: Plan, sourceName: String, target: Int, connect: @escaping @Sendable (String) throws -> PGConnection) throws {
             self.plan = plan
@@ -207,6 +219,13 @@ extension CatchUpApplier {
             return conn
         }
 
+        private func collisionGuard(_ table: Plan.Table) -> KeyCollisionGuard {
+            if let existing = collisionGuards[table.name.description] { return existing }
+            let made = KeyCollisionGuard(plan: plan, table: table, target: target, source: sourceName, connect: connect)
+            collisionGuards[table.name.description] = made
+            return made
+        }
+
         /// Temp tables are made once per session.
         private func prepare(_ conn: PGConnection, _ what: String, _ sql: String) throws {
             let id = "\(ObjectIdentifier(conn).hashValue) \(what)"
@@ -228,6 +247,7 @@ extension CatchUpApplier {
         }
 
         func apply(_ batch: Batch, table: Plan.Table, log: String, gate: CatchUpGate) throws {
+            heldBack = nil
             let sql = CatchUpSQL(plan: plan, table: table, target: target)
             try prepare(source, "keys", CatchUpSQL.createKeyTable)
             try source.execute(CatchUpSQL.clearKeys)
@@ -249,6 +269,7 @@ extension CatchUpApplier {
                     : try PGConnection.relayCopy(
                         from: source, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn, sql.copyIntoStaging
                     ).rows
+                heldBack = try collisionGuard(sql.sql.table).holdBack(staging: sql.staging, on: conn, own: source, log: log, ctids: batch.ctids)
                 var fromOthers = false
                 // Every key has its row in staging (the common case: updates): nothing to delete.
                 if provided < keys {

@@ -510,11 +510,12 @@ public final class Coordinator: @unchecked Sendable {
     /// (`Plan.builtName(of:on:)`): the application never sees a copied row before cutover.
     func prepare() throws {
         let sources = try plan.sources.map { try connect($0.name) }
+        try refuseCollidingKeys(sources)
         for table in plan.tables {
             for target in plan.targets {
                 try TargetTables.create(
                     table, named: plan.builtName(of: table, on: target), from: sources[0], on: try connect(target.name),
-                    withIndexes: options.keepIndexes)
+                    withIndexes: options.keepIndexes, warn: { [state] in state.log($0, level: "warning", shard: target.name) })
             }
             for source in sources { try Shim.install(migration: plan.migration, table: table, on: source) }
         }
@@ -618,9 +619,10 @@ public final class Coordinator: @unchecked Sendable {
             let (source, target, meta) = connections!
             guard try sliceClaims.claim(key, on: meta, state: state) else { return true }
             try schemaDrift.check(key.source, on: source, connect: { [self] in try connect($0) }, log: { [self] in state.log($0, shard: key.source) })
-            let copier = SliceCopier(
+            var copier = SliceCopier(
                 plan: plan, table: schemaDrift.current(table), targetIndex: targetIndex, source: source, target: target,
                 local: plan.targets[targetIndex].sameAsSource == key.source)
+            copier.collisionGuard = KeyCollisionGuard(plan: plan, table: schemaDrift.current(table), target: targetIndex, source: key.source) { [self] in try connect($0) }
             let slice = state.slice(key)
             if slice.done { return true }
             while state.isPaused && state.wait(0.2) {}

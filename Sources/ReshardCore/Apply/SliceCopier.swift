@@ -36,6 +36,8 @@ struct SliceCopier {
         self.local = local
         sql = TableSQL(table, writingTo: plan.builtName(of: table, on: plan.targets[targetIndex]))
     }
+    /// Stops the copy on a key another source holds for this target too (`KeyCollisionGuard`).
+    var collisionGuard: KeyCollisionGuard? = nil
 
     /// For a single integer key: batches are cut by value, `batchSize x spacing` wide, which
     /// spares the per-batch query that would otherwise find where the next batch ends.
@@ -117,6 +119,7 @@ struct SliceCopier {
             _ = try PGConnection.relayCopy(
                 from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: conn,
                 "COPY reshard_staging (\(sql.writableColumns)) FROM STDIN (FORMAT binary)")
+            try collisionGuard?.checkConflicts(staging: "reshard_staging", into: sql.targetName, on: conn, own: source)
             return try keepingOtherUniqueViolations {
                 try conn.execute("\(sql.insertFromStaging("reshard_staging")) \(sql.onKeyConflictDoNothing)").affectedRows
             }
@@ -135,6 +138,7 @@ struct SliceCopier {
         } catch let error as PostgresError where error.sqlState == "23505" {
             return try target.transaction { conn in
                 try conn.execute("SET LOCAL reshard.applying = on")
+                try collisionGuard?.checkConflicts(staging: "(\(select))", into: sql.targetName, on: conn, own: source)
                 return try keepingOtherUniqueViolations { try conn.execute("\(sql.insert(select)) \(sql.onKeyConflictDoNothing)").affectedRows }
             }
         }

@@ -15,9 +15,12 @@ public struct MigrationTarget: Sendable {
 
     /// - Parameter sampleRows: rows sampled per table and source for the slice estimates; a
     ///   command that does not use the estimates (`verify`) asks for few.
-    public static func fromConfig(_ config: ReshardConfig, sampleRows: Int = 100_000) throws -> MigrationTarget {
+    public static func fromConfig(
+        _ config: ReshardConfig, sampleRows: Int = 100_000, allowances: Planner.Allowances = .init()
+    ) throws -> MigrationTarget {
         var planner = Planner(config: config)
         planner.sampleRows = sampleRows
+        planner.allowances = allowances
         let plan = try planner.run()
         var shards: [String: ConnectionString] = [:]
         for shard in config.sources + config.targets { shards[shard.name] = shard.dsn }

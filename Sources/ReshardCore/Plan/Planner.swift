@@ -11,6 +11,11 @@ public struct Planner {
     public let config: ReshardConfig
     /// Rows to sample per table and source for the slice estimates.
     public var sampleRows = 100_000
+    /// Check key collisions on a sample of about `sampleRows` keys per source instead of every
+    /// key (`plan --fast`); `apply` always checks every key.
+    public var fastChecks = false
+    /// What `plan` would otherwise refuse that the user accepts (`Planner+Refusals`).
+    public var allowances = Allowances()
 
     public init(config: ReshardConfig) { self.config = config }
 
@@ -104,6 +109,7 @@ public struct Planner {
                     planned, sources: connectedSources, targets: connectedTargets, sameAs: sameAs, underWay: recordedPhase != nil)
                 problems += unique.problems
                 warnings += unique.warnings
+                problems += try keyCollisionProblems(planned, sources: connectedSources, underWay: recordedPhase != nil)
                 warnings += Plan.skewWarnings(planned, targets: config.targets.count)
                 tables.append(planned)
             } catch let error as PostgresError {
@@ -194,6 +200,7 @@ public struct Planner {
                 continue
             }
             problems += try Self.shimTableProblems(table.name, on: source)
+            problems += try refusals(table, on: source)
             problems += try Self.keyCollationProblems(table, schema: schema, on: source)
             if schema.uniqueKey.isEmpty {
                 problems.append("table \(table.name) on \(here) has no primary key or unique index over non-null columns")
@@ -300,11 +307,12 @@ public struct Planner {
 
     // MARK: Identity columns on targets
 
-    /// Whether a table the rows are written into has an identity `GENERATED ALWAYS` column: a
-    /// target the user created (`pg_dump -s` keeps ALWAYS; reshard creates BY DEFAULT), or a
-    /// source that is also a target. The catch-up's inserts there need OVERRIDING SYSTEM VALUE.
+    /// Whether a table the rows are written into has an identity `GENERATED ALWAYS` column: one
+    /// reshard creates (it keeps ALWAYS, as the source has it), a target the user created
+    /// (`pg_dump -s` keeps ALWAYS), or a source that is also a target. The catch-up's inserts
+    /// there need OVERRIDING SYSTEM VALUE.
     func identityAlwaysWhereWritten(_ table: QualifiedName, schema: TableSchema, targets: [Connected], sameAs: [String?]) throws -> Bool {
-        if sameAs.contains(where: { $0 != nil }), schema.columns.contains(where: { $0.identity == "always" }) { return true }
+        if schema.columns.contains(where: { $0.identity == "always" }) { return true }
         for (target, same) in zip(targets, sameAs) where same == nil {
             if try TableSchema.read(table, on: target.connection)?.columns.contains(where: { $0.identity == "always" }) == true { return true }
         }
@@ -314,8 +322,8 @@ public struct Planner {
     // MARK: Unique indexes across sources
 
     /// Unique indexes other than the migration's key hold on each source alone. On a target, rows
-    /// of several sources meet (and on a target that is a source, all of that source's rows stay),
-    /// so values unique on each source can collide there: the copy would stop on them. Checks the
+    /// of several sources meet (also on a target that is a source: its table is built apart with
+    /// the rows that map there), so values unique on each source can collide there: the copy would stop on them. Checks the
     /// rows there now exactly, per target and pair of sources feeding it, on the servers: one
     /// source's values are sent in chunks to the other, whose index finds the matches. Refuses
     /// with up to 10 colliding values; warns that values written later can still collide. Once the
@@ -368,10 +376,8 @@ public struct Planner {
         func rowsHere(_ source: Connected) -> String {
             var conditions = columns.map { "\($0) IS NOT NULL" }
             if let predicate = index.predicate { conditions.append("(\(predicate))") }
-            // A target that is this source keeps all of its rows, wherever they map.
-            if sameAs[target] != source.shard.name {
-                conditions.append(config.function.sqlShardFilter(quotedColumn: SQLText.identifier(table.key), type: table.keyType, target: target))
-            }
+            // Also on a target that is this source: its table is built apart, with the rows that map there.
+            conditions.append(config.function.sqlShardFilter(quotedColumn: SQLText.identifier(table.key), type: table.keyType, target: target))
             return conditions.joined(separator: " AND ")
         }
         let typed = zip(columns.indices, index.types).map { "$\($0 + 1)::\($1)" }

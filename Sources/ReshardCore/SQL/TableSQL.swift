@@ -80,9 +80,12 @@ struct TableSQL: Sendable {
         function.sqlShardFilter(quotedColumn: shardKey, type: table.keyType, target: target)
     }
 
-    /// `SET col = EXCLUDED.col` for every writable column outside the key, for upserts.
+    /// `SET col = EXCLUDED.col` for every writable column outside the key, for upserts. Not an
+    /// identity `GENERATED ALWAYS` column, which an UPDATE may only set to DEFAULT (its value is
+    /// the one inserted; a source changing it with `SET col = DEFAULT` is not followed).
     var updateSet: String {
-        let others = table.columns.filter { !table.uniqueKey.contains($0.name) && !$0.isGenerated }.map { SQLText.identifier($0.name) }
+        let others = table.columns.filter { !table.uniqueKey.contains($0.name) && !$0.isGenerated && $0.identity != "always" }
+            .map { SQLText.identifier($0.name) }
         guard !others.isEmpty else { return "NOTHING" }
         return "UPDATE SET " + others.map { "\($0) = EXCLUDED.\($0)" }.joined(separator: ", ")
     }

@@ -1,0 +1,170 @@
+import Foundation
+import PostgresClient
+
+/// Stops `apply` when a key one source brings to a target is also held for that target by
+/// another source (`KeyCollisions`): a row written after `plan` checked, met by the copy (a
+/// batch's key conflict) or the catch-up (before its upsert). Without it the re-run batch's
+/// `ON CONFLICT DO NOTHING` would drop one of the rows and the catch-up's upsert would replace one
+/// with the other.
+///
+/// The application moving a row between sources (insert on one, delete on the other) holds its
+/// key on both for a moment, which is not a collision: a key counts only when both sources
+/// still hold it for the target `graceSeconds` later. The copy of the batch concerned waits for
+/// it (`check`); the catch-up leaves the entries concerned for a later round (`holdBack`).
+///
+/// Why `@unchecked Sendable`: one guard belongs to one worker thread (a slice's copy, a lane).
+final class KeyCollisionGuard: @unchecked Sendable {
+    /// 10 s; `RESHARD_KEY_COLLISION_GRACE_SECONDS` sets another (tests use 1 s, to take seconds).
+    static let graceSeconds = ProcessInfo.processInfo.environment["RESHARD_KEY_COLLISION_GRACE_SECONDS"].flatMap(Double.init) ?? 10
+
+    let plan: Plan
+    let table: Plan.Table
+    let target: Int
+    let sourceName: String
+    private let connect: (String) throws -> PGConnection
+    private var others: [String: PGConnection] = [:]
+
+    init(plan: Plan, table: Plan.Table, target: Int, source: String, connect: @escaping (String) throws -> PGConnection) {
+        self.plan = plan
+        self.table = table
+        self.target = target
+        sourceName = source
+        self.connect = connect
+    }
+
+    /// An array parameter as the server printed it (`array_agg(...)::text`).
+    typealias Keys = CatchUpApplier.ArrayText
+
+    /// `count(*)`, then one `array_agg(col::text)::text` per key column of alias `alias`: the form
+    /// `check` takes keys in.
+    static func aggregate(_ table: Plan.Table, alias: String) -> String {
+        "count(*), " + TableSQL(table).keyColumns.map { "array_agg(\(alias).\($0)::text)::text" }.joined(separator: ", ")
+    }
+
+    /// `check` for the keys of `staging` (on `conn`) that `name` already holds there: the rows of a
+    /// batch whose copy ran into the migration's key.
+    func checkConflicts(staging: String, into name: String, on conn: PGConnection, own: PGConnection) throws {
+        let sql = TableSQL(table)
+        let join = sql.keyColumns.map { "t.\($0) = s.\($0)" }.joined(separator: " AND ")
+        try check(conn.query("SELECT \(Self.aggregate(table, alias: "s")) FROM \(staging) s WHERE EXISTS (SELECT 1 FROM \(name) t WHERE \(join))"), own: own)
+    }
+
+    private func check(_ aggregated: PGResult, own: PGConnection) throws {
+        try check((1..<aggregated.columnCount).map { Keys(pgText: aggregated[0, $0]) }, count: try aggregated.get(0, 0, as: Int.self), own: own)
+    }
+
+    /// The catch-up's check, which never waits: of the rows in `staging` (this source's current
+    /// rows for the target, about to be upserted on `conn`), those whose key another source also
+    /// holds for the target are taken out of staging, and their entries among `ctids` in `log`
+    /// are returned to be left in the log: they are applied by a later round once only one
+    /// source holds the key (the other's delete or move logs an entry of its own). Throws the
+    /// collision when such an entry was written more than `graceSeconds` ago (measured on the
+    /// source, so a restarted coordinator fails as promptly). Nil when nothing is held back.
+    func holdBack(staging: String, on conn: PGConnection, own: PGConnection, log: String, ctids: Keys) throws -> (ctids: Keys, count: Int)? {
+        let staged = try conn.query("SELECT \(Self.aggregate(table, alias: "s")) FROM \(staging) s")
+        let suspects = (count: try staged.get(0, 0, as: Int.self), keys: (1..<staged.columnCount).map { Keys(pgText: staged[0, $0]) })
+        guard suspects.count > 0 else { return nil }
+        var holder: String?
+        var held: [Keys] = []
+        for other in otherSources {
+            let found = try self.held(suspects.keys, on: try connection(other))
+            guard found.count > 0 else { continue }
+            holder = holder ?? other
+            held.append(contentsOf: found.keys)
+        }
+        guard let holder else { return nil }
+        let columns = TableSQL(table).keyColumns.count
+        // Keys held elsewhere, per other source: one set of key arrays each.
+        let sets = stride(from: 0, to: held.count, by: columns).map { Array(held[$0..<$0 + columns]) }
+        let sql = TableSQL(table)
+        for set in sets {
+            let join = zip(sql.keyColumns, sql.keyTypes).enumerated().map { "s.\($1.0) = e.k\($0)::\($1.1)" }.joined(separator: " AND ")
+            try conn.query("DELETE FROM \(staging) s USING \(unnest) WHERE \(join)", set)
+        }
+        var kept: [Keys] = []
+        var keptCount = 0
+        let arrayOfKey = "ARRAY[\(sql.keyColumns.indices.map { "e.k\($0)" }.joined(separator: ", "))]"
+        for set in sets {
+            let entries = try own.query(
+                """
+                SELECT count(*), array_agg(ctid)::text, coalesce(extract(epoch FROM clock_timestamp() - min(at)), 0)::float8 FROM \(log)
+                WHERE ctid = ANY($\(columns + 1)::tid[]) AND EXISTS (SELECT 1 FROM \(unnest) WHERE pk = \(arrayOfKey))
+                """, set + [ctids])
+            if try entries.get(0, 2, as: Double.self) > Self.graceSeconds {
+                let names = plan.sources.map(\.name).filter { $0 == holder || $0 == sourceName }
+                throw ReshardError.failed(
+                    KeyCollisions.message(table, target: plan.targets[target].name, sources: (names[0], names[1]), keys: try sampleKeys(set)),
+                    shard: plan.targets[target].name)
+            }
+            keptCount += try entries.get(0, 0, as: Int.self)
+            kept.append(Keys(pgText: entries[0, 1]))
+        }
+        // One tid[] for the round's DELETE to spare.
+        let merged = try own.query("SELECT (\((1...kept.count).map { "coalesce($\($0)::tid[], '{}')" }.joined(separator: " || ")))::text", kept)
+        return (Keys(pgText: merged[0, 0]), keptCount)
+    }
+
+    /// The sources that may hold rows for this target besides this one (the target's own
+    /// database too: its live table holds its own rows only, the copies are built apart).
+    private var otherSources: [String] { plan.sources.map(\.name).filter { $0 != sourceName } }
+
+    /// Throws `ReshardError.failed` naming up to 10 keys and both sources when some of `keys` (one
+    /// array per key column) are held for the target by this source (`own`) and another, still
+    /// after `graceSeconds`.
+    func check(_ keys: [Keys], count: Int, own: PGConnection) throws {
+        guard count > 0 else { return }
+        for other in otherSources {
+            var suspects = (count: count, keys: keys)
+            let deadline = Date().addingTimeInterval(Self.graceSeconds)
+            while true {
+                suspects = try held(suspects.keys, on: try connection(other))
+                guard suspects.count > 0 else { break }
+                suspects = try held(suspects.keys, on: own)
+                guard suspects.count > 0 else { break }
+                if Date() >= deadline {
+                    let sample = try sampleKeys(suspects.keys)
+                    let names = plan.sources.map(\.name).filter { $0 == other || $0 == sourceName }
+                    throw ReshardError.failed(
+                        KeyCollisions.message(table, target: plan.targets[target].name, sources: (names[0], names[1]), keys: sample),
+                        shard: plan.targets[target].name)
+                }
+                Thread.sleep(forTimeInterval: 0.5)
+            }
+        }
+    }
+
+    private func connection(_ name: String) throws -> PGConnection {
+        if let conn = others[name], conn.isHealthy { return conn }
+        let conn = try connect(name)
+        others[name] = conn
+        return conn
+    }
+
+    private var unnest: String {
+        let sql = TableSQL(table)
+        let arrays = sql.keyColumns.indices.map { "$\($0 + 1)::text[]" }.joined(separator: ", ")
+        return "unnest(\(arrays)) AS e(\(sql.keyColumns.indices.map { "k\($0)" }.joined(separator: ", ")))"
+    }
+
+    /// Which of `keys` `conn` holds with a row of the target, in `check`'s form: one index lookup
+    /// per key (LATERAL ... LIMIT 1, never a hash join over the whole table).
+    private func held(_ keys: [Keys], on conn: PGConnection) throws -> (count: Int, keys: [Keys]) {
+        let sql = TableSQL(table)
+        let join = zip(sql.keyColumns, sql.keyTypes).enumerated().map { "t.\($1.0) = e.k\($0)::\($1.1)" }.joined(separator: " AND ")
+        let belongs = plan.function.sqlShardFilter(quotedColumn: "t.\(sql.shardKey)", type: table.keyType, target: target)
+        let columns = sql.keyColumns.indices.map { "array_agg(e.k\($0))::text" }.joined(separator: ", ")
+        let result = try conn.query(
+            "SELECT count(*), \(columns) FROM \(unnest) CROSS JOIN LATERAL (SELECT 1 FROM \(sql.name) t WHERE \(join) AND \(belongs) LIMIT 1) m", keys)
+        return (try result.get(0, 0, as: Int.self), (1..<result.columnCount).map { Keys(pgText: result[0, $0]) })
+    }
+
+    /// Up to 10 of `keys`, for the message (asked of a server: the coordinator does not parse arrays).
+    private func sampleKeys(_ keys: [Keys]) throws -> [[String]] {
+        let sql = TableSQL(table)
+        let names = sql.keyColumns.indices.map { "e.k\($0)" }
+        let order = zip(names, sql.keyTypes).map { "\($0)::\($1)" }.joined(separator: ", ")
+        let conn = try connection(sourceName == plan.sources[0].name ? plan.sources[1].name : plan.sources[0].name)
+        let rows = try conn.query("SELECT \(names.joined(separator: ", ")) FROM \(unnest) ORDER BY \(order) LIMIT 10", keys)
+        return (0..<rows.rowCount).map { r in names.indices.map { rows[r, $0] ?? "" } }
+    }
+}

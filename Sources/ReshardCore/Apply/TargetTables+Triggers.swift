@@ -1,0 +1,60 @@
+import PostgresClient
+
+/// The table's own triggers (not reshard's capture triggers) on a target: created with the table
+/// but disabled, so they fire neither for the copy nor for the catch-up (an audit trigger would
+/// log every copied row as a new write), and enabled as they are on the source at cutover
+/// (`enableTriggers`). A trigger function the target lacks is created from the source's
+/// definition (`pg_get_functiondef`).
+extension TargetTables {
+    /// The source's triggers of `table`: name, definition, `tgenabled` (O, A, R, D), function oid.
+    private static func sourceTriggers(_ table: Plan.Table, on source: PGConnection) throws -> [(name: String, definition: String, enabled: String, function: String)] {
+        let rows = try source.query(
+            """
+            SELECT tgname, pg_get_triggerdef(oid), tgenabled::text, tgfoid::text FROM pg_trigger
+            WHERE tgrelid = to_regclass($1) AND NOT tgisinternal AND tgname NOT LIKE 'reshard\\_capture\\_%' ORDER BY tgname
+            """, [try source.quote(table.name)])
+        return (0..<rows.rowCount).map { (rows[$0, 0]!, rows[$0, 1]!, rows[$0, 2]!, rows[$0, 3]!) }
+    }
+
+    static func triggerDefinitions(_ table: Plan.Table, named name: QualifiedName, from source: PGConnection, on target: PGConnection) throws -> [String] {
+        let triggers = try sourceTriggers(table, on: source)
+        guard !triggers.isEmpty else { return [] }
+        let qualified = try source.query(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
+            [try source.quote(table.name)]).get(0, 0, as: String.self)
+        var statements: [String] = []
+        var functions: Set<String> = []
+        for trigger in triggers {
+            if functions.insert(trigger.function).inserted {
+                let function = try source.query("SELECT $1::oid::regprocedure::text, pg_get_functiondef($1::oid)", [trigger.function])
+                if try target.query("SELECT to_regprocedure($1) IS NULL", [function[0, 0]!]).get(0, 0, as: Bool.self) {
+                    statements.append(function[0, 1]!)
+                }
+            }
+            let marker = " ON \(qualified) "
+            guard trigger.definition.contains(marker) else {
+                throw ReshardError.failed("table \(table.name): cannot carry over trigger \(trigger.name): \(trigger.definition)")
+            }
+            statements.append(trigger.definition.replacingOccurrences(of: marker, with: " ON \(try target.quote(name)) "))
+            statements.append("ALTER TABLE \(try target.quote(name)) DISABLE TRIGGER \(try target.quoteIdentifier(trigger.name))")
+        }
+        return statements
+    }
+
+    /// For the cutover, once reshard no longer writes the table: enables the table's own triggers
+    /// on `target`'s `name` (default its own) as they are on the source (`ENABLE`, `ENABLE ALWAYS`,
+    /// `ENABLE REPLICA`, or left disabled), and forces row-level security when the source does.
+    public static func enableTriggers(
+        _ table: Plan.Table, named name: QualifiedName? = nil, from source: PGConnection, on target: PGConnection
+    ) throws {
+        let quoted = try target.quote(name ?? table.name)
+        try target.transaction { conn in
+            for trigger in try sourceTriggers(table, on: source) where trigger.enabled != "D" {
+                let how = ["A": "ALWAYS ", "R": "REPLICA "][trigger.enabled] ?? ""
+                try conn.execute("ALTER TABLE \(quoted) ENABLE \(how)TRIGGER \(try conn.quoteIdentifier(trigger.name))")
+            }
+            let force = try source.query("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass($1)", [try source.quote(table.name)])
+            if force.rowCount == 1, force[0, 0] == "t" { try conn.execute("ALTER TABLE \(quoted) FORCE ROW LEVEL SECURITY") }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+import PostgresClient
+import ReshardCore
+import XCTest
+
+/// Issue 10: two sources holding the same value of the migration's unique key that map to one
+/// target (each shard numbered its rows with its own sequence) are refused, never merged into
+/// one silent survivor.
+final class KeyCollisionTests: XCTestCase {
+    /// `posts (id PK, user_id, body)` sharded by user_id: s0 holds ids 1...`s0Rows` of even users,
+    /// s1 ids from 1001 of odd users, plus `extra` on s1.
+    private func load(_ fixture: PlanFixture, s0Rows: Int = 200, extra: String = "") throws {
+        try fixture.onSources("CREATE TABLE posts (id bigint PRIMARY KEY, user_id bigint NOT NULL, body text)")
+        try PGConnection.connect(fixture.sources[0]).execute(
+            "INSERT INTO posts SELECT g, 2 * g, 's0 post ' || g FROM generate_series(1, \(s0Rows)) g")
+        try PGConnection.connect(fixture.sources[1]).execute(
+            "INSERT INTO posts SELECT 1000 + g, 2 * g + 1, 's1 post ' || g FROM generate_series(1, 200) g; \(extra)")
+    }
+
+    /// How long both sources must hold a key before apply calls it a collision (10 s by default).
+    static let shortGrace = ["RESHARD_KEY_COLLISION_GRACE_SECONDS": "1"]
+
+    private func rows(_ sql: String, _ dsn: ConnectionString) throws -> [String] { try PlanFixture.rowTexts(sql, on: dsn) }
+
+    /// `id = 5` on both sources, one target: plan refuses (exit 2) naming the key value and both
+    /// sources; `apply -c` refuses the same way, and so does `apply --plan` with a plan made
+    /// before the second row 5 was written; both rows stay, and nothing reaches the target.
+    func testTheSameKeyOnTwoSourcesIsRefusedByPlanAndApply() throws {
+        let fixture = try PlanFixture(self)
+        try load(fixture)
+        let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
+        let planFile = fixture.directory + "/plan.json"
+        let before = try ReshardCLI.run(["plan", "-c", config, "--output", planFile])
+        XCTAssertEqual(before.status, 0, before.stderr)
+        try PGConnection.connect(fixture.sources[1]).execute("INSERT INTO posts VALUES (5, 77, 's1 post five')")
+
+        let expected = "table posts: key (id) is held by both s0 and s1 for target t0: (5)"
+        let plan = try ReshardCLI.run(["plan", "-c", config], environment: Self.shortGrace)
+        XCTAssertEqual(plan.status, 2, plan.stdout + plan.stderr)
+        XCTAssertTrue(plan.stderr.contains(expected), plan.stderr)
+        let apply = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"], environment: Self.shortGrace)
+        XCTAssertEqual(apply.status, 2, apply.stdout + apply.stderr)
+        XCTAssertTrue(apply.stderr.contains(expected), apply.stderr)
+        let fromFile = try ReshardCLI.run(["apply", "--plan", planFile, "--until", "caught-up"], environment: Self.shortGrace)
+        XCTAssertEqual(fromFile.status, 2, fromFile.stdout + fromFile.stderr)
+        XCTAssertTrue(fromFile.stderr.contains(expected), fromFile.stderr)
+
+        XCTAssertEqual(try rows("SELECT body FROM posts WHERE id = 5", fixture.sources[0]), ["s0 post 5"])
+        XCTAssertEqual(try rows("SELECT body FROM posts WHERE id = 5", fixture.sources[1]), ["s1 post five"])
+        XCTAssertEqual(try rows("SELECT count(*)::text FROM pg_class WHERE relname = 'posts'", fixture.targets[1]), ["0"], "nothing created on the target")
+    }
+
+    /// Up to 10 keys are listed, with the sources holding them.
+    func testPlanListsAtMostTenCollidingKeys() throws {
+        let fixture = try PlanFixture(self)
+        try load(fixture, extra: "INSERT INTO posts SELECT g, 2 * g + 1, 'dup' FROM generate_series(101, 130) g")
+        let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
+        let plan = try ReshardCLI.run(["plan", "-c", config], environment: Self.shortGrace)
+        XCTAssertEqual(plan.status, 2, plan.stderr)
+        XCTAssertTrue(
+            plan.stderr.contains("table posts: key (id) is held by both s0 and s1 for target t0: (101), (102), (103)"), plan.stderr)
+        XCTAssertFalse(plan.stderr.contains("(111)"), plan.stderr)
+        XCTAssertTrue(plan.stderr.contains("(110)"), plan.stderr)
+    }
+
+    /// A row whose key s0 holds, written on s1 while the backfill runs: apply stops (exit 1)
+    /// naming the key and both sources instead of keeping one of the two rows.
+    func testAKeyCollidingDuringTheBackfillStopsApply() throws {
+        let fixture = try PlanFixture(self)
+        try load(fixture, s0Rows: 1000)
+        try PGConnection.connect(fixture.sources[0]).execute("INSERT INTO posts VALUES (5000, 10000, 's0 late')")
+        let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
+        let apply = try ReshardCLI.start(
+            ["apply", "-c", config, "--until", "caught-up", "--max-rows-per-second", "200"], environment: Self.shortGrace)
+        XCTAssertTrue(try eventually(timeout: 60) {
+            (try? rows("SELECT count(*)::text FROM reshard.slices WHERE rows_copied > 0", fixture.metadata)) ?? ["0"] != ["0"]
+        }, apply.stderr)
+        try PGConnection.connect(fixture.sources[1]).execute("INSERT INTO posts VALUES (5000, 10001, 's1 late')")
+        XCTAssertEqual(apply.wait(timeout: 90), 1, apply.stdout + apply.stderr)
+        XCTAssertTrue(apply.stderr.contains("table posts: key (id) is held by both s0 and s1 for target t0: (5000)"), apply.stderr)
+        XCTAssertEqual(try rows("SELECT body FROM posts WHERE id = 5000", fixture.sources[0]), ["s0 late"])
+        XCTAssertEqual(try rows("SELECT body FROM posts WHERE id = 5000", fixture.sources[1]), ["s1 late"])
+    }
+
+    /// A colliding row written once the targets are caught up: the catch-up stops (exit 1) naming
+    /// it, and the target still holds s0's row 10 unchanged (s1's row did not replace it).
+    func testAKeyCollidingAfterTheBackfillStopsTheCatchUp() throws {
+        let fixture = try PlanFixture(self)
+        try load(fixture)
+        let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
+        let first = try fixture.applyUntilCaughtUp(config)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        try PGConnection.connect(fixture.sources[1]).execute("INSERT INTO posts VALUES (10, 99, 's1 ten')")
+
+        let second = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"], environment: Self.shortGrace)
+        XCTAssertEqual(second.status, 1, second.stderr)
+        XCTAssertTrue(second.stderr.contains("table posts: key (id) is held by both s0 and s1 for target t0: (10)"), second.stderr)
+        XCTAssertEqual(try rows("SELECT user_id || ' ' || body FROM posts WHERE id = 10", fixture.targets[1]), ["20 s0 post 10"])
+        XCTAssertEqual(try rows("SELECT body FROM posts WHERE id = 10", fixture.sources[1]), ["s1 ten"])
+    }
+
+    /// A unique value other than the key on a source's row that leaves its database, and on
+    /// another source's row that arrives there, never meet: the database's built table holds only
+    /// the rows that map to it. Not refused (it was while copies went into the live table).
+    func testUniqueValuesOfRowsLeavingASharedDatabaseDoNotCollideWithArrivingOnes() throws {
+        let fixture = try PlanFixture(self)
+        try fixture.onSources("CREATE TABLE users (id bigint PRIMARY KEY, email text UNIQUE)")
+        // modulo over t0 (s0's database), t1, t2: id 1 leaves s0 for t1, id 3 comes from s1 to t0.
+        try PGConnection.connect(fixture.sources[0]).execute("INSERT INTO users VALUES (1, 'same@x'), (2, 'a@x')")
+        try PGConnection.connect(fixture.sources[1]).execute("INSERT INTO users VALUES (3, 'same@x'), (5, 'b@x')")
+        let plan = try ReshardCLI.run(["plan", "-c", try fixture.writeConfig(tables: [("users", "id")], function: "modulo")])
+        XCTAssertEqual(plan.status, 0, plan.stderr)
+        // The same value arriving on t0 from both sources is still refused.
+        try PGConnection.connect(fixture.sources[0]).execute("UPDATE users SET email = 'b@x' WHERE id = 2")
+        let refused = try ReshardCLI.run(["plan", "-c", try fixture.writeConfig(tables: [("users", "id")], function: "modulo")])
+        XCTAssertEqual(refused.status, 2, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("unique index users_email_key (email) would be violated on target t2: on both s0 and s1: (b@x)"), refused.stderr)
+    }
+}
