@@ -79,4 +79,16 @@ final class TableSQLTests: XCTestCase {
             sql.batchSelect(after: ["1", "o'k"], upTo: nil, function: function, target: 1),
             "SELECT \"id\", \"we\"\"ird\", \"region\" FROM \"app\".\"sel\"\"ect\" WHERE (\"region\", \"id\") > ('1'::integer, 'o''k'::bigint) AND (((\"id\")::bigint % 2 + 2) % 2)::int = 1")
     }
+
+    /// On a target that is a source's database, rows are written under the built name and read
+    /// from the live table: a staying batch is one INSERT ... SELECT on the server.
+    func testABuiltTableIsWrittenAndTheLiveOneRead() {
+        let sql = TableSQL(table(generated: true), writingTo: QualifiedName(schema: "reshard_build", "sel\"ect"))
+        XCTAssertEqual(sql.copyIn, #"COPY "reshard_build"."sel""ect" ("id", "we""ird", "region") FROM STDIN (FORMAT binary)"#)
+        let batch = sql.batchSelect(after: ["5"], upTo: ["9"], function: try! ShardFunction(kind: .hash, shardCount: 2), target: 0)
+        XCTAssertEqual(
+            sql.insert(batch),
+            #"INSERT INTO "reshard_build"."sel""ect" ("id", "we""ird", "region") SELECT "id", "we""ird", "region" FROM "app"."sel""ect" WHERE ("id") > ('5'::bigint) AND ("id") <= ('9'::bigint) AND (hashint8("id") < 0)"#)
+        XCTAssertTrue(sql.insertFromStaging("s").hasPrefix(#"INSERT INTO "reshard_build"."sel""ect" "#))
+    }
 }

@@ -54,11 +54,10 @@ struct SliceCopier {
             let type = table.columns.first(where: { $0.name == table.uniqueKey[0] })?.type,
             ["bigint", "integer", "smallint"].contains(type)
         else { return nil }
-        let src = sql
-        let key = src.keyColumns[0]
+        let key = sql.keyColumns[0]
         let row = try source.query(
-            "SELECT min(\(key))::bigint, max(\(key))::bigint, greatest((SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)), 1)::float8 FROM \(src.name)",
-            [src.name])
+            "SELECT min(\(key))::bigint, max(\(key))::bigint, greatest((SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)), 1)::float8 FROM \(sql.name)",
+            [sql.name])
         guard let min = row[0, 0].flatMap({ Int64($0) }), let max = row[0, 1].flatMap({ Int64($0) }) else {
             return IntegerKeyRange(min: 0, max: 0, spacing: 1)
         }
@@ -120,7 +119,7 @@ struct SliceCopier {
                 from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: conn,
                 "COPY reshard_staging (\(sql.writableColumns)) FROM STDIN (FORMAT binary)")
             try collisionGuard?.checkConflicts(staging: "reshard_staging", into: sql.targetName, on: conn, own: source)
-            return try keepingOtherUniqueViolations {
+            return try stoppingOnOtherUniqueViolations {
                 try conn.execute("\(sql.insertFromStaging("reshard_staging")) \(sql.onKeyConflictDoNothing)").affectedRows
             }
         }
@@ -139,14 +138,14 @@ struct SliceCopier {
             return try target.transaction { conn in
                 try conn.execute("SET LOCAL reshard.applying = on")
                 try collisionGuard?.checkConflicts(staging: "(\(select))", into: sql.targetName, on: conn, own: source)
-                return try keepingOtherUniqueViolations { try conn.execute("\(sql.insert(select)) \(sql.onKeyConflictDoNothing)").affectedRows }
+                return try stoppingOnOtherUniqueViolations { try conn.execute("\(sql.insert(select)) \(sql.onKeyConflictDoNothing)").affectedRows }
             }
         }
     }
 
     /// Runs `body`, turning a unique violation (of a constraint other than the migration's key,
     /// which ON CONFLICT covers) into the error that stops the migration rather than drop a row.
-    private func keepingOtherUniqueViolations<T>(_ body: () throws -> T) throws -> T {
+    private func stoppingOnOtherUniqueViolations<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let error as PostgresError where error.sqlState == "23505" {
