@@ -1,6 +1,6 @@
 import PostgresClient
 
-/// The table's own triggers (not reshard's capture triggers) on a target: created with the table
+/// The table's own triggers (not reshard's: capture, fence, those calling `reshard_shim`) on a target: created with the table
 /// but disabled, so they fire neither for the copy nor for the catch-up (an audit trigger would
 /// log every copied row as a new write), and enabled as they are on the source at cutover
 /// (`enableTriggers`). A trigger function the target lacks is created from the source's
@@ -11,8 +11,10 @@ extension TargetTables {
         let rows = try source.query(
             """
             SELECT tgname, pg_get_triggerdef(oid), tgenabled::text, tgfoid::text FROM pg_trigger
-            WHERE tgrelid = to_regclass($1) AND NOT tgisinternal AND tgname NOT LIKE 'reshard\\_capture\\_%' ORDER BY tgname
-            """, [try source.quote(table.name)])
+            WHERE tgrelid = to_regclass($1) AND NOT tgisinternal
+              AND NOT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = tgfoid AND n.nspname = $2)
+            ORDER BY tgname
+            """, [try source.quote(table.name), Shim.schema])
         return (0..<rows.rowCount).map { (rows[$0, 0]!, rows[$0, 1]!, rows[$0, 2]!, rows[$0, 3]!) }
     }
 
