@@ -134,11 +134,6 @@ final class CatchUpApplier: @unchecked Sendable {
                 defer { done.leave() }
                 do {
                     try gate.withSlots([lane.sourceName, lane.targetName]) { try lane.apply(batch, table: table, log: log, gate: gate) }
-                } catch var error as PostgresError where error.code == .copyFailed && !lane.isHealthy {
-                    // A COPY cut off by a shard that went away is a lost connection, which the
-                    // coordinator retries, not a failed statement.
-                    error.code = .connectionLost
-                    failure.record(error)
                 } catch {
                     failure.record(error)
                 }
