@@ -45,8 +45,8 @@ final class FaultMatrixTests: XCTestCase {
         let load = WriteLoad(sources: fixture.app.sources, writers: 1, longTransactions: false)
         defer { load.stop() }
         let apply = try ReshardCLI.start(["apply", "-c", fixture.config, "--max-retry", "6"])
-        defer { if apply.wait(timeout: 0) == nil { apply.signal(SIGKILL) } }
-        XCTAssertTrue(try eventually(timeout: 90) { try status(fixture.config)?.phase == "in-sync" || apply.wait(timeout: 0) != nil }, apply.stderr)
+        defer { if apply.wait(timeout: 0.01) == nil { apply.signal(SIGKILL) } }
+        XCTAssertTrue(try eventually(timeout: 90) { try status(fixture.config)?.phase == "in-sync" || apply.wait(timeout: 0.01) != nil }, apply.stderr)
         try clusters[2].stop(mode: "immediate")
         defer { try? clusters[2].restart(mode: "fast") }
         let stopped = Date()
@@ -185,14 +185,14 @@ final class FaultMatrixTests: XCTestCase {
         // In the backfill the rate limit keeps it going for a few seconds, so the fault lands in it.
         let apply = try ReshardCLI.start(["apply", "-c", config] + (phase == .backfill ? ["--max-rows-per-second", "1500"] : []))
         defer {
-            if apply.wait(timeout: 0) == nil { apply.signal(SIGKILL) }
+            if apply.wait(timeout: 0.01) == nil { apply.signal(SIGKILL) }
             for cluster in clusters {
                 _ = try? PGConnection.connect(cluster.connectionString()).execute("ALTER ROLE \(Self.role) RESET ALL")
             }
         }
         /// Waits for `condition`, or for apply to exit (it must not): a failure then shows at once.
         func waitFor(_ timeout: TimeInterval, _ condition: () throws -> Bool) throws -> Bool {
-            try eventually(timeout: timeout) { try condition() || apply.wait(timeout: 0) != nil } && (try condition())
+            try eventually(timeout: timeout) { try condition() || apply.wait(timeout: 0.01) != nil } && (try condition())
         }
         var seen: MigrationStatus?
         XCTAssertTrue(try waitFor(90) {
@@ -257,7 +257,7 @@ final class FaultMatrixTests: XCTestCase {
         load.assertHealthy(file: file, line: line)
         XCTAssertTrue(try waitFor(120) { try changelogIsEmpty(fixture.app) }, "the changelog did not drain: \(apply.stderr)",
                       file: file, line: line)
-        XCTAssertNil(apply.wait(timeout: 0), "apply must ride through the fault: \(apply.stderr)", file: file, line: line)
+        XCTAssertNil(apply.wait(timeout: 0.01), "apply must ride through the fault: \(apply.stderr)", file: file, line: line)
         apply.signal(SIGTERM)
         XCTAssertEqual(apply.wait(), 0, apply.stderr, file: file, line: line)
         try ReferenceData.assertTargetsMatchSources(fixture.app, file: file, line: line)
