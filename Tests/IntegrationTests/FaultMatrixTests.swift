@@ -12,9 +12,8 @@ import Glibc
 /// write load, converges with nothing lost or duplicated (`ReferenceData`'s independent SQL) and
 /// no human step: the one coordinator started keeps running through it.
 ///
-/// One set of clusters for the class: s0 on c0, s1 on c1, the three targets on c2 (pure
-/// targets, so the check does not depend on how a shared database builds its tables), the
-/// metadata on c3. reshard connects as a role of its own (`reshard_fault`), the application and
+/// One set of clusters for the class: s0 on c0 (also target t0, as `PlanFixture` lays it out),
+/// s1 on c1, targets t1 and t2 on c2, the metadata on c3. reshard connects as a role of its own (`reshard_fault`), the application and
 /// the checks as `postgres`, so a setting on reshard's role touches reshard alone.
 final class FaultMatrixTests: XCTestCase {
     enum Fault: CaseIterable {
@@ -109,9 +108,10 @@ final class FaultMatrixTests: XCTestCase {
             }
             return full
         }
+        let s0 = (clusters[0], try database(clusters[0], "s0"))
         let places: [(LocalCluster, String)] = [
-            (clusters[0], try database(clusters[0], "s0")), (clusters[1], try database(clusters[1], "s1")),
-            (clusters[2], try database(clusters[2], "t0")), (clusters[2], try database(clusters[2], "t1")),
+            s0, (clusters[1], try database(clusters[1], "s1")),
+            s0, (clusters[2], try database(clusters[2], "t1")),
             (clusters[2], try database(clusters[2], "t2")), (clusters[3], try database(clusters[3], "meta")),
         ]
         let directory = NSTemporaryDirectory() + "reshard-faults-\(UUID().uuidString)"
