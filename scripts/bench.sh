@@ -4,6 +4,7 @@
 #   BENCH_USERS / BENCH_POSTS   row counts (default 1000000 / 2000000)
 #   BENCH_SECONDS               length of each pgbench run (default 15)
 #   BENCH_CHANGES               changes queued per table for the catch-up drain (default 200000)
+#   BENCH_ONLY=drain            only section 6 (catch-up drain and the catch-up under load)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${RESHARD_BIN:-.build/release/reshard}
@@ -28,6 +29,8 @@ META="host=127.0.0.1 port=$P0 user=postgres dbname=reshard"
 for p in $P0 $P1 $P2; do psql -qX "host=127.0.0.1 port=$p user=postgres dbname=postgres" -c "CREATE DATABASE app"; done
 psql -qX "host=127.0.0.1 port=$P0 user=postgres dbname=postgres" -c "CREATE DATABASE reshard"
 
+ONLY=${BENCH_ONLY:-}
+if [ "$ONLY" != drain ]; then
 DDL="CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL, bio text, created timestamptz NOT NULL);
      CREATE TABLE posts (id bigint PRIMARY KEY, user_id bigint NOT NULL, body text NOT NULL, created timestamptz NOT NULL);"
 echo "loading users $USERS, posts $POSTS on the source..."
@@ -37,6 +40,7 @@ psql -qX "$SRC" -c "$DDL" -c "
   INSERT INTO posts SELECT g, 1 + (g::bigint * 7919) % $USERS, 'post ' || md5(g::text), now() - g * interval '1 s'
     FROM generate_series(1, $POSTS) g;" -c "VACUUM ANALYZE users" -c "VACUUM ANALYZE posts"
 psql -qAtX "$SRC" -c "SELECT 'average row: users ' || avg(pg_column_size(u.*))::int || ' B' FROM users u"
+fi
 
 now() { date +%s.%N; }
 # sample_ages PID DSN LOGS: while PID (a load) runs, the age of the oldest unapplied change in the
@@ -58,6 +62,7 @@ wait_in_sync() {
 }
 ratio() { python3 -c "print(f'{$1/$2:.3f}')"; }
 
+if [ "$ONLY" != drain ]; then
 # --- 1. Backfill vs hand-written binary COPY pipes -------------------------------------------------
 recreate_targets() { for t in "$T0" "$T1"; do PGOPTIONS="-c client_min_messages=warning" psql -qX "$t" -c "DROP TABLE IF EXISTS users, posts" -c "$1" > /dev/null; done; }
 pipes() {
@@ -204,6 +209,7 @@ if command -v pgcopydb > /dev/null; then
   echo "backfill 1 -> 1 ratio reshard/pgcopydb (best of 2): $(ratio $obest $cbest)   [goal < 1.0]"
 else
   echo "backfill 1 -> 1 vs pgcopydb: skipped (pgcopydb is not installed: apt-get install pgcopydb)"
+fi
 fi
 # --- 6. Catch-up drain rate vs the rate the application produces changes --------------------------
 # Own databases, so the shim of the sections above plays no part: a 3-column key (lines) and a

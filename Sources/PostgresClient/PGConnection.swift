@@ -44,7 +44,7 @@ public final class PGConnection: @unchecked Sendable {
     ///
     /// - Parameters:
     ///   - applicationName: shown in `pg_stat_activity` unless the string sets its own.
-    ///   - settings: run as `SET` right after connecting (for example pinned `TimeZone`).
+    ///   - settings: set right after connecting (for example pinned `TimeZone`), over `sessionDefaults`.
     public static func connect(
         _ connection: ConnectionString, applicationName: String = "reshard", settings: [String: String] = [:]
     ) throws -> PGConnection {
@@ -58,6 +58,10 @@ public final class PGConnection: @unchecked Sendable {
         {
             keywords.append("connect_timeout")
             values.append("10")
+        }
+        for (keyword, value) in tcpDefaults where connection.options[keyword] == nil {
+            keywords.append(keyword)
+            values.append(value)
         }
         let handle: OpaquePointer? = withCStringArray(keywords) { k in
             withCStringArray(values) { v in PQconnectdbParams(k, v, 1) }
@@ -73,10 +77,46 @@ public final class PGConnection: @unchecked Sendable {
                 code: .connectionFailed, message: Redaction.hidingOptionValues(Redaction.oneLine(conn.lastErrorMessage())),
                 endpoint: conn.endpoint)
         }
-        for (name, value) in settings.sorted(by: { $0.key < $1.key }) {
-            _ = try conn.query("SELECT set_config($1, $2, false)", [name, value])
-        }
+        // One round trip for every setting.
+        let all = sessionDefaults.merging(settings) { $1 }.sorted { $0.key < $1.key }
+        let calls = all.indices.map { "set_config($\($0 * 2 + 1), $\($0 * 2 + 2), false)" }.joined(separator: ", ")
+        _ = try conn.query("SELECT \(calls)", all.flatMap { [$0.key, $0.value] })
         return conn
+    }
+
+    /// Settings every session gets unless `connect`'s caller sets them: none of a role's or
+    /// database's timeouts for statements. reshard sizes its own statements (batches of about two
+    /// seconds, bounded rounds) and stops or cancels them itself; a `statement_timeout` a DBA set
+    /// on its role (or `idle_in_transaction_session_timeout`, which a transaction waiting on
+    /// another shard could exceed) would fail the same batch on every retry. A statement that
+    /// must not wait long (the lag check) sets its own.
+    public static let sessionDefaults = ["statement_timeout": "0", "idle_in_transaction_session_timeout": "0"]
+
+    /// TCP settings a connection gets unless its string sets them. libpq leaves a silent socket
+    /// alone, so a shard behind a network partition would hold a waiting statement forever:
+    /// keepalives probe a connection waiting for a result (a dead peer is noticed after about
+    /// 30 + 3 x 10 s), and `tcp_user_timeout` ends one whose sent data stays unacknowledged for
+    /// 60 s. A connection that ends this way is lost, which reshard retries. Long statements are
+    /// not affected: a live server's kernel answers the probes. Unix sockets ignore them.
+    public static let tcpDefaults: [(keyword: String, value: String)] = [
+        ("keepalives", "1"), ("keepalives_idle", "30"), ("keepalives_interval", "10"), ("keepalives_count", "3"),
+        ("tcp_user_timeout", "60000"),
+    ]
+
+    /// The value of a connection option in effect on this connection (`PQconninfo`), e.g.
+    /// `keepalives_idle`; nil when it is unset. Never ask for `password`.
+    public func option(_ keyword: String) -> String? {
+        precondition(keyword != "password", "the password is never read back")
+        return lock.withLock {
+            guard let info = PQconninfo(handle) else { return nil }
+            defer { PQconninfoFree(info) }
+            var option = info
+            while let name = option.pointee.keyword {
+                if String(cString: name) == keyword { return option.pointee.val.map { String(cString: $0) } }
+                option += 1
+            }
+            return nil
+        }
     }
 
     /// libpq prints every server NOTICE on stderr by default (`DROP TABLE IF EXISTS` says "does not
@@ -182,7 +222,10 @@ public final class PGConnection: @unchecked Sendable {
     }
 
     func error(code: PostgresError.Code, statement: String?) -> PostgresError {
-        PostgresError(code: code, message: lastErrorMessage(), endpoint: endpoint, statement: statement)
+        // A COPY cut off because the server went away (a restart, a killed backend, the network)
+        // is a lost connection, which callers retry, not a COPY that failed.
+        let code = code == .copyFailed && PQstatus(handle) != CONNECTION_OK ? .connectionLost : code
+        return PostgresError(code: code, message: lastErrorMessage(), endpoint: endpoint, statement: statement)
     }
 
     func lastErrorMessage() -> String {

@@ -44,6 +44,9 @@ struct ApplyCommand: ParsableCommand {
             valueName: "duration"))
     var maxReplicaLag = "30s"
 
+    @Option(name: .long, parsing: .unconditional, help: "Give up (exit 1) once work has failed on a shard or the metadata database being away for this many seconds in a row.")
+    var maxRetry: Double = 300
+
     @Flag(name: .long, help: "Create secondary indexes before the copy instead of after it.")
     var keepIndexes = false
 
@@ -73,6 +76,7 @@ struct ApplyCommand: ParsableCommand {
         try RateLimit.validate(maxRowsPerSecond)
         // A negative limit is never exceeded... by nothing: it would pause the backfill forever.
         guard maxBacklog >= 1 else { throw ValidationError("--max-backlog must be at least 1, not \(maxBacklog)") }
+        guard maxRetry > 0, maxRetry.isFinite else { throw ValidationError("--max-retry must be a positive number of seconds, not \(maxRetry)") }
         guard let lag = DurationText.seconds(maxReplicaLag), lag > 0 else {
             throw ValidationError("--max-replica-lag must be a positive duration like 30s, 500ms or 2m, not '\(maxReplicaLag)'")
         }
@@ -90,6 +94,7 @@ struct ApplyCommand: ParsableCommand {
         options.replicas = target.replicas
         options.keepIndexes = keepIndexes
         options.keysJustChecked = migration.plan == nil
+        options.retry.window = maxRetry
         let coordinator = Coordinator(plan: target.plan, shards: target.shards, metadata: target.metadata, options: options)
         let progress = ProgressPrinter(json: output.json)
         let endpoint = try metrics.start()

@@ -109,16 +109,17 @@ final class CatchUpApplier: @unchecked Sendable {
             applied += batch.count - heldBack.reduce(0) { $0 + $1.count }
             if batch.count >= limit {
                 drained = false
-                adapt(took: Date().timeIntervalSince(started))
+                batchLimit = Self.adapted(batchLimit, took: Date().timeIntervalSince(started))
             }
         }
         return Round(applied: applied, drained: drained)
     }
 
     /// Full batches grow while quick and shrink when slow, so a round stays around a second.
-    private func adapt(took: TimeInterval) {
-        if took < 0.5 { batchLimit = min(batchLimit * 2, Self.batchRange.upperBound) }
-        if took > 2 { batchLimit = max(batchLimit / 2, Self.batchRange.lowerBound) }
+    static func adapted(_ limit: Int, took: TimeInterval) -> Int {
+        if took < 0.5 { return min(limit * 2, batchRange.upperBound) }
+        if took > 2 { return max(limit / 2, batchRange.lowerBound) }
+        return limit
     }
 
     /// Runs every target's lane for `batch` at once (each waits for its shards' slots) and
@@ -134,11 +135,6 @@ final class CatchUpApplier: @unchecked Sendable {
                 defer { done.leave() }
                 do {
                     try gate.withSlots([lane.sourceName, lane.targetName]) { try lane.apply(batch, table: table, log: log, gate: gate) }
-                } catch var error as PostgresError where error.code == .copyFailed && !lane.isHealthy {
-                    // A COPY cut off by a shard that went away is a lost connection, which the
-                    // coordinator retries, not a failed statement.
-                    error.code = .connectionLost
-                    failure.record(error)
                 } catch {
                     failure.record(error)
                 }
@@ -199,8 +195,15 @@ extension CatchUpApplier {
             self.target = target
             targetName = plan.targets[target].name
             self.connect = connect
-            source = try connect(sourceName)
-            targetConnection = plan.targets[target].sameAsSource == sourceName ? nil : try connect(targetName)
+            source = try Self.session(sourceName, connect)
+            targetConnection = plan.targets[target].sameAsSource == sourceName ? nil : try Self.session(targetName, connect)
+        }
+
+        /// A session for the lane's statements, planned as the catch-up needs (`CatchUpSQL.sessionSettings`).
+        private static func session(_ name: String, _ connect: (String) throws -> PGConnection) throws -> PGConnection {
+            let conn = try connect(name)
+            try conn.execute(CatchUpSQL.sessionSettings)
+            return conn
         }
 
         var isHealthy: Bool {
@@ -214,7 +217,7 @@ extension CatchUpApplier {
         /// A broken one makes the lane unhealthy, and the coordinator replaces the whole applier.
         private func other(_ name: String) throws -> PGConnection {
             if let conn = others[name] { return conn }
-            let conn = try connect(name)
+            let conn = try Self.session(name, connect)
             others[name] = conn
             return conn
         }

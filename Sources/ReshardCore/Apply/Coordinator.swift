@@ -574,8 +574,10 @@ public final class Coordinator: @unchecked Sendable {
     /// Retries `body` through transient failures (a shard restarting, a dropped connection) with
     /// the backoff of `options.retry`, until it returns true or a stop; any other error, or
     /// failures lasting longer than the retry window, fail the migration. Every retry is an event
-    /// naming `what` and the shard, and shows in `status` until `what` succeeds again.
-    func withRetry(_ what: String, _ body: () throws -> Bool) {
+    /// naming `what` and the shard, and shows in `status` until `what` succeeds again. Before a
+    /// retry, `reset` drops the work's sessions: a session can be healthy and still unfit (one
+    /// opened while its database was read-only stays read-only).
+    func withRetry(_ what: String, reset: () -> Void = {}, _ body: () throws -> Bool) {
         var run = RetryPolicy.Run(options.retry)
         while !state.isStopping {
             do {
@@ -586,12 +588,14 @@ public final class Coordinator: @unchecked Sendable {
                 // A statement cancelled by a stop (`Workers.stop`) is the stop, not a failure.
                 if state.isStopping { return }
                 guard let retry = run.failed(error) else {
-                    state.log("\(what) failed: \((error as? PostgresError)?.summary ?? "\(error)")", level: "error",
-                              shard: (error as? PostgresError)?.endpoint?.label)
-                    state.fail(error)
+                    let shard = (error as? PostgresError)?.endpoint?.label
+                    let summary = (error as? PostgresError)?.summary ?? "\(error)"
+                    state.log("\(what) failed: \(summary)", level: "error", shard: shard)
+                    state.fail(RetryPolicy.isTransient(error) ? run.gaveUp(what, error, shard: shard) : error)
                     return
                 }
                 state.noteRetry(what, retry)
+                reset()
                 state.wait(retry.delay)
             }
         }
@@ -609,7 +613,7 @@ public final class Coordinator: @unchecked Sendable {
         var connections: (source: PGConnection, target: PGConnection, meta: PGConnection)?
         var batchSize = options.initialBatchSize
         var integerRange: SliceCopier.IntegerKeyRange??
-        withRetry("copy \(key.table) \(key.source) -> \(key.target)") {
+        withRetry("copy \(key.table) \(key.source) -> \(key.target)", reset: { connections = nil }) {
             if connections == nil || !(connections!.source.isHealthy && connections!.target.isHealthy && connections!.meta.isHealthy) {
                 connections = nil
                 // Slices already run side by side: parallel query workers would only compete with them.
@@ -663,7 +667,7 @@ public final class Coordinator: @unchecked Sendable {
         // Counting the logs scans them: once a second is as fresh as `status` shows anyway.
         var lastCount = Date.distantPast
         var columnsSeen = 0
-        withRetry("catch-up \(sourceName)") {
+        withRetry("catch-up \(sourceName)", reset: { applier = nil }) {
             if applier == nil || !applier!.isHealthy || schemaDrift.changed(since: &columnsSeen) {
                 applier = nil
                 applier = try CatchUpApplier.connecting(plan: plan, source: sourceName, gate: catchUpGate) { [self] in try connect($0) }

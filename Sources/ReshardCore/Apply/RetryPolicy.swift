@@ -23,11 +23,13 @@ public struct RetryPolicy: Sendable, Equatable {
     }
 
     /// Whether `error` is worth retrying: a server going away or refusing connections for a while
-    /// (restart, failover, network), a serialization failure or deadlock. Anything else (a missing
-    /// table, a constraint violation, a wrong password reported as such) will not fix itself.
+    /// (restart, failover, network), a serialization failure or deadlock, a server refusing writes
+    /// for now (25006: a failover's standby not yet promoted, `default_transaction_read_only`
+    /// switched on). Anything else (a missing table, a constraint violation, a wrong password
+    /// reported as such) will not fix itself.
     public static func isTransient(_ error: any Error) -> Bool {
         guard let error = error as? PostgresError else { return false }
-        return error.isTransient || error.code == .connectionFailed
+        return error.isTransient || error.code == .connectionFailed || error.sqlState == "25006"
     }
 
     /// The wait before the next attempt after `failures` failures in a row (1 or more).
@@ -69,6 +71,15 @@ public struct RetryPolicy: Sendable, Equatable {
             return Retry(
                 failures: failures, since: start, delay: policy.delay(afterFailures: failures),
                 error: pg?.summary ?? "\(error)", shard: pg?.endpoint?.label)
+        }
+
+        /// The error to fail with when a transient `error` outlasted the window: it says that
+        /// reshard retried, for how long, and the option that sets it.
+        public func gaveUp(_ what: String, _ error: any Error, shard: String?) -> ReshardError {
+            let summary = (error as? PostgresError)?.summary ?? "\(error)"
+            return ReshardError.failed(
+                "\(what): gave up after retrying for \(Int(policy.window)) s (--max-retry): \(summary)", shard: shard,
+                underlying: error)
         }
 
         /// Records a success: the next failure starts a new run. Returns whether a run of failures

@@ -24,6 +24,14 @@ struct CatchUpSQL: Sendable {
 
     static let keyTable = "pg_temp.reshard_keys"
 
+    /// Run once on every session of a lane. A batch's key set is small beside the table, so each
+    /// key must be one index lookup (a nested loop); but the planner, which knows neither how few
+    /// keys a temp table or an `unnest` holds nor how the shard filter thins them, picks a hash
+    /// join that reads the whole table for every batch (a sequential scan per lane and round,
+    /// which was most of a round's time). Every join the lanes make is between a key set and an
+    /// indexed key, so these sessions plan no hash or merge joins.
+    static let sessionSettings = "SET enable_hashjoin = off; SET enable_mergejoin = off"
+
     /// - Parameter target: the target the statements write; on one that is a source's database
     ///   they write the table built beside the live one, and read the live table for current rows.
     init(plan: Plan, table: Plan.Table, target: Int) {
