@@ -140,15 +140,16 @@ public final class Rehearsal: @unchecked Sendable {
     public func run() throws -> RehearsalReport {
         let setup = try setup()
         defer { setup.topology.stop() }
+        phases.append(.init(name: "setup", start: 0, seconds: now, exitCodes: [], note: setup.topology.isLocal ? "local clusters, schema" : "schema"))
         let topology = setup.topology
         let tables = try TableModel.parentsFirst(setup.tables)
 
         // Rows, split evenly over the tables, placed by today's layout.
         let generator = RowGenerator(seed: options.seed, placement: topology.sourceFunction)
         let perTable = max(1, options.rows / max(tables.count, 1))
+        var phaseStart = now
         let rows = try generator.generate(tables, counts: Dictionary(uniqueKeysWithValues: tables.map { ($0.name, perTable) }))
         let ledger = Ledger()
-        var phaseStart = now
         let (pools, skipped) = try RehearsalData.load(rows, tables: tables, sources: topology.sources, ledger: ledger)
         phases.append(.init(name: "load", start: phaseStart, seconds: now - phaseStart, exitCodes: [],
                             note: "\(ledger.loaded) rows\(skipped > 0 ? ", \(skipped) refused by constraints and skipped" : "")"))
