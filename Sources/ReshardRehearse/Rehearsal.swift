@@ -113,6 +113,7 @@ public final class Rehearsal: @unchecked Sendable {
                     throw ReshardError.refused("\(name) already has a table \(spec.name): rehearse needs empty databases")
                 }
                 try conn.execute(schemaSQL)
+                try conn.execute("RESET search_path")
             }
             // Targets need the schema's types and functions (reshard creates only the tables):
             // the same schema, without the migrated tables.
@@ -122,6 +123,7 @@ public final class Rehearsal: @unchecked Sendable {
                     throw ReshardError.refused("\(name) already has a table \(spec.name): rehearse needs empty databases")
                 }
                 try conn.execute(schemaSQL)
+                try conn.execute("RESET search_path")
                 try conn.execute("SET client_min_messages = warning; DROP TABLE \(try tableSpecs.map { try conn.quote($0.name) }.joined(separator: ", ")) CASCADE")
             }
             let conn = try PGConnection.connect(topology.sources[0], applicationName: "rehearse setup")
