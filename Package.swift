@@ -46,7 +46,8 @@ let package = Package(
             ]
         ),
         // `reshard rehearse`: synthetic data, a ledger workload, faults, and the checker that proves nothing was lost.
-        .target(name: "ReshardRehearse", dependencies: ["ReshardCore", "ReshardRouting", "LocalCluster", "PostgresClient", "Yams"]),
+        .target(
+            name: "ReshardRehearse", dependencies: ["ReshardCore", "ReshardRouting", "ReshardRouter", "LocalCluster", "PostgresClient", "Yams"]),
         // The command-line interface.
         .executableTarget(
             name: "reshard",

@@ -1,6 +1,7 @@
 import Foundation
 import PostgresClient
 import ReshardCore
+import ReshardRouter
 import ReshardRouting
 
 #if canImport(Glibc)
@@ -37,10 +38,16 @@ public final class LedgerWorkload: @unchecked Sendable {
         public var writesPerSecond: Int
         public var threads: Int
         public var seed: UInt64
-        public init(writesPerSecond: Int, threads: Int = 4, seed: UInt64) {
+        /// Where `ReshardRouter` finds the shard map (published by `apply` when it starts); until
+        /// then, and without it, writes go by `ShardMapSource`'s map.
+        public var metadata: ConnectionString?
+        public var migration: String
+        public init(writesPerSecond: Int, threads: Int = 4, seed: UInt64, metadata: ConnectionString? = nil, migration: String = "") {
             self.writesPerSecond = writesPerSecond
             self.threads = threads
             self.seed = seed
+            self.metadata = metadata
+            self.migration = migration
         }
     }
 
@@ -61,6 +68,7 @@ public final class LedgerWorkload: @unchecked Sendable {
     private var reloads = 0
     private var anomalies: [String] = []
     private var moves = 0
+    private var routed = false
     private let done = DispatchGroup()
     /// Tables other tables reference: never deleted from or moved, so children always find them.
     private let parents: Set<QualifiedName>
@@ -104,6 +112,8 @@ public final class LedgerWorkload: @unchecked Sendable {
     public var cpuSeconds: Double { lock.withLock { cpu } }
     public var mapReloads: Int { lock.withLock { reloads } }
     public var shardKeyMoves: Int { lock.withLock { moves } }
+    /// Whether writes went through `ReshardRouter` (once `apply` published the map).
+    public var usedRouter: Bool { lock.withLock { routed } }
     /// What the application itself saw go wrong (an update that found no row it had written).
     public var applicationAnomalies: [String] { lock.withLock { anomalies } }
 
@@ -117,6 +127,30 @@ public final class LedgerWorkload: @unchecked Sendable {
 
     private final class Connections {
         var byDSN: [String: PGConnection] = [:]
+        /// This thread's router (a router serialises its writes per shard: one per thread).
+        var router: ReshardRouter?
+        var routerTried = Date.distantPast
+    }
+
+    /// The thread's router once the migration has a shard map; nil before (asked again each second).
+    private func router(_ conns: Connections) -> ReshardRouter? {
+        if let router = conns.router { return router }
+        guard let metadata = options.metadata, Date().timeIntervalSince(conns.routerTried) >= 1 else { return nil }
+        conns.routerTried = Date()
+        conns.router = try? ReshardRouter(metadata: metadata, migration: options.migration) { dsn, shard in
+            try PGConnection.connect(try ConnectionString(dsn, label: shard), applicationName: "rehearse ledger", settings: Self.settings)
+        }
+        if conns.router != nil { lock.withLock { routed = true } }
+        return conns.router
+    }
+
+    /// The routing key of a row under `map`: the value of the column the map routes `table` by.
+    func routingKey(_ table: TableModel, _ values: [String?], _ map: ShardMap) throws -> ShardKey {
+        guard let entry = map.tables.first(where: { $0.name == table.name.description }),
+            let index = table.writtenColumns.firstIndex(where: { $0.name == entry.key }), let text = values[index],
+            let key = ShardKey(text: text, type: entry.keyType)
+        else { throw ReshardError.failed("table \(table.name): cannot route a row by the shard map") }
+        return key
     }
 
     private func run(thread: Int) {
@@ -148,13 +182,9 @@ public final class LedgerWorkload: @unchecked Sendable {
         }
     }
 
-    private func owner(_ table: TableModel, _ values: [String?]) throws -> ShardMap.Shard {
-        let map = lock.withLock { self.map }
-        guard let entry = map.tables.first(where: { $0.name == table.name.description }),
-            let index = table.writtenColumns.firstIndex(where: { $0.name == entry.key }), let text = values[index],
-            let key = ShardKey(text: text, type: entry.keyType)
-        else { throw ReshardError.failed("table \(table.name): cannot route a row by the shard map") }
-        return try map.shard(table: entry.name, key: key)
+    private func owner(_ table: TableModel, _ values: [String?], _ conns: Connections) throws -> ShardMap.Shard {
+        let map = router(conns)?.map ?? lock.withLock { self.map }
+        return try map.shard(table: table.name.description, key: try routingKey(table, values, map))
     }
 
     private func reloadMap() {
@@ -266,15 +296,23 @@ public final class LedgerWorkload: @unchecked Sendable {
     /// returned it), failed (rolled back: the state stays), or in doubt (the connection broke
     /// before the answer: either state is acceptable). Returns the result when acknowledged.
     private func write(
-        _ table: TableModel, key: String, to target: ShardMap.Shard, _ conns: Connections, intended: Ledger.State,
+        _ table: TableModel, key: String, values: [String?], to target: ShardMap.Shard, _ conns: Connections, intended: Ledger.State,
         _ body: (PGConnection) throws -> PGResult
     ) -> PGResult? {
         let ledgerKey = Ledger.Key(table: table.name, key: key)
+        let router = router(conns)
         for attempt in 0..<2 {
-            guard let conn = connection(target, conns) else { return nil }
             let started = Date()
             do {
-                let result = try body(conn)
+                let result: PGResult
+                if let router {
+                    // The router runs it in a transaction on the shard the current epoch names,
+                    // and follows the fence's refusals itself (reload, run again).
+                    result = try router.write(table: table.name.description, key: try routingKey(table, values, router.map)) { try body($0) }
+                } else {
+                    guard let conn = connection(target, conns) else { return nil }
+                    result = try body(conn)
+                }
                 let latency = Date().timeIntervalSince(started)
                 if intended == .absent {
                     if result.affectedRows > 0 { ledger.record(ledgerKey, .absent, .acknowledged, started: started, latency: latency) }
@@ -290,7 +328,10 @@ public final class LedgerWorkload: @unchecked Sendable {
                     continue
                 }
                 let lost = error.code == .connectionLost || error.sqlState.map { $0.hasPrefix("08") || $0.hasPrefix("57") } ?? true
-                ledger.record(ledgerKey, intended, lost ? .inDoubt : .failed, started: started, latency: 0)
+                // Inside the router's transaction only a lost COMMIT leaves the outcome unknown: a
+                // statement before it that failed, however, means nothing was committed.
+                let inDoubt = lost && (router == nil || error.statement == nil || error.statement == "COMMIT")
+                ledger.record(ledgerKey, intended, inDoubt ? .inDoubt : .failed, started: started, latency: 0)
                 if lost { conns.byDSN[target.dsn] = nil }
                 return nil
             } catch {
@@ -310,8 +351,8 @@ public final class LedgerWorkload: @unchecked Sendable {
             guard let parent = randomParent(fk.parent, &rng) else { return }
             parentRows[fk.parent] = [parent]
         }
-        guard let row = try? generator.row(of: table, index: index, parents: parentRows), let target = try? owner(table, row.values) else { return }
-        let result = write(table, key: keyText(table, row.values), to: target, conns, intended: intended(table, row.values)) { conn in
+        guard let row = try? generator.row(of: table, index: index, parents: parentRows), let target = try? owner(table, row.values, conns) else { return }
+        let result = write(table, key: keyText(table, row.values), values: row.values, to: target, conns, intended: intended(table, row.values)) { conn in
             try conn.query(try Self.insertSQL(table, rows: 1, conn), row.values)
         }
         if let result, result.rowCount == 1 { checkin(table, RowRef(key: result[0, 0]!, values: row.values)) }
@@ -321,8 +362,8 @@ public final class LedgerWorkload: @unchecked Sendable {
         let columns = table.updatableColumns
         let column = columns[Int(rng.next() % UInt64(columns.count))]
         let value = generator.freshValue(table, column, rng: &rng)
-        guard let target = try? owner(table, ref.values) else { return checkin(table, ref) }
-        let result = write(table, key: ref.key, to: target, conns, intended: intended(table, ref.values)) { conn in
+        guard let target = try? owner(table, ref.values, conns) else { return checkin(table, ref) }
+        let result = write(table, key: ref.key, values: ref.values, to: target, conns, intended: intended(table, ref.values)) { conn in
             try conn.query(
                 "UPDATE \(try conn.quote(table.name)) SET \(try conn.quoteIdentifier(column.name)) = $1 WHERE \(try keyCondition(table, conn, from: 2)) \(try Self.returning(table, conn))",
                 [value] + keyValues(table, ref))
@@ -338,8 +379,8 @@ public final class LedgerWorkload: @unchecked Sendable {
     }
 
     private func delete(_ table: TableModel, _ ref: RowRef, _ conns: Connections) {
-        guard let target = try? owner(table, ref.values) else { return checkin(table, ref) }
-        let result = write(table, key: ref.key, to: target, conns, intended: .absent) { conn in
+        guard let target = try? owner(table, ref.values, conns) else { return checkin(table, ref) }
+        let result = write(table, key: ref.key, values: ref.values, to: target, conns, intended: .absent) { conn in
             try conn.query("DELETE FROM \(try conn.quote(table.name)) WHERE \(try keyCondition(table, conn, from: 1))", keyValues(table, ref))
         }
         if let result, result.affectedRows == 0 {
@@ -365,12 +406,12 @@ public final class LedgerWorkload: @unchecked Sendable {
                 }
             }
         }
-        guard let from = try? owner(table, ref.values), let to = try? owner(table, values) else { return checkin(table, ref) }
+        guard let from = try? owner(table, ref.values, conns), let to = try? owner(table, values, conns) else { return checkin(table, ref) }
         lock.withLock { moves += 1 }
         let changed = columns.indices.filter { values[$0] != ref.values[$0] }
         if changed.isEmpty { return checkin(table, ref) }
         if from.dsn == to.dsn {
-            let result = write(table, key: ref.key, to: from, conns, intended: intended(table, values)) { conn in
+            let result = write(table, key: ref.key, values: values, to: from, conns, intended: intended(table, values)) { conn in
                 let sets = try changed.enumerated().map { "\(try conn.quoteIdentifier(columns[$1].name)) = $\($0 + 1)" }.joined(separator: ", ")
                 return try conn.query(
                     "UPDATE \(try conn.quote(table.name)) SET \(sets) WHERE \(try keyCondition(table, conn, from: changed.count + 1)) \(try Self.returning(table, conn))",
@@ -380,10 +421,10 @@ public final class LedgerWorkload: @unchecked Sendable {
             return
         }
         // Across shards: the delete first; the insert only once the delete is acknowledged.
-        guard let deleted = write(table, key: ref.key, to: from, conns, intended: .absent, { conn in
+        guard let deleted = write(table, key: ref.key, values: ref.values, to: from, conns, intended: .absent, { conn in
             try conn.query("DELETE FROM \(try conn.quote(table.name)) WHERE \(try keyCondition(table, conn, from: 1))", keyValues(table, ref))
         }), deleted.affectedRows == 1 else { return }
-        let inserted = write(table, key: ref.key, to: to, conns, intended: intended(table, values)) { conn in
+        let inserted = write(table, key: ref.key, values: values, to: to, conns, intended: intended(table, values)) { conn in
             try conn.query(try Self.insertSQL(table, rows: 1, conn), values)
         }
         if let inserted, inserted.rowCount == 1 { checkin(table, RowRef(key: ref.key, values: values)) }

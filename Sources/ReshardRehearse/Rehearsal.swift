@@ -184,7 +184,9 @@ public final class Rehearsal: @unchecked Sendable {
         let nextIndex = Dictionary(uniqueKeysWithValues: tables.map { ($0.name, perTable) })
         let workload = try LedgerWorkload(
             tables: tables, generator: generator, ledger: ledger, maps: StaticMapSource(oldMap),
-            options: .init(writesPerSecond: options.writesPerSecond, threads: options.writerThreads, seed: options.seed),
+            options: .init(
+                writesPerSecond: options.writesPerSecond, threads: options.writerThreads, seed: options.seed, metadata: topology.metadata,
+                migration: Self.migration),
             pools: pools, nextIndex: nextIndex)
         let workloadStarted = now
         workload.start()
@@ -297,7 +299,7 @@ public final class Rehearsal: @unchecked Sendable {
             faults: faults,
             ledger: .init(
                 loaded: ledger.loaded, acknowledged: ack, failed: ledger.failed, inDoubt: ledger.inDoubt, shardKeyMoves: workload.shardKeyMoves,
-                mapReloads: workload.mapReloads, writesPerSecond: Double(ack) / max(workloadSeconds, 0.001),
+                mapReloads: workload.mapReloads, throughRouter: workload.usedRouter, writesPerSecond: Double(ack) / max(workloadSeconds, 0.001),
                 cpuShareOfOneCore: workload.cpuSeconds / max(workloadSeconds, 0.001), found: totals.found, lost: totals.lost,
                 duplicated: totals.duplicated, misplaced: totals.misplaced, unacknowledgedSeen: totals.unacknowledgedSeen),
             layouts: layouts, applicationAnomalies: workload.applicationAnomalies, leftovers: leftovers, stepFailures: failures,

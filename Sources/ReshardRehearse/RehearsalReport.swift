@@ -51,6 +51,8 @@ public struct RehearsalReport: Codable, Sendable {
         public var inDoubt: Int
         public var shardKeyMoves: Int
         public var mapReloads: Int
+        /// Whether the writes went through `ReshardRouter` once `apply` published the shard map.
+        public var throughRouter: Bool
         public var writesPerSecond: Double
         /// CPU the ledger workload's threads used, as a share of one core over the time they ran.
         public var cpuShareOfOneCore: Double
@@ -115,7 +117,7 @@ public struct RehearsalReport: Codable, Sendable {
         }
         let l = ledger
         lines.append(
-            "ledger: \(l.loaded) rows loaded, \(l.acknowledged) writes acknowledged (\(String(format: "%.0f", l.writesPerSecond))/s, \(l.shardKeyMoves) shard-key changes), \(l.failed) failed, \(l.inDoubt) in doubt; found \(l.found), lost \(l.lost), duplicated \(l.duplicated), misplaced \(l.misplaced), unacknowledged seen \(l.unacknowledgedSeen)")
+            "ledger: \(l.loaded) rows loaded, \(l.acknowledged) writes acknowledged (\(String(format: "%.0f", l.writesPerSecond))/s, \(l.shardKeyMoves) shard-key changes\(l.throughRouter ? ", through ReshardRouter" : "")), \(l.failed) failed, \(l.inDoubt) in doubt; found \(l.found), lost \(l.lost), duplicated \(l.duplicated), misplaced \(l.misplaced), unacknowledged seen \(l.unacknowledgedSeen)")
         lines.append(String(format: "ledger bookkeeping: %.1f%% of one core", l.cpuShareOfOneCore * 100))
         for layout in layouts {
             let t = layout.totals
