@@ -72,7 +72,7 @@ let package = Package(
         // Everything that talks to real PostgreSQL clusters started by LocalCluster.
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ReshardCore", "ReshardRouting", "LocalCluster", "PostgresClient", "ReshardRehearse", "reshard"]
+            dependencies: ["ReshardCore", "ReshardRouting", "LocalCluster", "PostgresClient", "ReshardRehearse", "Yams", "reshard"]
         ),
     ]
 )

@@ -26,7 +26,10 @@ enum RehearsalData {
     /// owners, grants or psql meta-commands. The connection goes through libpq's environment
     /// variables, so a password never reaches a command line.
     static func dumpSchema(of source: ConnectionString, directory: String) throws -> String {
-        let binaries = try PostgresBinaries.locate()
+        // pg_dump on PATH (a client-only machine, the coordinator image), else next to the server programs.
+        let onPath = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/pg_dump" }
+            .first { FileManager.default.isExecutableFile(atPath: $0) }
+        let pgDump = try onPath ?? PostgresBinaries.locate().path("pg_dump")
         let names = [
             "host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
             "password": "PGPASSWORD", "passfile": "PGPASSFILE", "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT",
@@ -35,7 +38,7 @@ enum RehearsalData {
         var environment: [String: String] = [:]
         for (key, value) in source.options { if let name = names[key] { environment[name] = value } }
         let dump = try ChildProcess(
-            [binaries.path("pg_dump"), "--schema-only", "--no-owner", "--no-privileges", "--no-comments"], environment: environment,
+            [pgDump, "--schema-only", "--no-owner", "--no-privileges", "--no-comments"], environment: environment,
             directory: directory, name: "pg_dump")
         guard dump.wait() == 0 else { throw ReshardError.badInput("pg_dump of the first source's schema failed: \(dump.lastErrorLine)") }
         return dump.stdout.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("\\") }.joined(separator: "\n")
