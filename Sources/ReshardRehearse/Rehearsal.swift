@@ -279,9 +279,14 @@ public final class Rehearsal: @unchecked Sendable {
         }
 
         let status = try? MigrationStatus.read(migration: Self.migration, from: PGConnection.connect(topology.metadata, applicationName: "rehearse"))
-        let backfillPhase = phases.first { $0.name == "backfill" }
-        let ack = ledger.acknowledged
         let samples = ledger.latencySamples
+        let backfillPhase = phases.first { $0.name == "backfill" }
+        // The ledger's clock started at its creation, before the load; phases count from the rehearsal's start.
+        let ledgerOffset = ledger.start.timeIntervalSince(started)
+        let backfillWrites = backfillPhase.map { p in
+            samples.filter { Double($0.0) + ledgerOffset >= p.start && Double($0.0) + ledgerOffset <= p.start + p.seconds }.count
+        } ?? 0
+        let ack = ledger.acknowledged
         let lagInWindow = lock.withLock { lagSamples.filter { s in catchUpWindow.map { s.0 >= $0.0 && s.0 <= $0.1 } ?? false }.map(\.1) }
         let totals = layouts.reduce(into: LedgerCheck.Totals()) {
             $0.found += $1.totals.found; $0.lost += $1.totals.lost; $0.duplicated += $1.totals.duplicated
@@ -300,11 +305,12 @@ public final class Rehearsal: @unchecked Sendable {
             ledger: .init(
                 loaded: ledger.loaded, acknowledged: ack, failed: ledger.failed, inDoubt: ledger.inDoubt, shardKeyMoves: workload.shardKeyMoves,
                 mapReloads: workload.mapReloads, throughRouter: workload.usedRouter, writesPerSecond: Double(ack) / max(workloadSeconds, 0.001),
+                writesPerSecondDuringBackfill: Double(backfillWrites) / max(backfillPhase?.seconds ?? 0, 0.001),
                 cpuShareOfOneCore: workload.cpuSeconds / max(workloadSeconds, 0.001), found: totals.found, lost: totals.lost,
                 duplicated: totals.duplicated, misplaced: totals.misplaced, unacknowledgedSeen: totals.unacknowledgedSeen),
             layouts: layouts, applicationAnomalies: workload.applicationAnomalies, leftovers: leftovers, stepFailures: failures,
             verdict: verdict, seconds: now,
-            latencyTimeline: Self.downsample(samples.map { [Double($0.0), Double($0.1) * 1000] }),
+            latencyTimeline: Self.downsample(samples.map { [Double($0.0) + ledgerOffset, Double($0.1) * 1000] }),
             lagTimeline: lock.withLock { lagSamples.map { [$0.0, $0.1] } })
     }
 

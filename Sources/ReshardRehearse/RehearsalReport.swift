@@ -54,6 +54,8 @@ public struct RehearsalReport: Codable, Sendable {
         /// Whether the writes went through `ReshardRouter` once `apply` published the shard map.
         public var throughRouter: Bool
         public var writesPerSecond: Double
+        /// Acknowledged writes per second while the backfill ran (the coordinator copying).
+        public var writesPerSecondDuringBackfill: Double
         /// CPU the ledger workload's threads used, as a share of one core over the time they ran.
         public var cpuShareOfOneCore: Double
         public var found: Int

@@ -39,6 +39,9 @@ struct RehearseCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Writes per second of the ledger workload.")
     var writesPerSecond = 200
 
+    @Option(name: .long, parsing: .unconditional, help: "Threads of the ledger workload (each writes through its own router).")
+    var writers = 4
+
     @Option(name: .long, parsing: .unconditional, help: "Faults to inject (every kind once before any twice).")
     var crashes = 0
 
@@ -60,6 +63,7 @@ struct RehearseCommand: ParsableCommand {
         }
         guard (10...10_000_000).contains(rows) else { throw ValidationError("--rows must be between 10 and 10000000") }
         guard (1...100_000).contains(writesPerSecond) else { throw ValidationError("--writes-per-second must be between 1 and 100000") }
+        guard (1...64).contains(writers) else { throw ValidationError("--writers must be between 1 and 64") }
         guard (0...100).contains(crashes) else { throw ValidationError("--crashes must be between 0 and 100") }
         guard catchUpSeconds >= 1, catchUpSeconds <= 3600 else { throw ValidationError("--catch-up-seconds must be between 1 and 3600") }
         if config != nil, sources != 2 || targets != 3 { throw ValidationError("--config gives the topology: leave out --sources and --targets") }
@@ -75,6 +79,7 @@ struct RehearseCommand: ParsableCommand {
         options.rows = rows
         options.writesPerSecond = writesPerSecond
         options.crashes = crashes
+        options.writerThreads = writers
         options.seed = seed
         options.config = config
         options.external = external
