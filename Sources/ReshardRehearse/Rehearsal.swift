@@ -47,6 +47,8 @@ public final class Rehearsal: @unchecked Sendable {
     private var lagSamples: [(Double, Double)] = []
     private var catchUpWindow: (Double, Double)?
     private let lock = NSLock()
+    /// What the periodic progress line says besides the step (the ledger's count, the lag).
+    private var status: @Sendable () -> String = { "" }
 
     public static let migration = "rehearsal"
 
@@ -190,6 +192,10 @@ public final class Rehearsal: @unchecked Sendable {
             pools: pools, nextIndex: nextIndex)
         let workloadStarted = now
         workload.start()
+        status = { [self] in
+            let lag = lock.withLock { lagSamples.last?.1 }
+            return "\(ledger.acknowledged) writes acknowledged" + (lag.map { String(format: ", catch-up lag %.1f s", $0) } ?? "")
+        }
         let sampler = startLagSampler(topology.sources)
         defer { sampler.stop() }
 
@@ -342,6 +348,7 @@ public final class Rehearsal: @unchecked Sendable {
         var note: String?
         say("\(name): reshard \(arguments.first ?? "")")
         var run = 0
+        var lastLine = Date()
         while true {
             run += 1
             guard let child = try? ChildProcess([options.executable] + arguments, directory: directory, name: "\(name)-\(run)") else {
@@ -360,6 +367,11 @@ public final class Rehearsal: @unchecked Sendable {
                 if Date().timeIntervalSince(lastProgress) >= 0.5 {
                     fraction = progress()
                     lastProgress = Date()
+                }
+                if Date().timeIntervalSince(lastLine) >= 5 {
+                    let done = fraction.map { String(format: " %.0f%%,", min($0, 1) * 100) } ?? ""
+                    say("\(name):\(done) \(status())")
+                    lastLine = Date()
                 }
                 while let fault = pending.first, let f = fraction, f >= fault.point.at {
                     pending.removeFirst()
