@@ -147,6 +147,7 @@ public final class Rehearsal: @unchecked Sendable {
         phases.append(.init(name: "setup", start: 0, seconds: now, exitCodes: [], note: setup.topology.isLocal ? "local clusters, schema" : "schema"))
         let topology = setup.topology
         let tables = try TableModel.parentsFirst(setup.tables)
+        lockTable = tables[0].name
 
         // Rows, split evenly over the tables, placed by today's layout.
         let generator = RowGenerator(seed: options.seed, placement: topology.sourceFunction)
@@ -209,13 +210,37 @@ public final class Rehearsal: @unchecked Sendable {
             "catch-up", apply, topology: topology, faults: schedule.faults.filter { $0.point.step == .catchUp },
             duration: options.catchUpSeconds, progress: { [self] in (now - catchUpStart) / options.catchUpSeconds })
         lock.withLock { catchUpWindow = (catchUpStart, now) }
+        let switched = hasCommand("cutover") && hasCommand("rollback") && hasCommand("cleanup")
+        var cutover: String
+        var switchPhases: [String] = []
+        if switched {
+            // The writes go on through verify and every switch: the router follows each epoch.
+            runStep("verify", ["verify", "-c", configPath], topology: topology, faults: [], progress: { nil }, accept: [0, 3])
+            // A transaction holding row locks across the first attempt: the barrier must wait or give up and retry.
+            lock.withLock {
+                faults.append(holdLocks(on: topology.sources[0], seconds: 3, point: "the first cutover attempt", target: "s0"))
+            }
+            for (name, command) in [("cutover", "cutover"), ("rollback", "rollback"), ("cutover-2", "cutover")] {
+                let phase = runStep(name, [command, "-c", configPath], topology: topology, faults: [], progress: { nil })
+                switchPhases.append(phase.name)
+                if name == "cutover", let i = faults.lastIndex(where: { $0.point == "the first cutover attempt" }) {
+                    lock.withLock { faults[i].survived = phase.exitCodes.last == 0 }
+                }
+            }
+            cutover = "cut over, rolled back and cut over again under writes"
+        } else {
+            cutover = "cutover not available: this reshard has no cutover command yet, so the rehearsal stops before cutover"
+        }
         workload.stop()
         let workloadSeconds = now - workloadStarted
         say("workload stopped: \(ledger.acknowledged) writes acknowledged")
-        runStep("drain", apply + ["--until", "caught-up"], topology: topology, faults: [], progress: { nil })
-        runStep("verify", ["verify", "-c", configPath], topology: topology, faults: [], progress: { nil }, accept: [0, 3])
-        let cutover = "cutover not available: this reshard has no cutover command yet, so the rehearsal stops before cutover"
-        say(cutover)
+        if switched {
+            runStep("cleanup", ["cleanup", "-c", configPath], topology: topology, faults: [], progress: { nil })
+        } else {
+            runStep("drain", apply + ["--until", "caught-up"], topology: topology, faults: [], progress: { nil })
+            runStep("verify", ["verify", "-c", configPath], topology: topology, faults: [], progress: { nil }, accept: [0, 3])
+            say(cutover)
+        }
 
         // The proof: both layouts by independent SQL.
         phaseStart = now
@@ -255,6 +280,12 @@ public final class Rehearsal: @unchecked Sendable {
             layouts.append(.init(layout: layout, totals: totals, problems: problems))
         }
         do {
+            if switched {
+                // After the last cutover and cleanup the new layout is the live one, everywhere.
+                try check("new (live)", shards: topology.targets, names: targetNames, function: topology.function, byShardKey: true,
+                          relation: { t, _, _ in t.name }, keep: { _, _, _ in true })
+                throw CheckDone()
+            }
             // Today's layout, which the application still uses: every table on its source.
             try check("old (live)", shards: topology.sources, names: sourceNames, function: topology.sourceFunction, byShardKey: false,
                       relation: { t, _, _ in t.name }, keep: { _, _, _ in true })
@@ -272,16 +303,18 @@ public final class Rehearsal: @unchecked Sendable {
                           guard topology.sharedWith[j] != nil, let type = typeOf(t), let key = ShardKey(text: shardKey, type: type) else { return true }
                           return (try? function.shard(for: key)) == j
                       })
+        } catch is CheckDone {
         } catch {
             failures.append("the checker could not read a layout: \(error)")
         }
         phases.append(.init(name: "check", start: phaseStart, seconds: now - phaseStart, exitCodes: [], note: nil))
 
-        // Leave nothing behind: abort removes the shim (cleanup will, once cutover exists).
-        runStep("abort", ["abort", "-c", configPath], topology: topology, faults: [], progress: { nil })
+        // Leave nothing behind: cleanup removed everything of reshard; without cutover, abort removes the
+        // shim and (--drop-target-data) the copies built on shared databases, with their schema.
+        if !switched { runStep("abort", ["abort", "-c", configPath, "--drop-target-data"], topology: topology, faults: [], progress: { nil }) }
         var leftovers: [String] = []
-        for (i, source) in topology.sources.enumerated() {
-            do { leftovers += try LayoutReader.leftovers(on: source, name: "s\(i)") } catch { leftovers.append("s\(i): cannot be read: \(error)") }
+        for (name, dsn) in switched ? topology.databases : topology.sources.enumerated().map({ ("s\($0)", $1) }) {
+            do { leftovers += try LayoutReader.leftovers(on: dsn, name: name) } catch { leftovers.append("\(name): cannot be read: \(error)") }
         }
 
         let status = try? MigrationStatus.read(migration: Self.migration, from: PGConnection.connect(topology.metadata, applicationName: "rehearse"))
@@ -293,6 +326,11 @@ public final class Rehearsal: @unchecked Sendable {
             samples.filter { Double($0.0) + ledgerOffset >= p.start && Double($0.0) + ledgerOffset <= p.start + p.seconds }.count
         } ?? 0
         let ack = ledger.acknowledged
+        // A switch's stall: the longest any write that started during it waited.
+        let stalls: [Double] = phases.filter { switchPhases.contains($0.name) }.map { p in
+            samples.filter { Double($0.0) + ledgerOffset >= p.start && Double($0.0) + ledgerOffset <= p.start + p.seconds }
+                .map { Double($0.1) * 1000 }.max() ?? 0
+        }
         let lagInWindow = lock.withLock { lagSamples.filter { s in catchUpWindow.map { s.0 >= $0.0 && s.0 <= $0.1 } ?? false }.map(\.1) }
         let totals = layouts.reduce(into: LedgerCheck.Totals()) {
             $0.found += $1.totals.found; $0.lost += $1.totals.lost; $0.duplicated += $1.totals.duplicated
@@ -306,7 +344,7 @@ public final class Rehearsal: @unchecked Sendable {
             sharedTargets: topology.sharedWith.enumerated().compactMap { j, s in s.map { "t\(j) = s\($0)" } }, rows: ledger.loaded,
             writesPerSecondAsked: options.writesPerSecond, external: !topology.isLocal, phases: phases,
             backfillRowsPerSecond: backfillPhase.flatMap { p in status.map { Double($0.rowsCopied) / max(p.seconds, 0.001) } },
-            catchUpLag: .of(lagInWindow), writeLatencyMs: .of(samples.map { Double($0.1) * 1000 }), writeStallMs: nil, cutover: cutover,
+            catchUpLag: .of(lagInWindow), writeLatencyMs: .of(samples.map { Double($0.1) * 1000 }), writeStallMs: .of(stalls), cutover: cutover,
             faults: faults,
             ledger: .init(
                 loaded: ledger.loaded, acknowledged: ack, failed: ledger.failed, inDoubt: ledger.inDoubt, shardKeyMoves: workload.shardKeyMoves,
@@ -450,10 +488,10 @@ public final class Rehearsal: @unchecked Sendable {
                 note = "\(n[0, 0] ?? "0") session(s) ended"
             case .holdLocks:
                 let dsn = topology.sources[fault.shard % topology.sources.count]
+                let table = lockTable
                 Thread {
                     guard let conn = try? PGConnection.connect(dsn, applicationName: "rehearse lock holder") else { return }
-                    _ = try? conn.execute(
-                        "BEGIN; SELECT 1 FROM \(try conn.quote(self.lockTable)) LIMIT 5 FOR UPDATE; SELECT pg_sleep(3); COMMIT")
+                    _ = try? conn.execute("BEGIN; SELECT 1 FROM \(try conn.quote(table)) LIMIT 5 FOR UPDATE; SELECT pg_sleep(3); COMMIT")
                 }.start()
                 note = "row locks held for 3 s"
             }
@@ -464,6 +502,26 @@ public final class Rehearsal: @unchecked Sendable {
         }
         say(String(format: "fault: %@ on %@ at %@ (t=%.1f s)%@", fault.kind.rawValue, target, fault.point.description, at, note.map { ", \($0)" } ?? ""))
         return .init(kind: fault.kind.rawValue, point: fault.point.description, target: target, at: at, injected: true, survived: false, note: note)
+    }
+
+    struct CheckDone: Error {}
+
+    /// Whether the `reshard` binary has `command` (cutover, rollback, cleanup arrive with their issue).
+    func hasCommand(_ command: String) -> Bool {
+        guard let help = try? ChildProcess([options.executable, "help", command], directory: directory, name: "help-\(command)") else { return false }
+        return help.wait() == 0
+    }
+
+    /// A transaction on `dsn` that locks a few rows and holds them for `seconds` before committing.
+    func holdLocks(on dsn: ConnectionString, seconds: Double, point: String, target: String) -> RehearsalReport.FaultRecord {
+        let table = lockTable
+        Thread {
+            guard let conn = try? PGConnection.connect(dsn, applicationName: "rehearse lock holder") else { return }
+            _ = try? conn.execute("BEGIN; SELECT 1 FROM \(try conn.quote(table)) LIMIT 5 FOR UPDATE; SELECT pg_sleep(\(seconds)); COMMIT")
+        }.start()
+        say(String(format: "fault: hold-locks on %@ at %@ (t=%.1f s), row locks held for %.0f s", target, point, now, seconds))
+        return .init(kind: FaultSchedule.Kind.holdLocks.rawValue, point: point, target: target, at: now, injected: true, survived: false,
+                     note: "row locks held for \(Int(seconds)) s")
     }
 
     /// The table the lock-holding transaction locks rows of (the first migrated table).
