@@ -110,6 +110,7 @@ public final class LedgerWorkload: @unchecked Sendable {
     var isRunning: Bool { lock.withLock { running } }
     /// CPU seconds the workload's threads used (known once stopped).
     public var cpuSeconds: Double { lock.withLock { cpu } }
+    /// Times a writer found the shard map at a new epoch (the fence refused, the router reloaded).
     public var mapReloads: Int { lock.withLock { reloads } }
     public var shardKeyMoves: Int { lock.withLock { moves } }
     /// Whether writes went through `ReshardRouter` (once `apply` published the map).
@@ -130,6 +131,8 @@ public final class LedgerWorkload: @unchecked Sendable {
         /// This thread's router (a router serialises its writes per shard: one per thread).
         var router: ReshardRouter?
         var routerTried = Date.distantPast
+        /// The epoch this thread's router last wrote under: a change is a map reload after a switch.
+        var epoch: Int64?
     }
 
     /// The thread's router once the migration has a shard map; nil before (asked again each second).
@@ -309,6 +312,9 @@ public final class LedgerWorkload: @unchecked Sendable {
                     // The router runs it in a transaction on the shard the current epoch names,
                     // and follows the fence's refusals itself (reload, run again).
                     result = try router.write(table: table.name.description, key: try routingKey(table, values, router.map)) { try body($0) }
+                    let epoch = router.map.epoch
+                    if let seen = conns.epoch, seen != epoch { lock.withLock { reloads += 1 } }
+                    conns.epoch = epoch
                 } else {
                     guard let conn = connection(target, conns) else { return nil }
                     result = try body(conn)
