@@ -60,8 +60,6 @@ public final class Rehearsal: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: directory) }
-
     var now: Double { Date().timeIntervalSince(started) }
 
     // MARK: - Setup
@@ -142,6 +140,8 @@ public final class Rehearsal: @unchecked Sendable {
     // MARK: - Running
 
     public func run() throws -> RehearsalReport {
+        // The steps' output files and config go with the rehearsal.
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let setup = try setup()
         defer { setup.topology.stop() }
         phases.append(.init(name: "setup", start: 0, seconds: now, exitCodes: [], note: setup.topology.isLocal ? "local clusters, schema" : "schema"))
@@ -193,8 +193,9 @@ public final class Rehearsal: @unchecked Sendable {
             pools: pools, nextIndex: nextIndex)
         let workloadStarted = now
         workload.start()
-        status = { [self] in
-            let lag = lock.withLock { lagSamples.last?.1 }
+        status = { [weak self] in
+            guard let self else { return "" }
+            let lag = lock.withLock { self.lagSamples.last?.1 }
             return "\(ledger.acknowledged) writes acknowledged" + (lag.map { String(format: ", catch-up lag %.1f s", $0) } ?? "")
         }
         let sampler = startLagSampler(topology.sources)
