@@ -211,26 +211,35 @@ public final class Rehearsal: @unchecked Sendable {
             "catch-up", apply, topology: topology, faults: schedule.faults.filter { $0.point.step == .catchUp },
             duration: options.catchUpSeconds, progress: { [self] in (now - catchUpStart) / options.catchUpSeconds })
         lock.withLock { catchUpWindow = (catchUpStart, now) }
-        let switched = hasCommand("cutover") && hasCommand("rollback") && hasCommand("cleanup")
-        var cutover: String
+        var switched = false
+        var cutover = "cutover not available: this reshard has no cutover command yet, so the rehearsal stops before cutover"
         var switchPhases: [String] = []
-        if switched {
+        if hasCommand("cutover") && hasCommand("rollback") && hasCommand("cleanup") {
             // The writes go on through verify and every switch: the router follows each epoch.
             runStep("verify", ["verify", "-c", configPath], topology: topology, faults: [], progress: { nil }, accept: [0, 3])
             // A transaction holding row locks across the first attempt: the barrier must wait or give up and retry.
-            lock.withLock {
-                faults.append(holdLocks(on: topology.sources[0], seconds: 3, point: "the first cutover attempt", target: "s0"))
-            }
-            for (name, command) in [("cutover", "cutover"), ("rollback", "rollback"), ("cutover-2", "cutover")] {
-                let phase = runStep(name, [command, "-c", configPath], topology: topology, faults: [], progress: { nil })
-                switchPhases.append(phase.name)
-                if name == "cutover", let i = faults.lastIndex(where: { $0.point == "the first cutover attempt" }) {
-                    lock.withLock { faults[i].survived = phase.exitCodes.last == 0 }
+            let holder = holdLocks(on: topology.sources[0], seconds: 3, point: "the first cutover attempt", target: "s0")
+            let failuresBefore = failures.count
+            let first = runStep("cutover", ["cutover", "-c", configPath], topology: topology, faults: [], progress: { nil })
+            if first.exitCodes.last == 0 {
+                switched = true
+                lock.withLock { faults.append(holder) }
+                lock.withLock { faults[faults.count - 1].survived = true }
+                switchPhases.append(first.name)
+                for (name, command) in [("rollback", "rollback"), ("cutover-2", "cutover")] {
+                    switchPhases.append(runStep(name, [command, "-c", configPath], topology: topology, faults: [], progress: { nil }).name)
                 }
+                cutover = "cut over, rolled back and cut over again under writes"
+            } else if first.exitCodes.last == 2 {
+                // Refused, nothing changed: this reshard cannot switch this topology yet. Not a
+                // finding about the data; the rehearsal checks what it got to.
+                cutover = "cutover refused this topology (\(first.note ?? "exit 2")): the rehearsal stops before cutover"
+                failures.removeSubrange(failuresBefore...)
+                say(cutover)
+            } else {
+                lock.withLock { faults.append(holder) }
+                cutover = "cutover failed"
             }
-            cutover = "cut over, rolled back and cut over again under writes"
-        } else {
-            cutover = "cutover not available: this reshard has no cutover command yet, so the rehearsal stops before cutover"
         }
         workload.stop()
         let workloadSeconds = now - workloadStarted
@@ -240,7 +249,7 @@ public final class Rehearsal: @unchecked Sendable {
         } else {
             runStep("drain", apply + ["--until", "caught-up"], topology: topology, faults: [], progress: { nil })
             runStep("verify", ["verify", "-c", configPath], topology: topology, faults: [], progress: { nil }, accept: [0, 3])
-            say(cutover)
+            if cutover.hasPrefix("cutover not available") { say(cutover) }
         }
 
         // The proof: both layouts by independent SQL.
@@ -427,11 +436,12 @@ public final class Rehearsal: @unchecked Sendable {
             codes.append(code!)
             if killedByFault && !stopping { continue }  // a user runs the same command again
             if accept.contains(code!) || (stopping && (code == 0 || code == 128 + SIGTERM)) { break }
-            if run < 3 {
+            if run < 3, code != 2 {  // a refusal (exit 2) changed nothing and would refuse again
                 note = "run \(run) exited \(code!): \(child.lastErrorLine); ran it again"
                 say("\(name): \(note!)")
                 continue
             }
+            if code == 2 { note = child.lastErrorLine.replacingOccurrences(of: "reshard: error: ", with: "") }
             failures.append("\(name): reshard \(arguments.first ?? "") exited \(code!): \(child.lastErrorLine)")
             break
         }
