@@ -85,4 +85,21 @@ final class RehearseTests: XCTestCase {
         }
         XCTAssertEqual(try fixture.snapshot(), before, "the user's servers are only read")
     }
+
+    func testCutoverRollbackCutoverAndCleanupUnderWritesLoseNothingAndLeaveNothing() throws {
+        guard try ReshardCLI.run(["help", "cutover"]).status == 0 else { throw XCTSkip("this reshard has no cutover yet") }
+        let (outcome, report) = try rehearse([
+            "--shared-targets", "0", "--rows", "1500", "--writes-per-second", "80", "--crashes", "2", "--seed", "11", "--catch-up-seconds", "4",
+        ])
+        XCTAssertEqual(outcome.status, 0, "\(outcome.stdout.suffix(3000))\n\(outcome.stderr.suffix(2000))")
+        XCTAssertEqual(report["verdict"] as? String, "pass")
+        XCTAssertEqual(report["cutover"] as? String, "cut over, rolled back and cut over again under writes")
+        let stall = try XCTUnwrap(report["writeStallMs"] as? [String: Any])
+        XCTAssertEqual(stall["samples"] as? Int, 3, "one stall per switch")
+        let layouts = try XCTUnwrap(report["layouts"] as? [[String: Any]])
+        XCTAssertEqual(layouts.map { $0["layout"] as? String }, ["new (live)"])
+        let ledger = try XCTUnwrap(report["ledger"] as? [String: Any])
+        XCTAssertGreaterThan(ledger["mapReloads"] as? Int ?? 0, 0, "the writers followed the switches through the router")
+        XCTAssertEqual(report["leftovers"] as? [String], [], "cleanup leaves nothing of reshard on any database")
+    }
 }
