@@ -29,11 +29,9 @@ integration:
 bench: release
 	./scripts/bench.sh
 
-## The README's main job: a short rehearsal on throwaway local clusters (2 -> 3 shards under writes, one
-## fault of each kind, cutover, rollback, cutover, cleanup, and the proof nothing was lost). `reshard demo`
-## walks through the same commands one by one. No shared target yet: cutover refuses shared databases for now.
+## The README's main job: reshard end to end on throwaway local clusters.
 demo: build
-	$(SWIFT) run $(BUILD_FLAGS) reshard rehearse --crashes 6 --rows 20000 --writes-per-second 200 --shared-targets 0 --report rehearsal.html
+	$(SWIFT) run $(BUILD_FLAGS) reshard demo
 
 ## The rehearsal against PostgreSQL containers (docker/compose.yml); the report lands in docker/out/.
 DOCKER_COMPOSE ?= docker compose
