@@ -3,7 +3,7 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 TEST_FLAGS ?= --disable-swift-testing
 
-.PHONY: build release test unit integration bench demo embed-migrations check-migrations check-leftovers clean
+.PHONY: build release test unit integration bench demo rehearse-docker embed-migrations check-migrations check-leftovers clean
 
 build:
 	$(SWIFT) build $(BUILD_FLAGS)
@@ -32,6 +32,13 @@ bench: release
 ## The README's main job: reshard end to end on throwaway local clusters.
 demo: build
 	$(SWIFT) run $(BUILD_FLAGS) reshard demo
+
+## The rehearsal against PostgreSQL containers (docker/compose.yml); the report lands in docker/out/.
+DOCKER_COMPOSE ?= docker compose
+rehearse-docker:
+	mkdir -p docker/out
+	$(DOCKER_COMPOSE) -f docker/compose.yml up --build --abort-on-container-exit --exit-code-from coordinator; \
+	status=$$?; $(DOCKER_COMPOSE) -f docker/compose.yml down -v; exit $$status
 
 ## migrations/*.sql are compiled into the binary; regenerate after editing them.
 embed-migrations:

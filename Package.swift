@@ -45,11 +45,14 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // `reshard rehearse`: synthetic data, a ledger workload, faults, and the checker that proves nothing was lost.
+        .target(
+            name: "ReshardRehearse", dependencies: ["ReshardCore", "ReshardRouting", "ReshardRouter", "LocalCluster", "PostgresClient", "Yams"]),
         // The command-line interface.
         .executableTarget(
             name: "reshard",
             dependencies: [
-                "ReshardCore", "ReshardRouting", "ReshardRouter", "LocalCluster", "PostgresClient",
+                "ReshardCore", "ReshardRouting", "ReshardRouter", "LocalCluster", "PostgresClient", "ReshardRehearse",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -64,10 +67,12 @@ let package = Package(
             name: "ReshardRouterTests", dependencies: ["ReshardRouter", "ReshardRouting", "PostgresClient", "LocalCluster", "ReshardCore"]),
         // Pure logic, no database.
         .testTarget(name: "ReshardCoreTests", dependencies: ["ReshardCore", "ReshardRouting", "PostgresClient"]),
+        // The rehearsal's pure parts: generator, fault schedule, ledger checker.
+        .testTarget(name: "ReshardRehearseTests", dependencies: ["ReshardRehearse", "ReshardRouting"]),
         // Everything that talks to real PostgreSQL clusters started by LocalCluster.
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ReshardCore", "ReshardRouting", "LocalCluster", "PostgresClient", "reshard"]
+            dependencies: ["ReshardCore", "ReshardRouting", "LocalCluster", "PostgresClient", "ReshardRehearse", "Yams", "reshard"]
         ),
     ]
 )

@@ -297,3 +297,4 @@ RESHARD_BIN="$BIN" ./scripts/bench-shared.sh
 RESHARD_BIN="$BIN" ./scripts/bench-operate.sh
 RESHARD_BIN="$BIN" ./scripts/bench-cutover.sh
 RESHARD_BIN="$BIN" ./scripts/bench-faithful.sh
+RESHARD_BIN="$BIN" ./scripts/bench-rehearse.sh

@@ -21,7 +21,7 @@ struct Reshard: ParsableCommand {
         subcommands: [
             InitCommand.self, PlanCommand.self, ApplyCommand.self, StatusCommand.self, ThrottleCommand.self, AbortCommand.self,
             VerifyCommand.self, MapCommand.self, RouteCommand.self, CutoverCommand.self, RollbackCommand.self, CleanupCommand.self,
-            SandboxCommand.self, DemoCommand.self,
+            SandboxCommand.self, DemoCommand.self, RehearseCommand.self,
         ])
 
     /// Parses, runs, and maps every failure to one line on stderr and the documented exit code

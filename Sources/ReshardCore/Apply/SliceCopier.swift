@@ -86,6 +86,7 @@ struct SliceCopier {
             upperKey = bound.rowCount == 0 ? nil : (0..<bound.columnCount).map { bound[0, $0] ?? "" }
         }
         let select = sql.batchSelect(after: lastKey, upTo: upperKey, function: plan.function, target: targetIndex)
+        if skipsPlantedBatch() { return Batch(rows: 0, lastKey: upperKey ?? lastKey, done: upperKey == nil) }
         var rows: Int
         if local {
             rows = try copyLocally(select: select)

@@ -1,0 +1,105 @@
+import Foundation
+import PostgresClient
+import ReshardRehearse
+import XCTest
+
+/// `reshard rehearse` end to end, as a user runs it. Small rows and write rates keep each run
+/// around a minute; every run starts and removes its own clusters.
+final class RehearseTests: XCTestCase {
+    func rehearse(_ arguments: [String], environment: [String: String] = [:]) throws -> (ReshardCLI.Outcome, [String: Any]) {
+        let outcome = try ReshardCLI.run(["rehearse", "--json"] + arguments, environment: environment)
+        let object = (try? JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8))) as? [String: Any] ?? [:]
+        return (outcome, object)
+    }
+
+    func testTwoToThreeWithASharedTargetSurvivesEveryFaultKindAndInjectsTheSeedsSchedule() throws {
+        let kinds = FaultSchedule.Kind.allCases
+        let (outcome, report) = try rehearse([
+            "--sources", "2", "--targets", "3", "--shared-targets", "1", "--rows", "2000", "--writes-per-second", "100",
+            "--crashes", String(kinds.count), "--seed", "5", "--catch-up-seconds", "10",
+        ])
+        XCTAssertEqual(outcome.status, 0, "\(outcome.stdout.suffix(3000))\n\(outcome.stderr.suffix(2000))")
+        XCTAssertEqual(report["verdict"] as? String, "pass")
+        let ledger = try XCTUnwrap(report["ledger"] as? [String: Any])
+        XCTAssertGreaterThan(ledger["acknowledged"] as? Int ?? 0, 300, "the workload wrote throughout")
+        for field in ["lost", "duplicated", "misplaced", "unacknowledgedSeen"] { XCTAssertEqual(ledger[field] as? Int, 0, field) }
+        XCTAssertEqual(report["sharedTargets"] as? [String], ["t0 = s0"])
+        // The faults injected are exactly the seed's schedule, every kind once, and all survived.
+        let faults = try XCTUnwrap(report["faults"] as? [[String: Any]])
+        let schedule = FaultSchedule.make(seed: 5, crashes: kinds.count, kinds: kinds, sources: 2, targets: 3)
+        XCTAssertEqual(faults.map { $0["kind"] as? String }, schedule.faults.map(\.kind.rawValue))
+        XCTAssertEqual(faults.map { $0["point"] as? String }, schedule.faults.map(\.point.description))
+        for fault in faults {
+            XCTAssertEqual(fault["injected"] as? Bool, true, "\(fault)")
+            XCTAssertEqual(fault["survived"] as? Bool, true, "\(fault)")
+        }
+        let layouts = try XCTUnwrap(report["layouts"] as? [[String: Any]])
+        XCTAssertEqual(layouts.count, 2, "both the live layout and the built one are checked")
+        XCTAssertEqual(report["leftovers"] as? [String], [])
+    }
+
+    func testAPlantedDefectFailsNamingTheLostKeys() throws {
+        let (outcome, report) = try rehearse(
+            ["--shared-targets", "0", "--rows", "900", "--writes-per-second", "50", "--catch-up-seconds", "2"],
+            environment: ["RESHARD_TEST_SKIP_BATCH": "users"])
+        XCTAssertEqual(outcome.status, 3, "\(outcome.stdout.suffix(2000))\n\(outcome.stderr.suffix(2000))")
+        XCTAssertEqual(report["verdict"] as? String, "fail")
+        let ledger = try XCTUnwrap(report["ledger"] as? [String: Any])
+        XCTAssertGreaterThan(ledger["lost"] as? Int ?? 0, 0)
+        let layouts = try XCTUnwrap(report["layouts"] as? [[String: Any]])
+        let built = try XCTUnwrap(layouts.first { ($0["layout"] as? String)?.hasPrefix("new") == true })
+        let problems = built["problems"] as? [String] ?? []
+        XCTAssertTrue(problems.contains { $0.hasPrefix("lost: users key (") }, "\(problems)")
+        XCTAssertFalse(problems.contains { $0.contains("posts") || $0.contains("likes") }, "only the skipped table lost rows: \(problems)")
+        let live = try XCTUnwrap(layouts.first { ($0["layout"] as? String)?.hasPrefix("old") == true })
+        XCTAssertEqual(live["problems"] as? [String], [], "the application's layout is intact")
+    }
+
+    func testConfigRehearsesTheUsersSchemaAndTopologyWithoutTouchingTheirServers() throws {
+        let fixture = try PlanFixture(self)
+        try PGConnection.connect(fixture.sources[0]).execute(
+            """
+            CREATE TYPE tier AS ENUM ('basic', 'gold');
+            CREATE TABLE accounts (id uuid PRIMARY KEY, region varchar(8) NOT NULL, tier tier NOT NULL,
+                                   balance numeric(12,2) NOT NULL CHECK (balance >= 0), profile jsonb, opened timestamptz NOT NULL,
+                                   seq bigint GENERATED ALWAYS AS IDENTITY);
+            CREATE TABLE entries (account_id uuid NOT NULL REFERENCES accounts (id), n integer NOT NULL, amount numeric(10,2) NOT NULL,
+                                  at timestamptz NOT NULL DEFAULT now(), memo text, PRIMARY KEY (account_id, n));
+            """)
+        let config = try fixture.writeConfig(
+            tables: [("accounts", "id"), ("entries", "account_id")], targets: fixture.freshTargets, sourceFunction: "hash")
+        let before = try fixture.snapshot()
+        let (outcome, report) = try rehearse(["--config", config, "--rows", "1200", "--writes-per-second", "80", "--catch-up-seconds", "3"])
+        XCTAssertEqual(outcome.status, 0, "\(outcome.stdout.suffix(3000))\n\(outcome.stderr.suffix(2000))")
+        XCTAssertEqual(report["verdict"] as? String, "pass")
+        XCTAssertEqual(report["sources"] as? Int, 2)
+        XCTAssertEqual(report["targets"] as? Int, 2)
+        XCTAssertEqual(report["sharedTargets"] as? [String], [])
+        let ledger = try XCTUnwrap(report["ledger"] as? [String: Any])
+        XCTAssertGreaterThan(ledger["loaded"] as? Int ?? 0, 1000, "rows of both tables were accepted by the schema")
+        XCTAssertGreaterThan(ledger["acknowledged"] as? Int ?? 0, 100)
+        let layouts = try XCTUnwrap(report["layouts"] as? [[String: Any]])
+        for layout in layouts {
+            let totals = try XCTUnwrap(layout["totals"] as? [String: Any])
+            XCTAssertEqual(totals["found"] as? Int, totals["expected"] as? Int, "\(layout)")
+        }
+        XCTAssertEqual(try fixture.snapshot(), before, "the user's servers are only read")
+    }
+
+    func testCutoverRollbackCutoverAndCleanupUnderWritesLoseNothingAndLeaveNothing() throws {
+        guard try ReshardCLI.run(["help", "cutover"]).status == 0 else { throw XCTSkip("this reshard has no cutover yet") }
+        let (outcome, report) = try rehearse([
+            "--shared-targets", "0", "--rows", "1500", "--writes-per-second", "80", "--crashes", "2", "--seed", "11", "--catch-up-seconds", "4",
+        ])
+        XCTAssertEqual(outcome.status, 0, "\(outcome.stdout.suffix(3000))\n\(outcome.stderr.suffix(2000))")
+        XCTAssertEqual(report["verdict"] as? String, "pass")
+        XCTAssertEqual(report["cutover"] as? String, "cut over, rolled back and cut over again under writes")
+        let stall = try XCTUnwrap(report["writeStallMs"] as? [String: Any])
+        XCTAssertEqual(stall["samples"] as? Int, 3, "one stall per switch")
+        let layouts = try XCTUnwrap(report["layouts"] as? [[String: Any]])
+        XCTAssertEqual(layouts.map { $0["layout"] as? String }, ["new (live)"])
+        let ledger = try XCTUnwrap(report["ledger"] as? [String: Any])
+        XCTAssertGreaterThan(ledger["mapReloads"] as? Int ?? 0, 0, "the writers followed the switches through the router")
+        XCTAssertEqual(report["leftovers"] as? [String], [], "cleanup leaves nothing of reshard on any database")
+    }
+}

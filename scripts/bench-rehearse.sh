@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The rehearsal's ledger workload (issue 12): acknowledged writes per second while the backfill
+# runs with the coordinator alive, and the share of one core its own threads use (bookkeeping:
+# routing, ledger, libpq client work), against the goals (>= 1,000 writes/s, < 10% of one core).
+# `reshard rehearse` starts and removes its own clusters.
+#   BENCH_REHEARSE_ROWS     rows loaded (default 300000: a backfill of some seconds)
+#   BENCH_REHEARSE_WRITES   writes per second asked (default 1500)
+#   BENCH_REHEARSE_WRITERS  writer threads (default 32: commits wait for fsync, so throughput needs concurrency)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${RESHARD_BIN:-.build/release/reshard}
+ROWS=${BENCH_REHEARSE_ROWS:-300000}
+WRITES=${BENCH_REHEARSE_WRITES:-1500}
+WRITERS=${BENCH_REHEARSE_WRITERS:-32}
+work=$(mktemp -d /tmp/reshard-bench-rehearse-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+echo "rehearse: $ROWS rows, $WRITES writes/s asked, $WRITERS writers, 2 -> 3 (no shared target: this measures the workload), no faults..."
+status=0
+"$BIN" rehearse --rows "$ROWS" --writes-per-second "$WRITES" --writers "$WRITERS" --shared-targets 0 --catch-up-seconds 5 --json \
+  > "$work/report.json" 2> "$work/rehearse.err" || status=$?
+[ -s "$work/report.json" ] || { tail -5 "$work/rehearse.err"; exit 1; }
+[ "$status" = 0 ] || echo "  (the rehearsal itself did not pass: exit $status; figures below are still the workload's)"
+python3 - "$work/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+l = r["ledger"]
+backfill = next(p for p in r["phases"] if p["name"] == "backfill")
+print(f"  backfill {backfill['seconds']:.1f} s; {l['acknowledged']} writes acknowledged in all, verdict {r['verdict']}")
+print(f"rehearse_writes_per_second_during_backfill / 1000 goal: {l['writesPerSecondDuringBackfill'] / 1000:.2f}   ({l['writesPerSecondDuringBackfill']:.0f}/s)")
+print(f"rehearse_writes_during_backfill / asked: {l['writesPerSecondDuringBackfill'] / r['writesPerSecondAsked']:.2f}")
+print(f"rehearse_ledger_cpu_share_of_one_core / 0.10 goal: {l['cpuShareOfOneCore'] / 0.10:.2f}   ({100 * l['cpuShareOfOneCore']:.1f}% of one core)")
+PY
