@@ -7,7 +7,11 @@ import XCTest
 final class LogFormatTests: XCTestCase {
     func testJSONLinesParseAndMatchTheEventTable() throws {
         let fixture = try PlanFixture(self)
-        try fixture.onSources("CREATE TABLE users (id bigint PRIMARY KEY, name text); INSERT INTO users SELECT g, 'u' FROM generate_series(1, 500) g")
+        // Each source its own keys: a key held by two sources would be refused.
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                "CREATE TABLE users (id bigint PRIMARY KEY, name text); INSERT INTO users SELECT g, 'u' FROM generate_series(1, 500) g WHERE g % 2 = \(k)")
+        }
         let config = try fixture.writeConfig()
         let outcome = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up", "--log-format", "json"])
         XCTAssertEqual(outcome.status, 0, outcome.stderr)

@@ -8,7 +8,11 @@ final class PhaseTests: XCTestCase {
     /// does not know, as a newer reshard would leave it.
     private func migrationInUnknownPhase() throws -> (PlanFixture, config: String, planFile: String) {
         let fixture = try PlanFixture(self)
-        try fixture.onSources("CREATE TABLE users (id bigint PRIMARY KEY, name text); INSERT INTO users SELECT g, 'u' FROM generate_series(1, 200) g")
+        // Each source holds its own rows (as `source.function: modulo` places them): a key on both would be refused.
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                "CREATE TABLE users (id bigint PRIMARY KEY, name text); INSERT INTO users SELECT g, 'u' FROM generate_series(1, 200) g WHERE g % 2 = \(k)")
+        }
         let config = try fixture.writeConfig(sourceFunction: "modulo")
         let apply = try ReshardCLI.run(["apply", "-c", config, "--until", "backfilled"])
         XCTAssertEqual(apply.status, 0, apply.stderr)
