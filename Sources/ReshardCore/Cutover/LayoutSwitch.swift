@@ -105,10 +105,11 @@ public final class LayoutSwitch {
             case .complete(let direction):
                 guard !options.dryRun else { report.lines.append("would finish the \(direction.rawValue) a coordinator left published"); continue }
                 try complete(direction, attempt: unfinished!.attempt, toEpoch: unfinished!.toEpoch)
-            case .undo(let direction, _):
+            case .undo(let direction, let undoing):
                 guard !options.dryRun else { report.lines.append("would undo the \(direction.rawValue) a coordinator left unfinished"); continue }
                 let attempt = unfinished.map { (attempt: $0.attempt, from: $0.fromEpoch) }
-                try undo(direction, attempt: attempt?.attempt, fromEpoch: attempt?.from ?? report.epoch, error: "its coordinator ended before it finished")
+                try undo(direction, attempt: attempt?.attempt, fromEpoch: attempt?.from ?? report.epoch, error: "its coordinator ended before it finished",
+                         triggers: undoing.swapBack)
             case .run(let direction):
                 try runSwitch(direction)
             }
@@ -218,8 +219,13 @@ public final class LayoutSwitch {
                 return advanced.isEmpty ? nil : advanced.map(\.text).joined(separator: "; ")
             }
             try step(.swap) {
-                // No shared database (the checks refuse them for now): nothing to swap.
-                nil
+                // No shared database (the checks refuse them for now): nothing to swap. The
+                // application's triggers on the targets serve from here on (or stop, on rollback).
+                try beforeDeadline("swap")
+                let tables = try Self.setTargetTriggers(enabled: direction == .cutover, plan: plan, connect: connect)
+                _ = try Self.setTargetForeignKeys(adding: direction == .cutover, plan: plan, connect: connect)
+                try beforeDeadline("swap")
+                return "triggers \(direction == .cutover ? "enabled" : "disabled") on \(tables) target table(s)"
             }
             try step(.publish) {
                 try beforeDeadline("publish")
@@ -231,7 +237,8 @@ public final class LayoutSwitch {
             let why = (error as? ReshardError)?.message ?? (error as? PostgresError)?.summary ?? "\(error)"
             let shard = (error as? ReshardError)?.shard ?? (error as? PostgresError)?.endpoint?.label
             let at = "step \(reached.rawValue)" + (shard.map { " on shard \($0)" } ?? "")
-            try undo(direction, attempt: attempt, fromEpoch: fromEpoch, error: "\(at): \(why)")
+            try undo(direction, attempt: attempt, fromEpoch: fromEpoch, error: "\(at): \(why)",
+                     triggers: CutoverStateMachine.undo(reached: reached).swapBack)
             throw ReshardError.failed(
                 "migration \(plan.migration): \(direction.rawValue) undone at \(at): \(why); the \(direction == .cutover ? "old" : "new") layout serves as before; run \(direction.rawValue) again",
                 shard: shard)
@@ -259,8 +266,15 @@ public final class LayoutSwitch {
     }
 
     /// Undoes an unpublished switch: the layout it started from serves again with its epoch.
-    private func undo(_ direction: CutoverStateMachine.Direction, attempt: Int?, fromEpoch: Int64, error: String) throws {
+    /// `triggers`: the swap step may have run, so the targets' triggers are set back as the
+    /// layout the switch started from needs them.
+    private func undo(_ direction: CutoverStateMachine.Direction, attempt: Int?, fromEpoch: Int64, error: String, triggers: Bool = false) throws {
         let places = SwitchPlaces(plan, direction)
+        // Before the fence: no write reaches a layout whose triggers are not as it needs them.
+        if triggers {
+            _ = try Self.setTargetTriggers(enabled: direction == .rollback, plan: plan, connect: connect)
+            _ = try Self.setTargetForeignKeys(adding: direction == .rollback, plan: plan, connect: connect)
+        }
         try setFence(servingState(direction, epoch: fromEpoch, to: false), places: places)
         let transition = direction == .cutover ? try machine.cutoverUndone() : try machine.rollbackUndone()
         if let attempt {
