@@ -45,10 +45,10 @@ public final class LayoutSwitch {
     let options: SwitchOptions
     private var connections: [String: PGConnection] = [:]
     private var report: Report!
-    private var plan: Plan!
+    var plan: Plan!
     private var store: SwitchStore!
     private var machine: MigrationStateMachine!
-    private let notice: (String) -> Void
+    let notice: (String) -> Void
 
     /// - Parameter shards: connection strings by shard name (sources and targets).
     public init(shards: [String: ConnectionString], metadata: ConnectionString, options: SwitchOptions, notice: @escaping (String) -> Void = { _ in }) {
@@ -158,6 +158,7 @@ public final class LayoutSwitch {
         var reached: CutoverStateMachine.Step = .checks
         var stallStarted: Date?
         var barrier: CutoverBarrier?
+        var paused: [(bouncer: PgBouncerAdmin, database: String)] = []
         let shards = self.shards
         let connectFresh: @Sendable (String) throws -> PGConnection = { try LayoutSwitch.fresh(shards, $0) }
         func step(_ step: CutoverStateMachine.Step, _ body: () throws -> String?) throws {
@@ -200,12 +201,14 @@ public final class LayoutSwitch {
             }
             try step(.barrier) {
                 stallStarted = Date()
+                // --pgbouncer: the application's new queries wait in PgBouncer for the switch.
+                paused = try pausePgBouncers(deadline: stallStarted!.addingTimeInterval(options.maxStallSeconds / 2))
                 try barrier!.lock(lockTimeout: options.maxStallSeconds / 2, connect: connect)
                 // While the locks are held: no layout serves; waiting writers meet the fence.
                 try setFence(Fence.State(epoch: toEpoch, serving: .none), places: places)
                 barrier!.release()
                 barrier = nil
-                return nil
+                return paused.isEmpty ? nil : "paused " + paused.map { "\($0.database) on pgbouncer \($0.bouncer.admin.endpoint.description)" }.joined(separator: ", ")
             }
             try step(.drain) {
                 try beforeDeadline("drain")
@@ -237,8 +240,13 @@ public final class LayoutSwitch {
             let why = (error as? ReshardError)?.message ?? (error as? PostgresError)?.summary ?? "\(error)"
             let shard = (error as? ReshardError)?.shard ?? (error as? PostgresError)?.endpoint?.label
             let at = "step \(reached.rawValue)" + (shard.map { " on shard \($0)" } ?? "")
-            try undo(direction, attempt: attempt, fromEpoch: fromEpoch, error: "\(at): \(why)",
-                     triggers: CutoverStateMachine.undo(reached: reached).swapBack)
+            do {
+                try undo(direction, attempt: attempt, fromEpoch: fromEpoch, error: "\(at): \(why)",
+                         triggers: CutoverStateMachine.undo(reached: reached).swapBack)
+            } catch {
+                resumePgBouncers(paused)
+                throw error
+            }
             throw ReshardError.failed(
                 "migration \(plan.migration): \(direction.rawValue) undone at \(at): \(why); the \(direction == .cutover ? "old" : "new") layout serves as before; run \(direction.rawValue) again",
                 shard: shard)
@@ -249,6 +257,7 @@ public final class LayoutSwitch {
             return nil
         }
         let stall = Date().timeIntervalSince(stallStarted!) * 1000
+        resumePgBouncers(paused)
         report.stallMilliseconds = stall
         try store.end(attempt: attempt, outcome: "done", stallMilliseconds: stall, error: nil,
                       transition: direction == .cutover ? try machine.cutoverComplete() : try machine.rollbackComplete())
@@ -260,6 +269,7 @@ public final class LayoutSwitch {
     private func complete(_ direction: CutoverStateMachine.Direction, attempt: Int, toEpoch: Int64) throws {
         let places = SwitchPlaces(plan, direction)
         try setFence(servingState(direction, epoch: toEpoch, to: true), places: places)
+        resumeAllPgBouncers()
         try store.end(attempt: attempt, outcome: "done", stallMilliseconds: nil, error: nil,
                       transition: direction == .cutover ? try machine.cutoverComplete() : try machine.rollbackComplete())
         report.lines.append("finished the \(direction.rawValue) of attempt \(attempt): epoch \(toEpoch) serves")
@@ -276,6 +286,7 @@ public final class LayoutSwitch {
             _ = try Self.setTargetForeignKeys(adding: direction == .rollback, plan: plan, connect: connect)
         }
         try setFence(servingState(direction, epoch: fromEpoch, to: false), places: places)
+        resumeAllPgBouncers()
         let transition = direction == .cutover ? try machine.cutoverUndone() : try machine.rollbackUndone()
         if let attempt {
             try store.end(attempt: attempt, outcome: "undone", stallMilliseconds: nil, error: error, transition: transition)
