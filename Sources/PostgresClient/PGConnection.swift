@@ -80,7 +80,10 @@ public final class PGConnection: @unchecked Sendable {
         // One round trip for every setting.
         let all = sessionDefaults.merging(settings) { $1 }.sorted { $0.key < $1.key }
         let calls = all.indices.map { "set_config($\($0 * 2 + 1), $\($0 * 2 + 2), false)" }.joined(separator: ", ")
-        _ = try conn.query("SELECT \(calls)", all.flatMap { [$0.key, $0.value] })
+        // PgBouncer's admin console (database pgbouncer) answers only its own commands.
+        if connection.options["dbname"] != "pgbouncer" || !settings.isEmpty {
+            _ = try conn.query("SELECT \(calls)", all.flatMap { [$0.key, $0.value] })
+        }
         return conn
     }
 

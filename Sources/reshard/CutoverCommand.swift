@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PostgresClient
 import ReshardCore
 
 /// The options `cutover` and `rollback` share: both are a switch between the layouts.
@@ -16,8 +17,18 @@ struct SwitchArguments: ParsableArguments {
     @Option(name: .long, parsing: .unconditional, help: "Added to the highest value handed out when sequences are advanced.")
     var sequenceMargin: Int64 = 10_000
 
+    @Option(name: .customLong("pgbouncer"), help: ArgumentHelp(
+        "A PgBouncer admin console (database pgbouncer); the shards' databases are paused on it for the stall. Repeatable.",
+        valueName: "ADMIN_DSN"))
+    var pgbouncer: [String] = []
+
     func options() throws -> SwitchOptions {
         var options = SwitchOptions()
+        options.pgBouncers = try pgbouncer.enumerated().map { i, raw in
+            do { return try ConnectionString(raw, label: "pgbouncer \(i + 1)") } catch {
+                throw ReshardError.badInput("--pgbouncer #\(i + 1): not a connection string")
+            }
+        }
         options.dryRun = dryRun
         options.maxStallSeconds = try SwitchOptions.seconds(maxStall, option: "--max-stall")
         options.maxTransactionAgeSeconds = try SwitchOptions.seconds(maxTransactionAge, option: "--max-transaction-age")

@@ -18,7 +18,8 @@ final class CutoverTests: XCTestCase {
 
     /// Two sources placed by hash over 2, three fresh targets by hash over 3, caught up by apply.
     /// `posts` has an identity column whose values the sources hand out in disjoint ranges.
-    func migrated(rows: Int = 300) throws -> Setup {
+    /// `sourceSQL` runs on each source after the tables are filled, before apply.
+    func migrated(rows: Int = 300, sourceSQL: String = "") throws -> Setup {
         let fixture = try PlanFixture(self)
         let clusters = try TestClusters.shared.clusters()
         let targets = [fixture.targets[1], fixture.targets[2], try freshDatabase(on: clusters[1], "t3")]
@@ -34,6 +35,7 @@ final class CutoverTests: XCTestCase {
                                     user_id bigint NOT NULL, body text);
                 INSERT INTO posts (user_id, body) SELECT g, 'post ' || g FROM generate_series(1, \(rows)) g WHERE \(mine);
                 """)
+            if !sourceSQL.isEmpty { try conn.execute(sourceSQL) }
         }
         for id in 1...Int64(rows) { initial[id] = "initial \(id)" }
         let config = try fixture.writeConfig(

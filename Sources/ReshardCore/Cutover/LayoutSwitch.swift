@@ -45,10 +45,10 @@ public final class LayoutSwitch {
     let options: SwitchOptions
     private var connections: [String: PGConnection] = [:]
     private var report: Report!
-    private var plan: Plan!
+    var plan: Plan!
     private var store: SwitchStore!
     private var machine: MigrationStateMachine!
-    private let notice: (String) -> Void
+    let notice: (String) -> Void
 
     /// - Parameter shards: connection strings by shard name (sources and targets).
     public init(shards: [String: ConnectionString], metadata: ConnectionString, options: SwitchOptions, notice: @escaping (String) -> Void = { _ in }) {
@@ -105,10 +105,11 @@ public final class LayoutSwitch {
             case .complete(let direction):
                 guard !options.dryRun else { report.lines.append("would finish the \(direction.rawValue) a coordinator left published"); continue }
                 try complete(direction, attempt: unfinished!.attempt, toEpoch: unfinished!.toEpoch)
-            case .undo(let direction, _):
+            case .undo(let direction, let undoing):
                 guard !options.dryRun else { report.lines.append("would undo the \(direction.rawValue) a coordinator left unfinished"); continue }
                 let attempt = unfinished.map { (attempt: $0.attempt, from: $0.fromEpoch) }
-                try undo(direction, attempt: attempt?.attempt, fromEpoch: attempt?.from ?? report.epoch, error: "its coordinator ended before it finished")
+                try undo(direction, attempt: attempt?.attempt, fromEpoch: attempt?.from ?? report.epoch, error: "its coordinator ended before it finished",
+                         triggers: undoing.swapBack)
             case .run(let direction):
                 try runSwitch(direction)
             }
@@ -157,6 +158,7 @@ public final class LayoutSwitch {
         var reached: CutoverStateMachine.Step = .checks
         var stallStarted: Date?
         var barrier: CutoverBarrier?
+        var paused: [(bouncer: PgBouncerAdmin, database: String)] = []
         let shards = self.shards
         let connectFresh: @Sendable (String) throws -> PGConnection = { try LayoutSwitch.fresh(shards, $0) }
         func step(_ step: CutoverStateMachine.Step, _ body: () throws -> String?) throws {
@@ -199,12 +201,14 @@ public final class LayoutSwitch {
             }
             try step(.barrier) {
                 stallStarted = Date()
+                // --pgbouncer: the application's new queries wait in PgBouncer for the switch.
+                paused = try pausePgBouncers(deadline: stallStarted!.addingTimeInterval(options.maxStallSeconds / 2))
                 try barrier!.lock(lockTimeout: options.maxStallSeconds / 2, connect: connect)
                 // While the locks are held: no layout serves; waiting writers meet the fence.
                 try setFence(Fence.State(epoch: toEpoch, serving: .none), places: places)
                 barrier!.release()
                 barrier = nil
-                return nil
+                return paused.isEmpty ? nil : "paused " + paused.map { "\($0.database) on pgbouncer \($0.bouncer.admin.endpoint.description)" }.joined(separator: ", ")
             }
             try step(.drain) {
                 try beforeDeadline("drain")
@@ -218,8 +222,13 @@ public final class LayoutSwitch {
                 return advanced.isEmpty ? nil : advanced.map(\.text).joined(separator: "; ")
             }
             try step(.swap) {
-                // No shared database (the checks refuse them for now): nothing to swap.
-                nil
+                // No shared database (the checks refuse them for now): nothing to swap. The
+                // application's triggers on the targets serve from here on (or stop, on rollback).
+                try beforeDeadline("swap")
+                let tables = try Self.setTargetTriggers(enabled: direction == .cutover, plan: plan, connect: connect)
+                _ = try Self.setTargetForeignKeys(adding: direction == .cutover, plan: plan, connect: connect)
+                try beforeDeadline("swap")
+                return "triggers \(direction == .cutover ? "enabled" : "disabled") on \(tables) target table(s)"
             }
             try step(.publish) {
                 try beforeDeadline("publish")
@@ -231,7 +240,13 @@ public final class LayoutSwitch {
             let why = (error as? ReshardError)?.message ?? (error as? PostgresError)?.summary ?? "\(error)"
             let shard = (error as? ReshardError)?.shard ?? (error as? PostgresError)?.endpoint?.label
             let at = "step \(reached.rawValue)" + (shard.map { " on shard \($0)" } ?? "")
-            try undo(direction, attempt: attempt, fromEpoch: fromEpoch, error: "\(at): \(why)")
+            do {
+                try undo(direction, attempt: attempt, fromEpoch: fromEpoch, error: "\(at): \(why)",
+                         triggers: CutoverStateMachine.undo(reached: reached).swapBack)
+            } catch {
+                resumePgBouncers(paused)
+                throw error
+            }
             throw ReshardError.failed(
                 "migration \(plan.migration): \(direction.rawValue) undone at \(at): \(why); the \(direction == .cutover ? "old" : "new") layout serves as before; run \(direction.rawValue) again",
                 shard: shard)
@@ -242,6 +257,7 @@ public final class LayoutSwitch {
             return nil
         }
         let stall = Date().timeIntervalSince(stallStarted!) * 1000
+        resumePgBouncers(paused)
         report.stallMilliseconds = stall
         try store.end(attempt: attempt, outcome: "done", stallMilliseconds: stall, error: nil,
                       transition: direction == .cutover ? try machine.cutoverComplete() : try machine.rollbackComplete())
@@ -253,15 +269,24 @@ public final class LayoutSwitch {
     private func complete(_ direction: CutoverStateMachine.Direction, attempt: Int, toEpoch: Int64) throws {
         let places = SwitchPlaces(plan, direction)
         try setFence(servingState(direction, epoch: toEpoch, to: true), places: places)
+        resumeAllPgBouncers()
         try store.end(attempt: attempt, outcome: "done", stallMilliseconds: nil, error: nil,
                       transition: direction == .cutover ? try machine.cutoverComplete() : try machine.rollbackComplete())
         report.lines.append("finished the \(direction.rawValue) of attempt \(attempt): epoch \(toEpoch) serves")
     }
 
     /// Undoes an unpublished switch: the layout it started from serves again with its epoch.
-    private func undo(_ direction: CutoverStateMachine.Direction, attempt: Int?, fromEpoch: Int64, error: String) throws {
+    /// `triggers`: the swap step may have run, so the targets' triggers are set back as the
+    /// layout the switch started from needs them.
+    private func undo(_ direction: CutoverStateMachine.Direction, attempt: Int?, fromEpoch: Int64, error: String, triggers: Bool = false) throws {
         let places = SwitchPlaces(plan, direction)
+        // Before the fence: no write reaches a layout whose triggers are not as it needs them.
+        if triggers {
+            _ = try Self.setTargetTriggers(enabled: direction == .rollback, plan: plan, connect: connect)
+            _ = try Self.setTargetForeignKeys(adding: direction == .rollback, plan: plan, connect: connect)
+        }
         try setFence(servingState(direction, epoch: fromEpoch, to: false), places: places)
+        resumeAllPgBouncers()
         let transition = direction == .cutover ? try machine.cutoverUndone() : try machine.rollbackUndone()
         if let attempt {
             try store.end(attempt: attempt, outcome: "undone", stallMilliseconds: nil, error: error, transition: transition)

@@ -19,6 +19,9 @@ public struct SwitchOptions: Sendable {
     /// How long the catch-up before the stall may take to get there.
     public var catchUpSeconds = 60.0
     public var maxConnectionsPerShard = 4
+    /// `--pgbouncer`: admin consoles of PgBouncers in front of the application; the shards'
+    /// databases are paused on them for the stall (`LayoutSwitch+PgBouncer`).
+    public var pgBouncers: [ConnectionString] = []
 
     public init() {}
 
