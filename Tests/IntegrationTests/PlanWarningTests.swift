@@ -9,15 +9,18 @@ final class PlanWarningTests: XCTestCase {
     func testSkewedOrFewValuedKeysAreWarnedAboutAndTyposGetASuggestion() throws {
         let fixture = try PlanFixture(self)
         // tenant: three values, 73% of the rows on tenant 1; kind: two values for three targets.
-        try fixture.onSources(
-            """
-            CREATE TABLE users (id bigint PRIMARY KEY, tenant int NOT NULL, kind int NOT NULL);
-            INSERT INTO users SELECT g, CASE WHEN g % 100 < 73 THEN 1 WHEN g % 100 < 87 THEN 2 ELSE 3 END, g % 2
-              FROM generate_series(1, 2000) g;
-            CREATE TABLE even (id bigint PRIMARY KEY);
-            INSERT INTO even SELECT generate_series(1, 2000);
-            ANALYZE;
-            """)
+        // Each source holds its own ids (a key on two sources would be refused).
+        for (k, source) in fixture.sources.enumerated() {
+            try PGConnection.connect(source).execute(
+                """
+                CREATE TABLE users (id bigint PRIMARY KEY, tenant int NOT NULL, kind int NOT NULL);
+                INSERT INTO users SELECT g, CASE WHEN g % 100 < 73 THEN 1 WHEN g % 100 < 87 THEN 2 ELSE 3 END, (g / 2) % 2
+                  FROM generate_series(1, 2000) g WHERE g % 2 = \(k);
+                CREATE TABLE even (id bigint PRIMARY KEY);
+                INSERT INTO even SELECT g FROM generate_series(1, 2000) g WHERE g % 2 = \(k);
+                ANALYZE;
+                """)
+        }
         let skewed = try ReshardCLI.run(["plan", "-c", try fixture.writeConfig(tables: [("users", "tenant")]), "--json"])
         XCTAssertEqual(skewed.status, 0, skewed.stderr)
         let warnings = try JSONDecoder().decode(Plan.self, from: Data(skewed.stdout.utf8)).warnings ?? []

@@ -43,7 +43,7 @@ final class VerifyTests: XCTestCase {
     }
 
     /// Acceptance: every kind of difference is found and reported with its key, source and target:
-    /// a missing row, an extra row, a key held by two sources, one byte deep in a long text, a
+    /// a missing row, an extra row, one byte deep in a long text, a
     /// timestamp off by 1 µs, NULL against '', 1.0 against 1.00, an array element, a jsonb element,
     /// and a copy in the target that is also a source database. Exit code 3; status shows it.
     func testFindsEveryKindOfDifferenceDownToTheRow() throws {
@@ -54,7 +54,6 @@ final class VerifyTests: XCTestCase {
         XCTAssertGreaterThan(clean.1?.tables.first?.chunks ?? 0, 4)
 
         var used = Set<Int64>()
-        let s0 = try PGConnection.connect(fixture.sources[0]), s1 = try PGConnection.connect(fixture.sources[1])
         // Behind reshard's back: the write fence refuses the application on the targets before cutover.
         let t1 = try PGConnection.connect(fixture.targets[1], settings: ["reshard.applying": "on"])
         let t2 = try PGConnection.connect(fixture.targets[2], settings: ["reshard.applying": "on"])
@@ -68,10 +67,8 @@ final class VerifyTests: XCTestCase {
         let extra = (100_001...200_000).first { target(of: Int64($0)) == 2 }.map(Int64.init)!
         try t2.query("INSERT INTO items SELECT $1, body, note, at, price, tags, doc FROM items LIMIT 1", [extra])
         expect(.extra, extra, nil, 2)
-        let duplicate = pick(parity: 0, target: 2, &used)
-        try s1.query(
-            "INSERT INTO items VALUES ($1, 'the same key on s1', NULL, now(), 0, '{}', '{}')", [duplicate])
-        expect(.duplicate, duplicate, "s0,s1", 2)
+        // A key written on two sources for one target is no longer a difference verify finds: the
+        // catch-up its drain runs stops on it first (KeyCollisionTests).
         let longText = pick(parity: 0, target: 1, &used)
         try t1.query("UPDATE items SET body = overlay(body PLACING 'X' FROM 7000 FOR 1) WHERE id = $1", [longText])
         expect(.different, longText, "s0", 1)
@@ -94,7 +91,8 @@ final class VerifyTests: XCTestCase {
         expect(.different, json, "s1", 2)
         // A row copied from s1 into s0's database (target t0, built in reshard_build), changed there.
         let copy = pick(parity: 1, target: 0, &used)
-        try s0.query("UPDATE \(fixture.targetTable("items", 0)) SET note = 'changed' WHERE id = $1", [copy])
+        try PGConnection.connect(fixture.sources[0], settings: ["reshard.applying": "on"]).query(
+            "UPDATE \(fixture.targetTable("items", 0)) SET note = 'changed' WHERE id = $1", [copy])
         expect(.different, copy, "s1", 0)
         // Values that print differently but are equal are not differences: s0's own rows that
         // stay are compared with themselves, and rows leaving s0 are not extra rows on t0.
@@ -111,7 +109,6 @@ final class VerifyTests: XCTestCase {
         XCTAssertEqual(text.status, 3)
         XCTAssertTrue(text.stdout.contains("missing   key (\(missing)) source s1 -> target t1"), text.stdout)
         XCTAssertTrue(text.stdout.contains("extra     key (\(extra)) target t2"), text.stdout)
-        XCTAssertTrue(text.stdout.contains("duplicate key (\(duplicate)) source s0,s1 -> target t2"), text.stdout)
 
         let status = try ReshardCLI.run(["status", "-c", config, "--json"])
         let verification = try JSONDecoder().decode(MigrationStatus.self, from: Data(status.stdout.utf8)).verification

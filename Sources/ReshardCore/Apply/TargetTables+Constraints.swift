@@ -11,7 +11,8 @@ extension TargetTables {
     /// `target` between the names `name(_:)` gives (`plan.builtName(of:on:)`), and validates them
     /// (a key NOT VALID on the source stays so). Idempotent: a key already there is only validated.
     public static func addForeignKeys(
-        _ table: Plan.Table, of plan: Plan, names name: (Plan.Table) -> QualifiedName, from source: PGConnection, on target: PGConnection
+        _ table: Plan.Table, of plan: Plan, names name: (Plan.Table) -> QualifiedName, from source: PGConnection, on target: PGConnection,
+        validate: Bool = true
     ) throws {
         let keys = try source.query(
             """
@@ -35,7 +36,7 @@ extension TargetTables {
                 let retargeted = definition.replacingOccurrences(of: marker, with: "REFERENCES \(try target.quote(name(parent)))(")
                 try target.execute("ALTER TABLE \(quoted) ADD CONSTRAINT \(constraint) \(retargeted) NOT VALID")
             }
-            if keys[r, 4] == "t" { try target.execute("ALTER TABLE \(quoted) VALIDATE CONSTRAINT \(constraint)") }
+            if validate, keys[r, 4] == "t" { try target.execute("ALTER TABLE \(quoted) VALIDATE CONSTRAINT \(constraint)") }
         }
     }
 }

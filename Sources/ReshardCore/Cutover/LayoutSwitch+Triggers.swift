@@ -29,11 +29,15 @@ extension LayoutSwitch {
         return tables
     }
 
-    /// Cutover: adds and validates the foreign keys between the migrated tables on every target
+    /// Cutover: adds the foreign keys between the migrated tables on every target
     /// (`TargetTables.addForeignKeys`), now that the catch-up, which writes the tables in no order
-    /// across them, is drained. Rollback (`adding` false): drops them again on the targets, since
-    /// the catch-up feeds them again afterwards. Idempotent both ways.
-    static func setTargetForeignKeys(adding: Bool, plan: Plan, connect: (String) throws -> PGConnection) throws -> Int {
+    /// across them, is drained. Inside the stall they are added NOT VALID (a catalog change; new
+    /// writes are checked from then on); `validate` scans the existing rows, which takes as long as
+    /// the table is big, so the cutover does it after the release, when writes flow again
+    /// (VALIDATE takes SHARE UPDATE EXCLUSIVE, which does not block them). Rollback (`adding`
+    /// false): drops them again on the targets, since the catch-up feeds them again afterwards.
+    /// Idempotent both ways.
+    static func setTargetForeignKeys(adding: Bool, validate: Bool = false, plan: Plan, connect: (String) throws -> PGConnection) throws -> Int {
         guard let reference = plan.sources.first else { return 0 }
         let source = try connect(reference.name)
         var count = 0
@@ -41,7 +45,8 @@ extension LayoutSwitch {
             let conn = try connect(target.name)
             for table in plan.tables where try TargetTables.exists(table, named: plan.builtName(of: table, on: target), on: conn) {
                 if adding {
-                    try TargetTables.addForeignKeys(table, of: plan, names: { plan.builtName(of: $0, on: target) }, from: source, on: conn)
+                    try TargetTables.addForeignKeys(
+                        table, of: plan, names: { plan.builtName(of: $0, on: target) }, from: source, on: conn, validate: validate)
                     continue
                 }
                 let quoted = try conn.quote(plan.builtName(of: table, on: target))

@@ -263,6 +263,19 @@ public final class LayoutSwitch {
                       transition: direction == .cutover ? try machine.cutoverComplete() : try machine.rollbackComplete())
         report.lines.append(String(format: "%@ done: epoch %lld serves (%@ layout), writes stalled %.0f ms",
                                    direction.rawValue, toEpoch, direction == .cutover ? "new" : "old", stall))
+        if direction == .cutover { validateTargetForeignKeys() }
+    }
+
+    /// After the release: validates the foreign keys the stall added NOT VALID. The switch is
+    /// done whatever happens here; a key the existing rows violate stays NOT VALID (still checked
+    /// for every new write) and is reported, as PostgreSQL would on its own `VALIDATE`.
+    private func validateTargetForeignKeys() {
+        do {
+            _ = try Self.setTargetForeignKeys(adding: true, validate: true, plan: plan, connect: connect)
+        } catch {
+            let why = (error as? PostgresError)?.summary ?? "\(error)"
+            report.lines.append("warning: foreign keys between the migrated tables stay NOT VALID on the targets: \(why)")
+        }
     }
 
     /// Finishes a published switch whose coordinator died: releases the fence, records the phase.
@@ -273,6 +286,7 @@ public final class LayoutSwitch {
         try store.end(attempt: attempt, outcome: "done", stallMilliseconds: nil, error: nil,
                       transition: direction == .cutover ? try machine.cutoverComplete() : try machine.rollbackComplete())
         report.lines.append("finished the \(direction.rawValue) of attempt \(attempt): epoch \(toEpoch) serves")
+        if direction == .cutover { validateTargetForeignKeys() }
     }
 
     /// Undoes an unpublished switch: the layout it started from serves again with its epoch.
