@@ -20,7 +20,8 @@ final class SharedCutoverTests: XCTestCase {
 
     /// Two sources placed by hash over 2; targets t0 (s0's database), t1, t2 by hash over 3;
     /// caught up by apply. `posts` has an identity column the sources hand out in disjoint ranges.
-    func migrated(rows: Int = 300) throws -> Setup {
+    /// `sourceSQL` runs on each source after the tables are filled, before apply.
+    func migrated(rows: Int = 300, sourceSQL: String = "") throws -> Setup {
         let fixture = try PlanFixture(self)
         var initial: [Int64: String] = [:]
         for (k, source) in fixture.sources.enumerated() {
@@ -33,6 +34,7 @@ final class SharedCutoverTests: XCTestCase {
                                     user_id bigint NOT NULL, body text);
                 INSERT INTO posts (user_id, body) SELECT g, 'post ' || g FROM generate_series(1, \(rows)) g WHERE \(mine);
                 """)
+            if !sourceSQL.isEmpty { try PGConnection.connect(source).execute(sourceSQL) }
         }
         for id in 1...Int64(rows) { initial[id] = "initial \(id)" }
         let config = try fixture.writeConfig(tables: [("users", "id"), ("posts", "user_id")], function: "hash", sourceFunction: "hash")
@@ -164,6 +166,33 @@ final class SharedCutoverTests: XCTestCase {
         }
         for dsn in setup.layouts.old + setup.layouts.new {
             XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT count(*) FROM users WHERE id = \(id)").get(0, 0, as: Int.self), 0)
+        }
+    }
+
+    /// The application's own trigger fires once per write: on the new layout after cutover, and
+    /// not again when rollback's catch-up copies the row back into the old layout (its tables keep
+    /// their triggers enabled; the catch-up's sessions there are replicas).
+    func testTheOldLayoutsTriggersDoNotFireForRollbacksCatchUp() throws {
+        let setup = try migrated(rows: 50, sourceSQL: """
+            CREATE FUNCTION mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.name := NEW.name || '+'; RETURN NEW; END $$;
+            CREATE TRIGGER mark BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION mark();
+            """)
+        let cutover = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"])
+        XCTAssertEqual(cutover.status, 0, cutover.stderr)
+        // One new user on each target (t0 is the shared database), written where the new map puts it.
+        var ids: [Int64] = []
+        for (t, dsn) in setup.layouts.new.enumerated() {
+            let id = try (6001...6100).map(Int64.init).first { try setup.layouts.shard(of: $0, new: true) == t }!
+            try PGConnection.connect(dsn).execute("INSERT INTO users VALUES (\(id), 'after cutover')")
+            XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT name FROM users WHERE id = \(id)").get(0, 0, as: String.self), "after cutover+")
+            ids.append(id)
+        }
+        let rollback = try ReshardCLI.run(["rollback", "-c", setup.config])
+        XCTAssertEqual(rollback.status, 0, rollback.stderr)
+        for id in ids {
+            let dsn = setup.layouts.old[try setup.layouts.shard(of: id, new: false)]
+            XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT name FROM users WHERE id = \(id)").get(0, 0, as: String?.self), "after cutover+",
+                           "user \(id) on the old layout")
         }
     }
 }
