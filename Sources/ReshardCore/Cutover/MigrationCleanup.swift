@@ -26,6 +26,11 @@ public enum MigrationCleanup {
             "the shim (triggers, functions, changelogs) on \(sources)",
             "the write fence on \(sources), \(targets)",
         ]
+        for target in plan.sharedTargets {
+            let tables = plan.tables.map { plan.oldName(of: $0).description }.joined(separator: ", ")
+            lines.append("the old layout's tables \(tables) swapped out on \(target.name) (the database of \(target.sameAsSource ?? "")), "
+                + "then the schemas \(Plan.buildSchema) and \(Plan.oldSchema) there once empty")
+        }
         let pureSources = plan.sources.filter { s in !plan.targets.contains { $0.sameAsSource == s.name } }.map(\.name)
         if !pureSources.isEmpty {
             let tables = plan.tables.map(\.name.description).joined(separator: ", ")
@@ -90,6 +95,21 @@ public enum MigrationCleanup {
                 try ReverseCapture.remove(plan, connect: connect)
             }
         }
+        // On shared databases the old layout's tables, swapped out at cutover, carry the shim and
+        // the fence: dropped first, one at a time (each DROP is a short ACCESS EXCLUSIVE on a table
+        // nobody reads), so the functions their triggers call can go after.
+        for target in plan.sharedTargets {
+            for table in plan.tables {
+                let old = plan.oldName(of: table)
+                try step("\(old) on \(target.name)") {
+                    let conn = try connect(target.name)
+                    try conn.transaction { conn in
+                        try conn.execute("SET LOCAL lock_timeout = '5s'; SET LOCAL client_min_messages = warning")
+                        try conn.execute("DROP TABLE IF EXISTS \(try conn.quote(old))")
+                    }
+                }
+            }
+        }
         // The fence first goes with the shim's schema: Shim.remove drops it once it is empty.
         try step("the write fence on every shard") { try Fence.removeAll(plan: plan, connect: connect) }
         for source in plan.sources {
@@ -99,6 +119,11 @@ public enum MigrationCleanup {
             // Shim.remove drops reshard_shim once empty; the reverse capture's removal did it on targets.
             try step("reshard's schemas on \(target.name)") {
                 try Shim.remove(migration: plan.reversed().migration, tables: [], on: try connect(target.name))
+            }
+        }
+        for target in plan.sharedTargets {
+            try step("the schemas \(Plan.buildSchema) and \(Plan.oldSchema) on \(target.name) (those empty)") {
+                try dropEmptySchemas(on: try connect(target.name))
             }
         }
         var kept: [String] = []
@@ -126,5 +151,21 @@ public enum MigrationCleanup {
             }
         }
         return Report(migration: migration, done: done, keptSources: kept)
+    }
+
+    /// Drops `reshard_build` and `reshard_old` when nothing is left in them (another migration's
+    /// tables may be). Idempotent.
+    static func dropEmptySchemas(on conn: PGConnection) throws {
+        for schema in [Plan.buildSchema, Plan.oldSchema] {
+            try conn.query(
+                """
+                DO $$ BEGIN
+                  IF to_regnamespace('\(schema)') IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = to_regnamespace('\(schema)')) THEN
+                    EXECUTE 'DROP SCHEMA \(schema)';
+                  END IF;
+                END $$
+                """)
+        }
     }
 }
