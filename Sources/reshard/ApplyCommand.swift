@@ -84,7 +84,7 @@ struct ApplyCommand: ParsableCommand {
 
     func run() throws {
         TerminationSignal.install()
-        let target = try migration.resolve(allowances: allow.allowances)
+        let target = try Self.planning(migration: (try? migration.metadataOnly().name) ?? "", window: maxRetry) { try migration.resolve(allowances: allow.allowances) }
         var options = ApplyOptions()
         options.goal = until.flatMap(MigrationStateMachine.Goal.init(rawValue:)) ?? .forever
         options.maxConnectionsPerShard = maxConnectionsPerShard
@@ -119,6 +119,26 @@ struct ApplyCommand: ParsableCommand {
         }
         if output.json { try Console.json(outcome) } else { Console.out(Self.summary(outcome)) }
         if outcome.goal != .forever && !outcome.reachedGoal { throw ExitCode(ReshardError.Code.stoppedEarly.exitCode) }
+    }
+
+    /// Plans through a session lost at startup (terminated, its server restarting: the planner
+    /// says so with a transient cause) as the rest of `apply` rides through them, each retry an
+    /// event, for up to `window` seconds (`--max-retry`); then it fails with exit 1. Bad input
+    /// (exit 2) is never retried: it would be refused again.
+    static func planning(migration: String, window: TimeInterval, _ plan: () throws -> MigrationTarget) throws -> MigrationTarget {
+        var run = RetryPolicy.Run(RetryPolicy(window: window))
+        while true {
+            do { return try plan() } catch {
+                let cause = (error as? ReshardError).flatMap { $0.code == .failed ? $0.underlying : nil } ?? error
+                guard let lost = cause as? PostgresError, lost.isTransient else { throw error }
+                if TerminationSignal.received { throw error }
+                guard let retry = run.failed(lost) else { throw run.gaveUp("plan", lost, shard: lost.endpoint?.label) }
+                EventLog.log(
+                    migration: migration, level: "warning",
+                    String(format: "retrying plan: %@ (attempt %d in %.1fs)", retry.error, retry.failures + 1, retry.delay), shard: retry.shard)
+                Thread.sleep(forTimeInterval: retry.delay)
+            }
+        }
     }
 
     /// A runtime failure (exit 1) leaves the shim on the sources, logging every write: says so,

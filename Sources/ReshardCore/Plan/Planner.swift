@@ -31,6 +31,15 @@ public struct Planner {
 
     public func run() throws -> Plan {
         var problems: [String] = []
+        // A session lost while planning (terminated, its server restarting) says nothing about the
+        // input: the plan fails as a runtime failure (exit 1, `apply` retries it), not as bad input.
+        var interrupted: PostgresError?
+        func note(_ error: Error) { if let error = error as? PostgresError, error.isTransient { interrupted = interrupted ?? error } }
+        func refuse() throws -> Never {
+            let message = problems.joined(separator: "\n")
+            if let interrupted { throw ReshardError.failed(message, underlying: interrupted) }
+            throw ReshardError.badInput(message)
+        }
         func connect(_ shard: ReshardConfig.Shard, role: String) -> Connected? {
             do {
                 let connection = try PGConnection.connect(
@@ -43,6 +52,7 @@ public struct Planner {
                 let database = try connection.query("SELECT current_database()")[0, 0] ?? ""
                 return Connected(shard: shard, connection: connection, database: database, role: role)
             } catch let error as PostgresError {
+                note(error)
                 problems.append("\(role) shard \(shard.name): cannot connect to \(error.endpoint?.description ?? "\(shard.dsn)"): \(error.message)")
             } catch {
                 problems.append("\(role) shard \(shard.name): \(error)")
@@ -51,8 +61,8 @@ public struct Planner {
         }
         let sources = config.sources.map { connect($0, role: "source") }
         let targets = config.targets.map { connect($0, role: "target") }
-        problems += Self.duplicates(sources.compactMap { $0 }, list: "source")
-        problems += Self.duplicates(targets.compactMap { $0 }, list: "target")
+        problems += Self.duplicates(sources.compactMap { $0 }, list: "source", interrupted: &interrupted)
+        problems += Self.duplicates(targets.compactMap { $0 }, list: "target", interrupted: &interrupted)
         // A target that is also a source: the same database, asked of the databases themselves.
         var sameAs: [String?] = []
         for target in targets.compactMap({ $0 }) {
@@ -61,6 +71,7 @@ public struct Planner {
                 do {
                     if try Self.sameDatabase(source, target) { same = source.shard.name }
                 } catch {
+                    note(error)
                     problems.append(Self.undecided(source, target, error))
                 }
             }
@@ -73,9 +84,10 @@ public struct Planner {
                 config.metadata, applicationName: "reshard plan", settings: ["default_transaction_read_only": "on"])
             recordedPhase = try Self.recordedPhase(of: config.migration, on: metadata)
         } catch let error as PostgresError {
+            note(error)
             problems.append("metadata: cannot connect to \(error.endpoint?.description ?? "\(config.metadata)"): \(error.message)")
         }
-        guard problems.isEmpty else { throw ReshardError.badInput(problems.joined(separator: "\n")) }
+        guard problems.isEmpty else { try refuse() }
         let connectedSources = sources.map { $0! }, connectedTargets = targets.map { $0! }
         for source in connectedSources { problems += try Self.shimSchemaProblems(source) }
 
@@ -113,10 +125,11 @@ public struct Planner {
                 warnings += Plan.skewWarnings(planned, targets: config.targets.count)
                 tables.append(planned)
             } catch let error as PostgresError {
+                note(error)
                 problems.append("table \(table.name): \(error.summary)")
             }
         }
-        guard problems.isEmpty else { throw ReshardError.badInput(problems.joined(separator: "\n")) }
+        guard problems.isEmpty else { try refuse() }
         return Plan(
             migration: config.migration, metadata: config.metadata.planFileValue, function: config.function,
             sourceFunction: config.sourceFunction,
@@ -162,7 +175,7 @@ public struct Planner {
         return "cannot tell whether \(a.label) and \(b.label) are the same database: \(why)"
     }
 
-    static func duplicates(_ shards: [Connected], list: String) -> [String] {
+    static func duplicates(_ shards: [Connected], list: String, interrupted: inout PostgresError?) -> [String] {
         var problems: [String] = []
         for (i, shard) in shards.enumerated() {
             for first in shards[..<i] {
@@ -173,6 +186,7 @@ public struct Planner {
                         break
                     }
                 } catch {
+                    if let error = error as? PostgresError, error.isTransient { interrupted = interrupted ?? error }
                     problems.append(undecided(first, shard, error))
                 }
             }
