@@ -2,6 +2,7 @@ import Foundation
 import LocalCluster
 import PostgresClient
 import ReshardCore
+import ReshardRouter
 import ReshardRouting
 import XCTest
 
@@ -152,20 +153,29 @@ final class SharedCutoverTests: XCTestCase {
         try setup.layouts.assertHolds(load.stop(), new: true)
     }
 
-    /// A client that never reloads the map gets the fence's error on its first write after
-    /// cutover on the shared database too, and the write is stored nowhere.
+    /// A client that never reloads the map (a `ReshardRouter` loaded before cutover, giving up at
+    /// the first refusal instead of reloading) gets the documented error (RS001, naming the new
+    /// epoch) on its first write after cutover on the shared database too: for a key the new map
+    /// gives that database as well (the router declared epoch 1 on its session) and for one it
+    /// gives another shard. Neither write is stored anywhere.
     func testAStaleClientIsFencedOnTheSharedDatabase() throws {
         let setup = try migrated(rows: 100)
-        let stale = try PGConnection.connect(setup.fixture.sources[0])
+        let stale = try ReshardRouter(metadata: setup.fixture.metadata, migration: "plan-test", fenceWait: 0)
+        XCTAssertEqual(try stale.route(table: "users", key: 1).epoch, 1)
         let cutover = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"])
         XCTAssertEqual(cutover.status, 0, cutover.stderr)
-        // A key the old map gives s0 and the new map another shard than t0.
-        let id = try (5001...5100).first { try setup.layouts.shard(of: Int64($0), new: false) == 0 && setup.layouts.shard(of: Int64($0), new: true) != 0 }!
-        XCTAssertThrowsError(try stale.execute("INSERT INTO users VALUES (\(id), 'stale')")) { error in
-            XCTAssertTrue([FenceSQLState.staleEpoch, FenceSQLState.misrouted].contains((error as? PostgresError)?.sqlState ?? ""), "\(error)")
-        }
-        for dsn in setup.layouts.old + setup.layouts.new {
-            XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT count(*) FROM users WHERE id = \(id)").get(0, 0, as: Int.self), 0)
+        let candidates = (5001...5200).map(Int64.init)
+        let staying = try candidates.first { try setup.layouts.shard(of: $0, new: false) == 0 && setup.layouts.shard(of: $0, new: true) == 0 }!
+        let leaving = try candidates.first { try setup.layouts.shard(of: $0, new: false) == 0 && setup.layouts.shard(of: $0, new: true) != 0 }!
+        for id in [staying, leaving] {
+            XCTAssertEqual(try stale.route(table: "users", key: id).shard.name, "s0", "the stale map routes \(id) to s0")
+            XCTAssertThrowsError(try stale.execute(table: "users", key: id, "INSERT INTO users VALUES ($1, 'stale')", [id])) { error in
+                XCTAssertEqual((error as? PostgresError)?.sqlState, FenceSQLState.staleEpoch, "key \(id): \(error)")
+                XCTAssertTrue((error as? PostgresError)?.message.contains("epoch 2") ?? false, "\(error)")
+            }
+            for dsn in setup.layouts.old + setup.layouts.new {
+                XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT count(*) FROM users WHERE id = \(id)").get(0, 0, as: Int.self), 0)
+            }
         }
     }
 
