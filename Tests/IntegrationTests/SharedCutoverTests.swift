@@ -205,4 +205,34 @@ final class SharedCutoverTests: XCTestCase {
                            "user \(id) on the old layout")
         }
     }
+
+    /// A reader holding the shared database's live table (ACCESS SHARE, which the barrier lets
+    /// through but the swap's ACCESS EXCLUSIVE waits for): the swap gives up within --max-stall,
+    /// the cutover exits 1 naming the step and the shard, the old layout serves with its tables
+    /// where they were, and a second cutover after the reader ends succeeds.
+    func testAReaderOnTheSharedDatabaseMakesTheSwapGiveUpAndTheOldLayoutServes() throws {
+        let setup = try migrated(rows: 100)
+        let reader = try PGConnection.connect(setup.fixture.sources[0])
+        try reader.execute("BEGIN; SELECT count(*) FROM users")
+        let started = Date()
+        let failed = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify", "--max-stall", "1s"])
+        let took = Date().timeIntervalSince(started)
+        XCTAssertEqual(failed.status, 1, failed.stderr)
+        XCTAssertTrue(failed.stderr.contains("step swap on shard t0"), failed.stderr)
+        XCTAssertTrue(failed.stderr.contains("old layout serves"), failed.stderr)
+        XCTAssertEqual(try phase(setup), "in-sync")
+        XCTAssertEqual(try sharedState(setup), "old")
+        let states = try (setup.layouts.old + setup.layouts.new).map { try Fence.state(migration: "plan-test", on: try PGConnection.connect($0)) }
+        XCTAssertEqual(states, Array(repeating: Fence.initial, count: 5))
+        // The application writes to the old layout again (s0's live table).
+        let id = try (7001...7100).map(Int64.init).first { try setup.layouts.shard(of: $0, new: false) == 0 }!
+        try PGConnection.connect(setup.fixture.sources[0]).execute("INSERT INTO users VALUES (\(id), 'after the undo')")
+        try reader.execute("ROLLBACK")
+        let second = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify", "--max-stall", "1s"])
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertEqual(try sharedState(setup), "new")
+        let owner = setup.layouts.new[try setup.layouts.shard(of: id, new: true)]
+        XCTAssertEqual(try PGConnection.connect(owner).query("SELECT name FROM users WHERE id = \(id)").get(0, 0, as: String?.self), "after the undo")
+        print("cutover held up by a reader on the shared database took \(took) s: \(failed.stderr)")
+    }
 }
