@@ -2,6 +2,7 @@ import Foundation
 import LocalCluster
 import PostgresClient
 import ReshardCore
+import ReshardRouter
 import ReshardRouting
 import XCTest
 
@@ -21,7 +22,8 @@ final class SharedCutoverTests: XCTestCase {
     /// Two sources placed by hash over 2; targets t0 (s0's database), t1, t2 by hash over 3;
     /// caught up by apply. `posts` has an identity column the sources hand out in disjoint ranges.
     /// `sourceSQL` runs on each source after the tables are filled, before apply.
-    func migrated(rows: Int = 300, sourceSQL: String = "") throws -> Setup {
+    /// `doubling`: 2 -> 4 with both sources kept as targets (t0 = s0, t2 = s1), two shared databases.
+    func migrated(rows: Int = 300, sourceSQL: String = "", doubling: Bool = false) throws -> Setup {
         let fixture = try PlanFixture(self)
         var initial: [Int64: String] = [:]
         for (k, source) in fixture.sources.enumerated() {
@@ -37,11 +39,14 @@ final class SharedCutoverTests: XCTestCase {
             if !sourceSQL.isEmpty { try PGConnection.connect(source).execute(sourceSQL) }
         }
         for id in 1...Int64(rows) { initial[id] = "initial \(id)" }
-        let config = try fixture.writeConfig(tables: [("users", "id"), ("posts", "user_id")], function: "hash", sourceFunction: "hash")
+        let targets = doubling
+            ? [fixture.sources[0], fixture.targets[1], fixture.sources[1], try freshDatabase(on: try TestClusters.shared.clusters()[1], "t3")]
+            : fixture.targets
+        let config = try fixture.writeConfig(tables: [("users", "id"), ("posts", "user_id")], function: "hash", targets: targets, sourceFunction: "hash")
         let apply = try fixture.applyUntilCaughtUp(config)
         XCTAssertEqual(apply.status, 0, apply.stderr)
-        let layouts = Layouts(metadata: fixture.metadata, old: fixture.sources, new: fixture.targets,
-                              oldFunction: try ShardFunction(kind: .hash, shardCount: 2), newFunction: try ShardFunction(kind: .hash, shardCount: 3))
+        let layouts = Layouts(metadata: fixture.metadata, old: fixture.sources, new: targets,
+                              oldFunction: try ShardFunction(kind: .hash, shardCount: 2), newFunction: try ShardFunction(kind: .hash, shardCount: targets.count))
         return Setup(fixture: fixture, config: config, layouts: layouts, initial: initial)
     }
 
@@ -52,8 +57,8 @@ final class SharedCutoverTests: XCTestCase {
     /// Which tables the shared database has where, by independent SQL: `old` when its live
     /// `users` holds exactly s0's rows under the old map (and the built copy is in reshard_build),
     /// `new` when the live `users` holds t0's rows under the new map (the old one in reshard_old).
-    private func sharedState(_ setup: Setup) throws -> String {
-        let conn = try PGConnection.connect(setup.fixture.sources[0])
+    private func sharedState(_ setup: Setup, source: Int = 0) throws -> String {
+        let conn = try PGConnection.connect(setup.fixture.sources[source])
         let row = try conn.query(
             """
             SELECT to_regclass('reshard_build.users') IS NOT NULL, to_regclass('reshard_old.users') IS NOT NULL,
@@ -152,23 +157,6 @@ final class SharedCutoverTests: XCTestCase {
         try setup.layouts.assertHolds(load.stop(), new: true)
     }
 
-    /// A client that never reloads the map gets the fence's error on its first write after
-    /// cutover on the shared database too, and the write is stored nowhere.
-    func testAStaleClientIsFencedOnTheSharedDatabase() throws {
-        let setup = try migrated(rows: 100)
-        let stale = try PGConnection.connect(setup.fixture.sources[0])
-        let cutover = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"])
-        XCTAssertEqual(cutover.status, 0, cutover.stderr)
-        // A key the old map gives s0 and the new map another shard than t0.
-        let id = try (5001...5100).first { try setup.layouts.shard(of: Int64($0), new: false) == 0 && setup.layouts.shard(of: Int64($0), new: true) != 0 }!
-        XCTAssertThrowsError(try stale.execute("INSERT INTO users VALUES (\(id), 'stale')")) { error in
-            XCTAssertTrue([FenceSQLState.staleEpoch, FenceSQLState.misrouted].contains((error as? PostgresError)?.sqlState ?? ""), "\(error)")
-        }
-        for dsn in setup.layouts.old + setup.layouts.new {
-            XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT count(*) FROM users WHERE id = \(id)").get(0, 0, as: Int.self), 0)
-        }
-    }
-
     /// The application's own trigger fires once per write: on the new layout after cutover, and
     /// not again when rollback's catch-up copies the row back into the old layout (its tables keep
     /// their triggers enabled; the catch-up's sessions there are replicas).
@@ -194,5 +182,73 @@ final class SharedCutoverTests: XCTestCase {
             XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT name FROM users WHERE id = \(id)").get(0, 0, as: String?.self), "after cutover+",
                            "user \(id) on the old layout")
         }
+    }
+
+    /// A reader holding the shared database's live table (ACCESS SHARE, which the barrier lets
+    /// through but the swap's ACCESS EXCLUSIVE waits for): the swap gives up within --max-stall,
+    /// the cutover exits 1 naming the step and the shard, the old layout serves with its tables
+    /// where they were, and a second cutover after the reader ends succeeds.
+    ///
+    /// Then a client that never reloads the map (a `ReshardRouter` loaded before cutover, giving up
+    /// at the first refusal instead of reloading) gets the documented error (RS001, naming the new
+    /// epoch) on its first write after cutover on the shared database too: for a key the new map
+    /// gives that database as well (the router declared epoch 1 on its session) and for one it
+    /// gives another shard. Neither write is stored anywhere.
+    func testAReaderOnTheSharedDatabaseMakesTheSwapGiveUpAndAStaleClientIsFencedThere() throws {
+        let setup = try migrated(rows: 100)
+        let reader = try PGConnection.connect(setup.fixture.sources[0])
+        try reader.execute("BEGIN; SELECT count(*) FROM users")
+        let started = Date()
+        let failed = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify", "--max-stall", "1s"])
+        let took = Date().timeIntervalSince(started)
+        XCTAssertEqual(failed.status, 1, failed.stderr)
+        XCTAssertTrue(failed.stderr.contains("step swap on shard t0"), failed.stderr)
+        XCTAssertTrue(failed.stderr.contains("old layout serves"), failed.stderr)
+        XCTAssertEqual(try phase(setup), "in-sync")
+        XCTAssertEqual(try sharedState(setup), "old")
+        let states = try (setup.layouts.old + setup.layouts.new).map { try Fence.state(migration: "plan-test", on: try PGConnection.connect($0)) }
+        XCTAssertEqual(states, Array(repeating: Fence.initial, count: 5))
+        // The application writes to the old layout again (s0's live table).
+        let id = try (7001...7100).map(Int64.init).first { try setup.layouts.shard(of: $0, new: false) == 0 }!
+        try PGConnection.connect(setup.fixture.sources[0]).execute("INSERT INTO users VALUES (\(id), 'after the undo')")
+        try reader.execute("ROLLBACK")
+        let stale = try ReshardRouter(metadata: setup.fixture.metadata, migration: "plan-test", fenceWait: 0)
+        XCTAssertEqual(try stale.route(table: "users", key: 1).epoch, 1)
+        let second = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify", "--max-stall", "1s"])
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertEqual(try sharedState(setup), "new")
+        let owner = setup.layouts.new[try setup.layouts.shard(of: id, new: true)]
+        XCTAssertEqual(try PGConnection.connect(owner).query("SELECT name FROM users WHERE id = \(id)").get(0, 0, as: String?.self), "after the undo")
+        print("cutover held up by a reader on the shared database took \(took) s: \(failed.stderr)")
+
+        let candidates = (5001...5200).map(Int64.init)
+        let staying = try candidates.first { try setup.layouts.shard(of: $0, new: false) == 0 && setup.layouts.shard(of: $0, new: true) == 0 }!
+        let leaving = try candidates.first { try setup.layouts.shard(of: $0, new: false) == 0 && setup.layouts.shard(of: $0, new: true) != 0 }!
+        for id in [staying, leaving] {
+            XCTAssertEqual(try stale.route(table: "users", key: id).shard.name, "s0", "the stale map routes \(id) to s0")
+            XCTAssertThrowsError(try stale.execute(table: "users", key: id, "INSERT INTO users VALUES ($1, 'stale')", [id])) { error in
+                XCTAssertEqual((error as? PostgresError)?.sqlState, FenceSQLState.staleEpoch, "key \(id): \(error)")
+                XCTAssertTrue((error as? PostgresError)?.message.contains("epoch 2") ?? false, "\(error)")
+            }
+            for dsn in setup.layouts.old + setup.layouts.new {
+                XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT count(*) FROM users WHERE id = \(id)").get(0, 0, as: Int.self), 0)
+            }
+        }
+    }
+
+    /// Doubling (2 -> 4, both old shards kept as targets): both shared databases swap at
+    /// cutover and back at rollback, under routed writes, and nothing is lost.
+    func testDoublingSwapsBothSharedDatabases() throws {
+        let setup = try migrated(rows: 200, doubling: true)
+        let load = RoutedLoad(setup.layouts, initial: setup.initial)
+        XCTAssertTrue(eventually(timeout: 30) { load.committed > 50 })
+        for (command, layout) in [("cutover", "new"), ("rollback", "old"), ("cutover", "new")] {
+            let outcome = try ReshardCLI.run([command, "-c", setup.config, "--skip-verify"].filter { command == "cutover" || $0 != "--skip-verify" })
+            XCTAssertEqual(outcome.status, 0, "\(command): \(outcome.stderr)")
+            XCTAssertEqual(try [0, 1].map { try sharedState(setup, source: $0) }, [layout, layout], "after \(command)")
+            let before = load.committed
+            XCTAssertTrue(eventually(timeout: 30) { load.committed > before + 50 }, "writes go on after \(command)")
+        }
+        try setup.layouts.assertHolds(load.stop(), new: true)
     }
 }
