@@ -4,6 +4,7 @@ import Foundation
 import LocalCluster
 import PostgresClient
 import ReshardCore
+import ReshardRouter
 
 /// `reshard demo`: the README's main job. On throwaway local clusters: seeds a small social data
 /// set (users, posts, comments keyed by user id) on 2 shards split by `user_id % 2`, plans a move
@@ -93,8 +94,9 @@ struct DemoCommand: ParsableCommand {
                 let switchStarted = Date()
                 let report = try LayoutSwitch(shards: target.shards, metadata: metadata, options: SwitchOptions()) { Console.plain($0) }
                     .run(command, migration: config.migration)
-                // The application's view: the longest any write took (retries after the fence included).
-                let client = load.longestWait(since: switchStarted, waitingUntil: Date().addingTimeInterval(0.5))
+                // The application's view: the longest any write issued during this switch took,
+                // from its first attempt (retries after the fence included).
+                let client = load.longestWait(from: switchStarted, to: Date(), waitingUntil: Date().addingTimeInterval(0.5))
                 for line in report.lines.suffix(1) { Console.out(line) }
                 let held = report.steps.filter { CutoverStateMachine.Step(rawValue: $0.step)?.stalls ?? false }
                 Console.out("  " + held.map { String(format: "%@ %.0f ms", $0.step, $0.milliseconds) }.joined(separator: ", "))
@@ -193,6 +195,7 @@ final class DemoWriteLoad: @unchecked Sendable {
                         next += Int64(threads)
                         let op = Int.random(in: 0..<4)
                         let started = Date()
+                        var pause = 0.001
                         while true {
                             let dsn = byName[map.shards[try map.function.shard(for: .int(uid, .bigint))].name]!
                             do {
@@ -206,9 +209,17 @@ final class DemoWriteLoad: @unchecked Sendable {
                                 }
                                 break
                             } catch let error as PostgresError where [FenceSQLState.staleEpoch, FenceSQLState.misrouted].contains(error.sqlState ?? "") {
-                                // Refused by the fence: read the map again and retry the same write.
-                                usleep(2_000)
+                                // Refused by the fence: read the map again and retry the same write, at
+                                // once by a newer epoch, else after a pause doubling from 1 ms, as
+                                // ReshardRouter does.
+                                let epoch = map.epoch
                                 map = try current()
+                                if map.epoch == epoch {
+                                    usleep(useconds_t(pause * 1_000_000))
+                                    pause = min(pause * 2, ReshardRouter.longestFencePause)
+                                } else {
+                                    pause = 0.001
+                                }
                             }
                         }
                         let took = Date().timeIntervalSince(started)
@@ -227,10 +238,12 @@ final class DemoWriteLoad: @unchecked Sendable {
         }
     }
 
-    /// The longest write that started after `since`, once the writes in flight at `until` ended.
-    func longestWait(since: Date, waitingUntil until: Date) -> Double {
+    /// The longest write whose first attempt started between `from` and `to` (one switch: the
+    /// writes of the switch before it are not counted again), once those in flight ended (by
+    /// `until`, past any switch's `--max-stall`-bounded stall).
+    func longestWait(from: Date, to: Date, waitingUntil until: Date) -> Double {
         while Date() < until { usleep(50_000) }
-        return lock.withLock { slow.filter { $0.start >= since.addingTimeInterval(-1) }.map(\.seconds).max() ?? 0 }
+        return lock.withLock { slow.filter { $0.start >= from && $0.start <= to }.map(\.seconds).max() ?? 0 }
     }
 
     /// Stops writing and returns the number of committed write transactions.

@@ -7,6 +7,12 @@ import PostgresClient
 /// tables has ended: once all are held, every acknowledged write is in a changelog, and a write
 /// still to come waits for the lock and then meets the fence, flipped while the locks are held.
 /// A transaction that wrote before and commits later cannot exist: the lock waited for it.
+///
+/// The locks are kept through the drain and the sequence check (`LayoutSwitch` releases them
+/// before the swap, whose DDL they would block): a writer that arrives meanwhile waits in the
+/// lock queue instead of meeting the fence and retrying, so the applications' retries neither
+/// load the machine the drain runs on nor add their backoff to the stall; the drain only reads
+/// the locked tables (EXCLUSIVE lets readers through) and writes the other layout.
 final class CutoverBarrier {
     private let held: [(shard: String, conn: PGConnection)]
 
@@ -77,9 +83,31 @@ final class CutoverBarrier {
         return "a transaction holds a lock on them: pid \(row[0, 0] ?? "?"), open for \(row[0, 1] ?? "?") s"
     }
 
-    /// Runs `body` on each held connection (the fence flip, while the locks are held).
-    func forEach(_ body: (String, PGConnection) throws -> Void) throws {
-        for held in held { try body(held.shard, held.conn) }
+    /// The barrier's sessions by shard (the fence flips on them while the locks are held).
+    var sessions: [String: PGConnection] {
+        Dictionary(held.map { ($0.shard, $0.conn) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// Runs `body` on every connection at once, a thread each (libpq blocks): the fence flips
+    /// on every database take one round trip, not one per database. Throws the first error.
+    static func inParallel(_ work: [(shard: String, conn: PGConnection)], _ body: @escaping @Sendable (PGConnection) throws -> Void) throws {
+        guard work.count > 1 else {
+            for item in work { try body(item.conn) }
+            return
+        }
+        let failures = FirstError()
+        let done = DispatchGroup()
+        for item in work {
+            done.enter()
+            let thread = Thread {
+                defer { done.leave() }
+                do { try body(item.conn) } catch { failures.record(error, shard: item.shard) }
+            }
+            thread.name = "reshard fence \(item.shard)"
+            thread.start()
+        }
+        done.wait()
+        if let (error, _) = failures.first { throw error }
     }
 
     private var released = false
@@ -117,7 +145,12 @@ final class CutoverDrain {
     /// Applies the changelogs until a round of every source applies at most `leave` entries
     /// having read all there was (0: the logs are empty). Throws when `deadline` passes first,
     /// naming the source. Returns the entries applied.
-    func run(leave: Int, deadline: Date) throws -> Int {
+    ///
+    /// `fenced`: the barrier has waited for every writer and the fence refuses new ones, so
+    /// nothing enters the logs any more and the first round that read everything there was
+    /// leaves them empty: no second round to find nothing (a round costs a few round trips per
+    /// table and target, which inside the stall is most of it).
+    func run(leave: Int, deadline: Date, fenced: Bool = false) throws -> Int {
         let failures = CutoverBarrier.FirstError()
         let applied = Counter()
         let done = DispatchGroup()
@@ -130,7 +163,7 @@ final class CutoverDrain {
                     while true {
                         let round = try applier.applyRound(tables: tables)
                         applied.add(round.applied)
-                        if round.drained && round.applied <= leave { return }
+                        if round.drained && (fenced || round.applied <= leave) { return }
                         if Date() > deadline {
                             throw ReshardError.failed("the changelog of \(source) was not applied in time (\(round.applied) entries in the last round)",
                                                       shard: source)

@@ -131,9 +131,14 @@ public final class LayoutSwitch {
         return Fence.State(epoch: epoch, serving: new ? .new : .old)
     }
 
-    /// Sets the fence on every database of both layouts.
-    private func setFence(_ state: Fence.State, places: SwitchPlaces) throws {
-        for shard in places.databases { try Fence.set(state, migration: plan.migration, on: try connect(shard)) }
+    /// Sets the fence on every database of both layouts, all at once (a round trip in all, not
+    /// one per database: inside the stall each is time writes wait), on the barrier's own
+    /// sessions where it holds them.
+    private func setFence(_ state: Fence.State, places: SwitchPlaces, barrier: CutoverBarrier? = nil) throws {
+        let held = barrier?.sessions ?? [:]
+        let work = try places.databases.map { (shard: $0, conn: try held[$0] ?? connect($0)) }
+        let migration = plan.migration
+        try CutoverBarrier.inParallel(work) { try Fence.set(state, migration: migration, on: $0) }
     }
 
     private func crashIfAsked(_ step: CutoverStateMachine.Step) {
@@ -180,6 +185,14 @@ public final class LayoutSwitch {
         // enabled: its sessions are replicas (ordinary triggers do not fire; reshard's own are ALWAYS).
         let replica = direction == .rollback
         let drainConnect: @Sendable (String) throws -> PGConnection = { try LayoutSwitch.fresh(shards, $0, replica: replica) }
+        // Inside the stall only the `starting` records (what recovery reads) are written at
+        // once; the steps' `finished` records wait for the release (or the undo): each is a
+        // metadata round trip the writers would wait for.
+        var unrecorded: [(step: CutoverStateMachine.Step, detail: String?)] = []
+        func recordFinished() {
+            for done in unrecorded { try? store.finished(done.step, attempt: attempt, detail: done.detail) }
+            unrecorded = []
+        }
         func step(_ step: CutoverStateMachine.Step, _ body: () throws -> String?) throws {
             reached = step
             try store.starting(step, attempt: attempt)
@@ -188,7 +201,7 @@ public final class LayoutSwitch {
             let detail = try body()
             let took = Date().timeIntervalSince(began) * 1000
             report.steps.append(.init(step: step.rawValue, milliseconds: took, detail: detail))
-            try store.finished(step, attempt: attempt, detail: detail)
+            if step.stalls { unrecorded.append((step, detail)) } else { try store.finished(step, attempt: attempt, detail: detail) }
         }
         func beforeDeadline(_ what: String) throws {
             guard let stallStarted, Date().timeIntervalSince(stallStarted) > options.maxStallSeconds else { return }
@@ -224,21 +237,23 @@ public final class LayoutSwitch {
                 // --pgbouncer: the application's new queries wait in PgBouncer for the switch.
                 paused = try pausePgBouncers(deadline: stallStarted!.addingTimeInterval(options.maxStallSeconds / 2))
                 try barrier!.lock(lockTimeout: options.maxStallSeconds / 2, connect: connect)
-                // While the locks are held: no layout serves; waiting writers meet the fence.
-                try setFence(Fence.State(epoch: toEpoch, serving: .none), places: places)
-                barrier!.release()
-                barrier = nil
+                // While the locks are held: no layout serves; writers that wait for the locks
+                // (kept through the drain) meet the fence once they are released.
+                try setFence(Fence.State(epoch: toEpoch, serving: .none), places: places, barrier: barrier)
                 return paused.isEmpty ? nil : "paused " + paused.map { "\($0.database) on pgbouncer \($0.bouncer.admin.endpoint.description)" }.joined(separator: ", ")
             }
             try step(.drain) {
                 try beforeDeadline("drain")
-                let applied = try drain!.run(leave: 0, deadline: stallStarted!.addingTimeInterval(options.maxStallSeconds))
+                let applied = try drain!.run(leave: 0, deadline: stallStarted!.addingTimeInterval(options.maxStallSeconds), fenced: true)
                 return "\(applied) change(s) applied"
             }
             try step(.sequenceCheck) {
                 try beforeDeadline("sequence-check")
                 let advanced = try SequenceSync.check(sequences, margin: options.sequenceMargin, connect: connect)
                 report.sequences += advanced
+                // The swap's DDL would wait for the barrier's locks: writers go on, into the fence.
+                barrier?.release()
+                barrier = nil
                 return advanced.isEmpty ? nil : advanced.map(\.text).joined(separator: "; ")
             }
             try step(.swap) {
@@ -260,6 +275,7 @@ public final class LayoutSwitch {
             }
         } catch {
             barrier?.release()
+            recordFinished()
             let why = (error as? ReshardError)?.message ?? (error as? PostgresError)?.summary ?? "\(error)"
             let shard = (error as? ReshardError)?.shard ?? (error as? PostgresError)?.endpoint?.label
             let at = "step \(reached.rawValue)" + (shard.map { " on shard \($0)" } ?? "")
@@ -281,6 +297,7 @@ public final class LayoutSwitch {
         }
         let stall = Date().timeIntervalSince(stallStarted!) * 1000
         resumePgBouncers(paused)
+        recordFinished()
         report.stallMilliseconds = stall
         try store.end(attempt: attempt, outcome: "done", stallMilliseconds: stall, error: nil,
                       transition: direction == .cutover ? try machine.cutoverComplete() : try machine.rollbackComplete())
