@@ -87,8 +87,10 @@ final class SharedCutoverTests: XCTestCase {
     /// database: after each switch the shared database's live tables are the layout that serves;
     /// at the end every acknowledged write is present exactly once on the shard the final map
     /// gives it, nothing else is, and no reshard object is left on any shard.
+    /// `posts` refers to `users` (the application's foreign key, between two moving tables), so
+    /// cleanup must drop the swapped-out tables together.
     func testCutoverRollbackCutoverAndCleanupOnASharedDatabaseLoseNothing() throws {
-        let setup = try migrated()
+        let setup = try migrated(sourceSQL: "ALTER TABLE posts ADD FOREIGN KEY (user_id) REFERENCES users (id)")
         XCTAssertEqual(try sharedState(setup), "old")
         let load = RoutedLoad(setup.layouts, initial: setup.initial)
         XCTAssertTrue(eventually(timeout: 30) { load.committed > 100 })
@@ -108,7 +110,7 @@ final class SharedCutoverTests: XCTestCase {
 
         let cleanup = try ReshardCLI.run(["cleanup", "-c", setup.config, "--drop-sources"])
         XCTAssertEqual(cleanup.status, 0, cleanup.stderr)
-        XCTAssertTrue(cleanup.stdout.contains("removed reshard_old.users on t0"), cleanup.stdout)
+        XCTAssertTrue(cleanup.stdout.contains("removed reshard_old.users, reshard_old.posts on t0"), cleanup.stdout)
         XCTAssertEqual(try phase(setup), "cleaned-up")
         let again = try ReshardCLI.run(["cleanup", "-c", setup.config])
         XCTAssertEqual(again.status, 0, "cleanup is idempotent: \(again.stderr)")

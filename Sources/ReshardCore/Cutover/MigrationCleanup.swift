@@ -96,17 +96,16 @@ public enum MigrationCleanup {
             }
         }
         // On shared databases the old layout's tables, swapped out at cutover, carry the shim and
-        // the fence: dropped first, one at a time (each DROP is a short ACCESS EXCLUSIVE on a table
-        // nobody reads), so the functions their triggers call can go after.
+        // the fence: dropped first (a short ACCESS EXCLUSIVE on tables nobody reads), so the
+        // functions their triggers call can go after. One statement per database: the foreign
+        // keys between them (the application's own) would refuse dropping one before the others.
         for target in plan.sharedTargets {
-            for table in plan.tables {
-                let old = plan.oldName(of: table)
-                try step("\(old) on \(target.name)") {
-                    let conn = try connect(target.name)
-                    try conn.transaction { conn in
-                        try conn.execute("SET LOCAL lock_timeout = '5s'; SET LOCAL client_min_messages = warning")
-                        try conn.execute("DROP TABLE IF EXISTS \(try conn.quote(old))")
-                    }
+            let old = plan.tables.map { plan.oldName(of: $0) }
+            try step("\(old.map(\.description).joined(separator: ", ")) on \(target.name)") {
+                let conn = try connect(target.name)
+                try conn.transaction { conn in
+                    try conn.execute("SET LOCAL lock_timeout = '5s'; SET LOCAL client_min_messages = warning")
+                    try conn.execute("DROP TABLE IF EXISTS \(try old.map { try conn.quote($0) }.joined(separator: ", "))")
                 }
             }
         }
@@ -132,13 +131,12 @@ public enum MigrationCleanup {
                 kept.append("\(source.name) keeps \(plan.tables.map(\.name.description).joined(separator: ", ")) (give --drop-sources to drop them)")
                 continue
             }
-            for table in plan.tables {
-                try step("\(table.name) on \(source.name)") {
-                    let conn = try connect(source.name)
-                    try conn.transaction { conn in
-                        try conn.execute("SET LOCAL lock_timeout = '5s'")
-                        try conn.execute("DROP TABLE IF EXISTS \(try conn.quote(table.name))")
-                    }
+            // Together, like the swapped-out tables: foreign keys between them would refuse one alone.
+            try step("\(plan.tables.map(\.name.description).joined(separator: ", ")) on \(source.name)") {
+                let conn = try connect(source.name)
+                try conn.transaction { conn in
+                    try conn.execute("SET LOCAL lock_timeout = '5s'")
+                    try conn.execute("DROP TABLE IF EXISTS \(try plan.tables.map { try conn.quote($0.name) }.joined(separator: ", "))")
                 }
             }
         }
