@@ -104,7 +104,7 @@ public final class Coordinator: @unchecked Sendable {
                     startLagChecks()
                     startCatchUp()
                 case .buildDeferredIndexes:
-                    if !options.keepIndexes, !(try retrying("build indexes", shouldStop: shouldStop, buildDeferredIndexes)) {
+                    if !(try retrying("finish the target tables", shouldStop: shouldStop, finishTargets)) {
                         stopRequested = true
                         pending = machine.stopRequested()
                     }
@@ -519,10 +519,11 @@ public final class Coordinator: @unchecked Sendable {
             }
             for source in sources { try Shim.install(migration: plan.migration, table: table, on: source) }
         }
-        try Fence.installAll(plan: plan) { try connect($0) }
+        // The targets' misrouted-key row check waits for the end of the copy (`finishTargets`).
+        try Fence.installAll(plan: plan, misroutedChecks: false) { try connect($0) }
     }
 
-    /// `body` (prepare, the deferred index build) on the control loop through transient failures
+    /// `body` (prepare, finishing the targets) on the control loop through transient failures
     /// (a source restarting while the shim is installed), retried as the backfill is
     /// (`RetryPolicy`), each retry an event. Returns false when a stop was requested first.
     func retrying(_ what: String, shouldStop: () -> Bool, _ body: () throws -> Void) throws -> Bool {
@@ -543,12 +544,19 @@ public final class Coordinator: @unchecked Sendable {
         return false
     }
 
-    func buildDeferredIndexes() throws {
+    /// Once every slice is copied, what would have slowed the copy: the secondary indexes (unless
+    /// `--keep-indexes`) and the fence's misrouted-key row check on the targets (a BEFORE ROW
+    /// trigger makes `COPY FROM` insert row by row). Idempotent: a crash before the phase is
+    /// recorded runs it again.
+    func finishTargets() throws {
         let source = try connect(plan.sources[0].name)
-        for target in plan.targets {
-            let conn = try connect(target.name)
-            for table in plan.tables { try TargetTables.createIndexes(table, named: plan.builtName(of: table, on: target), from: source, on: conn) }
+        if !options.keepIndexes {
+            for target in plan.targets {
+                let conn = try connect(target.name)
+                for table in plan.tables { try TargetTables.createIndexes(table, named: plan.builtName(of: table, on: target), from: source, on: conn) }
+            }
         }
+        try Fence.installAll(plan: plan) { try connect($0) }
     }
 
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
@@ -613,20 +621,36 @@ public final class Coordinator: @unchecked Sendable {
         var connections: (source: PGConnection, target: PGConnection, meta: PGConnection)?
         var batchSize = options.initialBatchSize
         var integerRange: SliceCopier.IntegerKeyRange??
+        // Per session set: the claim (made on its metadata session) and the collision guard (its
+        // connections to the other sources), made once, not per batch.
+        var claimed = false
+        var collisionGuard: (columns: Int, probe: KeyCollisionGuard)?
+        let drift = (connect: { [self] (shard: String) in try connect(shard) }, log: { [state] (line: String) in state.log(line, shard: key.source) })
         withRetry("copy \(key.table) \(key.source) -> \(key.target)", reset: { connections = nil }) {
             if connections == nil || !(connections!.source.isHealthy && connections!.target.isHealthy && connections!.meta.isHealthy) {
                 connections = nil
+                claimed = false
+                collisionGuard = nil
                 // Slices already run side by side: parallel query workers would only compete with them.
                 connections = (try connect(key.source, settings: ["max_parallel_workers_per_gather": "0"]), try connect(key.target),
                                workers.track(try PGConnection.connect(metadataDSN, applicationName: "reshard apply")))
             }
             let (source, target, meta) = connections!
-            guard try sliceClaims.claim(key, on: meta, state: state) else { return true }
-            try schemaDrift.check(key.source, on: source, connect: { [self] in try connect($0) }, log: { [self] in state.log($0, shard: key.source) })
+            if !claimed {
+                guard try sliceClaims.claim(key, on: meta, state: state) else { return true }
+                claimed = true
+                try schemaDrift.check(key.source, on: source, connect: drift.connect, log: drift.log)
+            } else {
+                try schemaDrift.checkRecent(key.source, on: source, connect: drift.connect, log: drift.log)
+            }
+            let current = schemaDrift.current(table)
             var copier = SliceCopier(
-                plan: plan, table: schemaDrift.current(table), targetIndex: targetIndex, source: source, target: target,
+                plan: plan, table: current, targetIndex: targetIndex, source: source, target: target,
                 local: plan.targets[targetIndex].sameAsSource == key.source)
-            copier.collisionGuard = KeyCollisionGuard(plan: plan, table: schemaDrift.current(table), target: targetIndex, source: key.source) { [self] in try connect($0) }
+            if collisionGuard?.columns != current.columns.count {
+                collisionGuard = (current.columns.count, KeyCollisionGuard(plan: plan, table: current, target: targetIndex, source: key.source) { [self] in try connect($0) })
+            }
+            copier.collisionGuard = collisionGuard?.probe
             let slice = state.slice(key)
             if slice.done { return true }
             while state.isPaused && state.wait(0.2) {}
@@ -637,15 +661,22 @@ public final class Coordinator: @unchecked Sendable {
             defer { state.settleRows(reserved: rows, copied: copied) }
             let started = Date()
             if integerRange == nil { integerRange = .some(try copier.integerKeyRange()) }
-            let batch = try copier.copyBatch(after: slice.lastKey, batchSize: rows, integerRange: integerRange!)
+            let batch: SliceCopier.Batch
+            do {
+                batch = try copier.copyBatch(after: slice.lastKey, batchSize: rows, integerRange: integerRange!)
+            } catch {
+                // An ALTER TABLE since the last check (a dropped column fails the batch's query):
+                // stop naming the change rather than with the query's error.
+                try schemaDrift.check(key.source, on: source, connect: drift.connect, log: drift.log)
+                throw error
+            }
             copied = batch.rows
-            // Only now, with the batch committed on the target, does the checkpoint move.
-            try meta.query(
-                """
-                UPDATE reshard.slices SET rows_copied = rows_copied + $5, last_key = $6::text[], done = $7,
-                    started_at = coalesce(started_at, now()), updated_at = now()
-                WHERE migration = $1 AND table_name = $2 AND source = $3 AND target = $4
-                """, [plan.migration, key.table, key.source, key.target, batch.rows, batch.lastKey, batch.done])
+            // Only now, with the batch committed on the target, does the checkpoint move, and
+            // only while the slice is still ours (else its new holder goes on from its own).
+            guard try sliceClaims.checkpoint(key, on: meta, state: state, rows: batch.rows, lastKey: batch.lastKey, done: batch.done) else {
+                state.log("slice \(key.table) \(key.source) -> \(key.target) was taken over by another process; left to it", shard: key.target)
+                return true
+            }
             state.recordBatch(key, rows: batch.rows, lastKey: batch.lastKey, done: batch.done)
             let took = Date().timeIntervalSince(started)
             if took < options.targetBatchSeconds / 2 { batchSize = min(rows * 2, 1_000_000) }

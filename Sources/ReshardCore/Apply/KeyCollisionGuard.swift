@@ -44,6 +44,8 @@ final class KeyCollisionGuard: @unchecked Sendable {
     /// `check` for the keys of `staging` (on `conn`) that `name` already holds there: the rows of a
     /// batch whose copy ran into the migration's key.
     func checkConflicts(staging: String, into name: String, on conn: PGConnection, own: PGConnection) throws {
+        // One source alone cannot collide with itself: its conflicts are its own rows copied before.
+        guard !otherSources.isEmpty else { return }
         let sql = TableSQL(table)
         let join = sql.keyColumns.map { "t.\($0) = s.\($0)" }.joined(separator: " AND ")
         try check(conn.query("SELECT \(Self.aggregate(table, alias: "s")) FROM \(staging) s WHERE EXISTS (SELECT 1 FROM \(name) t WHERE \(join))"), own: own)

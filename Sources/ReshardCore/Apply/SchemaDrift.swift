@@ -3,9 +3,11 @@ import PostgresClient
 
 /// An `ALTER TABLE` on a source while `apply` runs.
 ///
-/// **Detection.** Every catch-up round, and before every backfill batch, asks the source for the
-/// column list of every migrated table in one catalog query and compares it with the definition
-/// in use. A catalog query rather than an event trigger on `ddl_command_end`: creating an event
+/// **Detection.** Every catch-up round asks the source for the column list of every migrated table
+/// in one catalog query and compares it with the definition in use; so does the backfill before a
+/// slice's first batch, then at most once a second per source (`checkRecent`, where a catch-up
+/// round's check counts too), and after a batch that failed (a dropped column fails the batch's
+/// query: the error then names the change). A catalog query rather than an event trigger on `ddl_command_end`: creating an event
 /// trigger takes a superuser, which managed PostgreSQL does not give, and reshard needs nothing
 /// beyond owning the tables; the query costs microseconds beside a round.
 ///
@@ -35,6 +37,8 @@ final class SchemaDrift: @unchecked Sendable {
     private var added: [String: [String: [AddedColumn]]] = [:]
     /// One source check at a time carries out a switch.
     private let checking = NSLock()
+    /// Per source, when the latest check that found nothing to stop on began.
+    private var matchedAt: [String: Date] = [:]
 
     struct AddedColumn: Equatable {
         var column: TableSchema.Column
@@ -96,6 +100,22 @@ final class SchemaDrift: @unchecked Sendable {
     /// columns over once every source has them, and throws a `failed` error naming the table and
     /// the change for anything else. `connect` reaches any shard; `log` records an event.
     func check(_ source: String, on conn: PGConnection, connect: (String) throws -> PGConnection, log: (String) -> Void) throws {
+        let began = Date()
+        try compare(source, on: conn, connect: connect, log: log)
+        lock.withLock { matchedAt[source] = max(matchedAt[source] ?? .distantPast, began) }
+    }
+
+    /// The backfill's check before a batch: `check`, unless a check of `source` that began less
+    /// than `seconds` ago found nothing to stop on. A catch-up round or another batch checks the
+    /// same source all the time, so a batch rarely pays the catalog query itself.
+    func checkRecent(
+        _ source: String, within seconds: Double = 1, on conn: PGConnection, connect: (String) throws -> PGConnection, log: (String) -> Void
+    ) throws {
+        if let at = lock.withLock({ matchedAt[source] }), Date().timeIntervalSince(at) < seconds { return }
+        try check(source, on: conn, connect: connect, log: log)
+    }
+
+    private func compare(_ source: String, on conn: PGConnection, connect: (String) throws -> PGConnection, log: (String) -> Void) throws {
         let names = try plan.tables.map { try conn.quote($0.name) }
         let result = try conn.query(Self.columnsQuery, [names])
         var drifted: [Plan.Table] = []

@@ -4,18 +4,21 @@ import PostgresClient
 /// Backfill slices shared between processes: the lease holder and any number of
 /// `apply --workers-only` processes (on other machines, so no one machine relays every row).
 ///
-/// Before every batch a process claims its slice in the metadata: one `UPDATE` of the slice's row,
-/// found `FOR UPDATE SKIP LOCKED` (a process claiming it at the same moment is skipped, not
-/// waited for), which succeeds only when the slice is not done and free, already ours, or held by
-/// a dead claimer. A claimer is dead when the metadata session it claimed with is gone (the
-/// process died: its connections closed, so it is taken over at once) or its heartbeat, refreshed
-/// every second for every slice it holds (`tick`), is older than `expirySeconds` (it hangs or lost
-/// the network). Claiming before every batch is what stops a process whose slice was taken over.
+/// Before its first batch (and again on every new metadata session) a process claims its slice in
+/// the metadata: one `UPDATE` of the slice's row, found `FOR UPDATE SKIP LOCKED` (a process
+/// claiming it at the same moment is skipped, not waited for), which succeeds only when the slice
+/// is not done and free, already ours, or held by a dead claimer. A claimer is dead when the
+/// metadata session it claimed with is gone (the process died: its connections closed, so it is
+/// taken over at once) or its heartbeat, refreshed every second for every slice it holds (`tick`),
+/// is older than `expirySeconds` (it hangs or lost the network).
 ///
-/// A batch still running in a process whose claim was taken over can commit after the new holder
-/// started from the last checkpoint: the new holder's batch then meets those rows and goes through
-/// the staging table with `ON CONFLICT DO NOTHING` (`SliceCopier`), so every row ends up copied
-/// once in effect.
+/// Every batch's checkpoint is written only while the claim is still this process's
+/// (`checkpoint`), by the `UPDATE` that writes the checkpoint anyway: that
+/// is what stops a process whose slice was taken over, without a round trip of its own per batch,
+/// and it never writes its checkpoint over the new holder's. Its last batch may still have
+/// committed on the target after the new holder started from the last checkpoint: the new
+/// holder's batch then meets those rows and goes through the staging table with `ON CONFLICT DO
+/// NOTHING` (`SliceCopier`), so every row ends up copied once in effect.
 ///
 /// Only the lease holder runs the catch-up, verify and cutover; it learns of slices copied
 /// elsewhere from the metadata every second (`tick`), which is when their changes start to be
@@ -56,6 +59,24 @@ final class SliceClaims: @unchecked Sendable {
         }
         let lastKey = row[0, 1].flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
         if state.slice(key).lastKey != lastKey { state.setCheckpoint(key, copied: try row.get(0, 0, as: Int64.self), lastKey: lastKey, done: false) }
+        return true
+    }
+
+    /// Writes a batch's checkpoint (committed on the target) and refreshes the heartbeat, only
+    /// while `key` is still claimed by this process (`worker` names one run of one process). False
+    /// when the claim was taken over: nothing is written, and the slice is left to its new holder.
+    func checkpoint(_ key: ApplyState.SliceKey, on meta: PGConnection, state: ApplyState, rows: Int, lastKey: [String]?, done: Bool) throws -> Bool {
+        let updated = try meta.query(
+            """
+            UPDATE reshard.slices SET rows_copied = rows_copied + $5, last_key = $6::text[], done = $7,
+                started_at = coalesce(started_at, now()), updated_at = now(), heartbeat_at = now()
+            WHERE migration = $1 AND table_name = $2 AND source = $3 AND target = $4
+              AND claimed_by = $8
+            """, [migration, key.table, key.source, key.target, rows, lastKey, done, worker]).affectedRows
+        guard updated == 1 else {
+            state.addClaimedElsewhere(key)
+            return false
+        }
         return true
     }
 

@@ -108,7 +108,10 @@ struct SliceCopier {
         return Batch(rows: rows, lastKey: lastSeen, done: upperKey == nil)
     }
 
-    /// The re-run path: the batch was (partly) committed before a crash.
+    /// The re-run path: the batch was (partly) committed before a crash, or by a process that
+    /// lost the slice before its checkpoint. Returns every row of the batch, not only those
+    /// inserted now: the rows already there were never counted (a checkpoint counts the rows up
+    /// to its key, and this batch starts after the last one), so the slice's count stays exact.
     private func copyThroughStaging(select: String) throws -> Int {
         try target.transaction { conn in
             try conn.execute(
@@ -116,13 +119,14 @@ struct SliceCopier {
                 SET LOCAL reshard.applying = on;
                 CREATE TEMP TABLE reshard_staging (LIKE \(sql.targetName)) ON COMMIT DROP;
                 """)
-            _ = try PGConnection.relayCopy(
+            let staged = try PGConnection.relayCopy(
                 from: source, "COPY (\(select)) TO STDOUT (FORMAT binary)", to: conn,
-                "COPY reshard_staging (\(sql.writableColumns)) FROM STDIN (FORMAT binary)")
+                "COPY reshard_staging (\(sql.writableColumns)) FROM STDIN (FORMAT binary)").rows
             try collisionGuard?.checkConflicts(staging: "reshard_staging", into: sql.targetName, on: conn, own: source)
-            return try stoppingOnOtherUniqueViolations {
-                try conn.execute("\(sql.insertFromStaging("reshard_staging")) \(sql.onKeyConflictDoNothing)").affectedRows
+            _ = try stoppingOnOtherUniqueViolations {
+                try conn.execute("\(sql.insertFromStaging("reshard_staging")) \(sql.onKeyConflictDoNothing)")
             }
+            return staged
         }
     }
 
