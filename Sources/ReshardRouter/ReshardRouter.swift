@@ -14,6 +14,12 @@ import ReshardRouting
 /// correct, but one statement at a time per shard. Threads that need parallel writes to one
 /// shard use a router each.
 ///
+/// **The declared epoch.** Every session it uses says which epoch it routes by (`reshard.epoch`,
+/// set at connect and again after a reload brought a newer epoch, before the session's next use),
+/// so the fence refuses a write routed by an older map even on a database that is a shard of both
+/// layouts (`Fence`). Session settings do not survive a transaction-pooling PgBouncer: there a
+/// server connection may carry another client's epoch.
+///
 /// Every call blocks (libpq): call it from your own threads, never from Swift's cooperative pool.
 public final class ReshardRouter: @unchecked Sendable {
     /// Opens a connection to a shard (or replica) given the map's connection string, which never
@@ -34,13 +40,19 @@ public final class ReshardRouter: @unchecked Sendable {
     /// both layouts refuse writes until the new epoch is published and released (at most the
     /// cutover's `--max-stall`, 2 s by default).
     public let fenceWait: TimeInterval
+    /// The longest pause between two attempts while the fence refuses and the map has not
+    /// changed. The pause starts at a millisecond and doubles up to this: every millisecond
+    /// slept past the switch's end is stall the application sees, and a switch that is undone
+    /// or only has its fence left to release (the map already names the new epoch) ends with no
+    /// change to the map to wake up on.
+    public static let longestFencePause: TimeInterval = 0.016
     private let metadataDSN: ConnectionString
     private let connect: Connect
     private let lock = NSLock()
     private var cached: ShardMap
     private var meta: PGConnection?
     /// By connection string: a database that is a shard in two epochs keeps its connection.
-    private var connections: [String: PGConnection] = [:]
+    private var connections: [String: Session] = [:]
     private var nextReplica = 0
 
     public static let defaultConnect: Connect = { dsn, shard in
@@ -76,6 +88,7 @@ public final class ReshardRouter: @unchecked Sendable {
                 if loaded != cached {
                     // Connections to databases the new map no longer names are closed.
                     let used = Set(loaded.shards.flatMap { [$0.dsn] + $0.replicas })
+                    // Sessions kept declare the new epoch before their next use (`connection`).
                     connections = connections.filter { used.contains($0.key) }
                 }
                 cached = loaded
@@ -127,19 +140,22 @@ public final class ReshardRouter: @unchecked Sendable {
     /// following fence refusals to the shard a newer epoch names for up to `fenceWait`.
     private func onPrimary<T>(table: String, key: ShardKey, _ attempt: (PGConnection) throws -> T) throws -> T {
         let deadline = Date().addingTimeInterval(fenceWait)
-        var pause = 0.01
+        var pause = 0.001
         while true {
             let route = try self.route(table: table, key: key)
             do {
-                return try using(try connection(route.shard.dsn, shard: route.shard.name), attempt)
+                return try using(try connection(route.shard.dsn, shard: route.shard.name, epoch: route.epoch), attempt)
             } catch let error as PostgresError where error.isFenceRefusal {
                 guard Date() < deadline else { throw error }
-                // The fence names a newer epoch than ours, or the switch is still under way and
-                // the newer epoch not yet published: reload until the map changes or time is up.
-                while try reload().epoch == route.epoch, Date() < deadline {
-                    Thread.sleep(forTimeInterval: pause)
-                    pause = min(pause * 2, 0.2)
+                // A newer epoch is published: run again at once, by it. Otherwise the switch is
+                // under way (not yet published, or published and its fence not yet released) or
+                // was undone: the write itself is the probe, sent again after a short pause.
+                if try reload().epoch != route.epoch {
+                    pause = 0.001
+                    continue
                 }
+                Thread.sleep(forTimeInterval: min(pause, max(0, deadline.timeIntervalSinceNow)))
+                pause = min(pause * 2, Self.longestFencePause)
             }
         }
     }
@@ -160,12 +176,12 @@ public final class ReshardRouter: @unchecked Sendable {
                 nextReplica &+= 1
                 return route.shard.replicas[nextReplica % route.shard.replicas.count]
             }
-            do { return try using(try connection(replica, shard: route.shard.name), body) } catch let error as PostgresError
+            do { return try using(try connection(replica, shard: route.shard.name, epoch: route.epoch), body) } catch let error as PostgresError
                 where error.code == .connectionFailed || error.code == .connectionLost {
                 // A replica that is down does not fail the read: the primary has the rows too.
             }
         }
-        return try using(try connection(route.shard.dsn, shard: route.shard.name), body)
+        return try using(try connection(route.shard.dsn, shard: route.shard.name, epoch: route.epoch), body)
     }
 
     @discardableResult
@@ -175,21 +191,37 @@ public final class ReshardRouter: @unchecked Sendable {
 
     // MARK: - Connections
 
-    /// The open connection to `dsn`, or a new one (a connection the server dropped is replaced).
-    private func connection(_ dsn: String, shard: String) throws -> PGConnection {
-        try lock.withLock {
-            if let open = connections[dsn], open.isHealthy { return open }
+    /// A session the router opened, and the epoch it last declared on it.
+    private final class Session {
+        let conn: PGConnection
+        var declared: Int64?
+        init(_ conn: PGConnection) { self.conn = conn }
+    }
+
+    /// The open connection to `dsn`, or a new one (a connection the server dropped is replaced),
+    /// declaring `epoch` on it first when it declares another (`Fence.declaredEpochSetting`).
+    private func connection(_ dsn: String, shard: String, epoch: Int64) throws -> PGConnection {
+        let session = try lock.withLock {
+            if let open = connections[dsn], open.conn.isHealthy { return open }
             connections[dsn] = nil
-            let opened = try connect(dsn, shard)
+            let opened = Session(try connect(dsn, shard))
             connections[dsn] = opened
             return opened
         }
+        guard lock.withLock({ session.declared }) != epoch else { return session.conn }
+        // Outside a transaction (the write's begins later), so the setting is the session's.
+        try using(session.conn) { try $0.query("SELECT pg_catalog.set_config($1, $2, false)", [Self.declaredEpochSetting, String(epoch)]) }
+        lock.withLock { session.declared = epoch }
+        return session.conn
     }
+
+    /// The setting the fence reads a session's declared epoch from (`Fence.declaredEpochSetting`).
+    public static let declaredEpochSetting = "reshard.epoch"
 
     /// Runs `body`, forgetting the connection if it broke meanwhile, so the next call reconnects.
     private func using<T>(_ conn: PGConnection, _ body: (PGConnection) throws -> T) throws -> T {
         do { return try body(conn) } catch {
-            if !conn.isHealthy { lock.withLock { connections = connections.filter { $0.value !== conn } } }
+            if !conn.isHealthy { lock.withLock { connections = connections.filter { $0.value.conn !== conn } } }
             throw error
         }
     }

@@ -61,6 +61,50 @@ final class FenceTests: XCTestCase {
         XCTAssertEqual(try app.query("SELECT count(*) FROM users WHERE id IN (2, 4, 1006)").get(0, 0, as: Int.self), 3)
     }
 
+    /// A session that declares the epoch it routes by (`reshard.epoch`, as `ReshardRouter` does)
+    /// is refused when that epoch is older than the fence's, on either layout, even where the
+    /// table's layout serves (a database of both layouts); a REPEATABLE READ writer too, when the
+    /// flip comes after its snapshot. A session that declares nothing is judged by layout only, and
+    /// an application role with only its table grants writes through the fence.
+    func testSessionsDeclaringAnOlderEpochAreRefusedOnEitherLayout() throws {
+        let fixture = try caughtUpMigration()
+        let t1 = try PGConnection.connect(fixture.freshTargets[0])
+        let own = try t1.query("SELECT g FROM generate_series(2000, 2100) g WHERE hashint8(g) < 0 LIMIT 2")
+        let (first, second) = (try own.get(0, 0, as: Int.self), try own.get(1, 0, as: Int.self))
+        // After a cutover to epoch 2: the new layout serves it.
+        try Fence.set(.init(epoch: 2, serving: .new), migration: "plan-test", on: t1)
+        let stale = try PGConnection.connect(fixture.freshTargets[0])
+        try stale.execute("SET reshard.epoch = 1")
+        assertFenced(FenceSQLState.staleEpoch, mentioning: "epoch 2") { try stale.execute("INSERT INTO users VALUES (\(first), 'stale')") }
+        let current = try PGConnection.connect(fixture.freshTargets[0])
+        try current.execute("SET reshard.epoch = 2")
+        try current.execute("INSERT INTO users VALUES (\(first), 'current')")
+        // A REPEATABLE READ writer declaring 2 whose snapshot predates a flip to epoch 3.
+        try current.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM users")
+        try current.execute("UPDATE users SET name = 'before the flip' WHERE id = \(first)")
+        try Fence.set(.init(epoch: 3, serving: .new), migration: "plan-test", on: t1)
+        assertFenced(FenceSQLState.staleEpoch, mentioning: "epoch 3") { try current.execute("INSERT INTO users VALUES (\(second), 'late')") }
+        try current.execute("ROLLBACK")
+        // Undeclared: the layout alone decides; an application role needs only its table grants.
+        try t1.execute("DROP ROLE IF EXISTS fence_app; CREATE ROLE fence_app; GRANT SELECT, INSERT, UPDATE, DELETE ON users TO fence_app")
+        let app = try PGConnection.connect(fixture.freshTargets[0])
+        try app.execute("SET ROLE fence_app; INSERT INTO users VALUES (\(second), 'undeclared')")
+        try app.execute("SET reshard.epoch = 2")
+        assertFenced(FenceSQLState.staleEpoch, mentioning: "epoch 3") { try app.execute("UPDATE users SET name = 'x' WHERE id = \(second)") }
+        try app.execute("SET reshard.epoch = 3; UPDATE users SET name = 'declared 3' WHERE id = \(second)")
+        // Something that is not an epoch is named.
+        try app.execute("SET reshard.epoch = 'two'")
+        assertFenced("22023", mentioning: "reshard.epoch") { try app.execute("DELETE FROM users WHERE id = \(second)") }
+        let stored = try t1.query("SELECT string_agg(id || ' ' || name, ', ' ORDER BY name) FROM users WHERE id IN (\(first), \(second))")
+        XCTAssertEqual(stored[0, 0], "\(first) current, \(second) declared 3")
+        // The old layout, serving epoch 3 again (after a rollback): a session declaring 2 is refused there too.
+        let s0 = try PGConnection.connect(fixture.sources[0])
+        try Fence.set(.init(epoch: 3, serving: .old), migration: "plan-test", on: s0)
+        try s0.execute("SET reshard.epoch = 2")
+        assertFenced(FenceSQLState.staleEpoch, mentioning: "epoch 3") { try s0.execute("UPDATE users SET name = 'stale' WHERE id = 2") }
+        try s0.execute("SET reshard.epoch = 3; UPDATE users SET name = 'current' WHERE id = 2")
+    }
+
     /// The new layout refuses the application until it serves, and then refuses keys the new
     /// map gives another shard (RS002).
     func testTheNewLayoutRefusesWritesUntilItServesAndThenMisroutedKeys() throws {

@@ -27,14 +27,17 @@ final class RehearseTests: XCTestCase {
         // The faults injected are exactly the seed's schedule, every kind once, and all survived.
         let faults = try XCTUnwrap(report["faults"] as? [[String: Any]])
         let schedule = FaultSchedule.make(seed: 5, crashes: kinds.count, kinds: kinds, sources: 2, targets: 3)
-        XCTAssertEqual(faults.map { $0["kind"] as? String }, schedule.faults.map(\.kind.rawValue))
-        XCTAssertEqual(faults.map { $0["point"] as? String }, schedule.faults.map(\.point.description))
+        // A shared target cuts over now: the rehearsal switches, and holds locks across the first attempt.
+        let switched = (report["cutover"] as? String)?.hasPrefix("cut over") == true
+        XCTAssertTrue(switched, "\(report["cutover"] ?? "no cutover field")")
+        XCTAssertEqual(faults.map { $0["kind"] as? String }, schedule.faults.map(\.kind.rawValue) + (switched ? ["hold-locks"] : []))
+        XCTAssertEqual(faults.map { $0["point"] as? String }, schedule.faults.map(\.point.description) + (switched ? ["the first cutover attempt"] : []))
         for fault in faults {
             XCTAssertEqual(fault["injected"] as? Bool, true, "\(fault)")
             XCTAssertEqual(fault["survived"] as? Bool, true, "\(fault)")
         }
         let layouts = try XCTUnwrap(report["layouts"] as? [[String: Any]])
-        XCTAssertEqual(layouts.count, 2, "both the live layout and the built one are checked")
+        XCTAssertEqual(layouts.count, switched ? 1 : 2, "the new layout, live after cutover, is checked (before it, both)")
         XCTAssertEqual(report["leftovers"] as? [String], [])
     }
 

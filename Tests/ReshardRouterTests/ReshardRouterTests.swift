@@ -120,12 +120,16 @@ final class ReshardRouterTests: XCTestCase {
         try fence(0, FenceSQLState.staleEpoch)
         try fence(1, FenceSQLState.staleEpoch)
         var runs = 0
+        var declared: [String?] = []
         try router.write(table: "items", key: 4) { conn in
             runs += 1
+            // Each session declares the epoch its write is routed by (the fence refuses older ones).
+            declared.append(try conn.query("SELECT current_setting('reshard.epoch', true)")[0, 0])
             try conn.query("INSERT INTO items VALUES (4, 'first')")
             try conn.query("INSERT INTO items VALUES (40, 'second')")
         }
         XCTAssertEqual(runs, 2)
+        XCTAssertEqual(declared, ["1", "2"])
         XCTAssertEqual(router.map.epoch, 2)
         XCTAssertEqual(try placement(), [4: [2], 40: [2]])
 
@@ -169,6 +173,30 @@ final class ReshardRouterTests: XCTestCase {
             try conn.query("INSERT INTO items VALUES (2, 'x'), (2, 'y')")
         }) { XCTAssertEqual(($0 as? PostgresError)?.sqlState, "23505") }
         XCTAssertEqual(runs, 1)
+    }
+
+    /// A fence that refuses while the map does not change (a switch under way, or one that was
+    /// undone, or published with its fence still to release) is probed by the write itself again
+    /// after a short pause, not only once a newer epoch appears.
+    func testARefusalThatEndsWithoutANewEpochIsRetried() throws {
+        try publish([0, 1])
+        let router = try ReshardRouter(metadata: metadata, migration: migration, fenceWait: 5)
+        // Refuses the first three writes, then lets them through (the switch was undone).
+        try PGConnection.connect(shards[1]).execute(
+            """
+            CREATE SEQUENCE refusals;
+            CREATE FUNCTION fenced() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN IF nextval('refusals') <= 3 THEN RAISE EXCEPTION USING ERRCODE = 'RS001', MESSAGE = 'fenced by the test'; END IF; RETURN NULL; END $$;
+            CREATE TRIGGER fenced BEFORE INSERT OR UPDATE OR DELETE ON items FOR EACH STATEMENT EXECUTE FUNCTION fenced();
+            """)
+        var runs = 0
+        try router.write(table: "items", key: 3) { conn in
+            runs += 1
+            try conn.query("INSERT INTO items VALUES (3, 'x')")
+        }
+        XCTAssertEqual(runs, 4)
+        XCTAssertEqual(router.map.epoch, 1)
+        XCTAssertEqual(try placement(), [3: [1]])
     }
 
     /// Reads go to the shard's replicas when the map lists them, taking turns; else the primary.

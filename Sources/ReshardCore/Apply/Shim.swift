@@ -25,8 +25,11 @@ public enum Shim {
     /// Installs the changelog and the trigger on one table. Idempotent. CREATE TRIGGER waits for
     /// writers already in flight, which is what guarantees no write is missed; `lock_timeout`
     /// keeps it from queueing other writers behind it for long, and it is retried.
+    /// `named`: where the table is on this database when not under its own name (the new layout's
+    /// table built in `reshard_build` on a shared database, `TableLocations`); the trigger follows
+    /// the table when a swap renames it.
     public static func install(
-        migration: String, table: Plan.Table, on connection: PGConnection, lockTimeoutMilliseconds: Int = 2000,
+        migration: String, table: Plan.Table, named: QualifiedName? = nil, on connection: PGConnection, lockTimeoutMilliseconds: Int = 2000,
         attempts: Int = 30
     ) throws {
         let names = objectNames(migration: migration, table: table)
@@ -42,11 +45,7 @@ public enum Shim {
                 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000);
                 """)
         }
-        let quotedTable = try connection.quote(table.name)
-        // The function bodies run with a pinned search_path, so the table is named with its schema.
-        let schemaRow = try connection.query(
-            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)", [quotedTable])
-        let qualified = try connection.quote(QualifiedName(schema: schemaRow.rowCount > 0 ? schemaRow[0, 0] : table.name.schema, table.name.name))
+        let quotedTable = try connection.quote(named ?? table.name)
         func columns(_ row: String?) throws -> String {
             try table.uniqueKey.map { "\(row.map { "\($0)." } ?? "")\(try connection.quoteIdentifier($0))::pg_catalog.text" }
                 .joined(separator: ", ")
@@ -74,12 +73,13 @@ public enum Shim {
             END
             """
         // TRUNCATE fires no row triggers: before the rows go, every key is logged as a change,
-        // and the catch-up, which finds the rows gone, deletes them on the targets.
+        // and the catch-up, which finds the rows gone, deletes them on the targets. The table is
+        // the trigger's own (TG_RELID), wherever a swap at cutover moved it.
+        let truncateInsert = "INSERT INTO \(schema).\(names.log) (pk, shard_key) SELECT ARRAY[\(try columns(nil))], \(key)::pg_catalog.text FROM ONLY "
         let truncateBody = """
             BEGIN
               IF pg_catalog.current_setting('reshard.applying', true) = 'on' THEN RETURN NULL; END IF;
-              INSERT INTO \(schema).\(names.log) (pk, shard_key)
-                SELECT ARRAY[\(try columns(nil))], \(key)::pg_catalog.text FROM ONLY \(qualified);
+              EXECUTE pg_catalog.format(\(try connection.quoteLiteral(truncateInsert.replacingOccurrences(of: "%", with: "%%") + "%s")), TG_RELID::pg_catalog.regclass);
               RETURN NULL;
             END
             """

@@ -9,14 +9,15 @@ import PostgresClient
 extension LayoutSwitch {
     /// Enables (`true`) or disables the application's triggers of every migrated table on every
     /// target, as the first source has them (`TargetTables.enableTriggers`). Idempotent.
-    static func setTargetTriggers(enabled: Bool, plan: Plan, connect: (String) throws -> PGConnection) throws -> Int {
-        guard let reference = plan.sources.first else { return 0 }
+    /// `locations`: where the tables are at that moment (on a shared database the new layout's
+    /// are in `reshard_build` until the swap, under their own names after it).
+    static func setTargetTriggers(enabled: Bool, plan: Plan, locations: TableLocations, connect: (String) throws -> PGConnection) throws -> Int {
+        guard let reference = Self.referenceSource(plan) else { return 0 }
         let source = try connect(reference.name)
         var tables = 0
         for target in plan.targets {
             let conn = try connect(target.name)
-            for table in plan.tables {
-                let name = plan.builtName(of: table, on: target)
+            for (table, name) in zip(plan.tables, locations.names(.new, on: target.name)) {
                 guard try TargetTables.exists(table, named: name, on: conn) else { continue }
                 if enabled {
                     try TargetTables.enableTriggers(table, named: name, from: source, on: conn)
@@ -37,21 +38,25 @@ extension LayoutSwitch {
     /// (VALIDATE takes SHARE UPDATE EXCLUSIVE, which does not block them). Rollback (`adding`
     /// false): drops them again on the targets, since the catch-up feeds them again afterwards.
     /// Idempotent both ways.
-    static func setTargetForeignKeys(adding: Bool, validate: Bool = false, plan: Plan, connect: (String) throws -> PGConnection) throws -> Int {
-        guard let reference = plan.sources.first else { return 0 }
+    static func setTargetForeignKeys(
+        adding: Bool, validate: Bool = false, plan: Plan, locations: TableLocations, connect: (String) throws -> PGConnection
+    ) throws -> Int {
+        guard let reference = Self.referenceSource(plan) else { return 0 }
         let source = try connect(reference.name)
+        let referenceNames = locations.names(.old, on: reference.name)
         var count = 0
         for target in plan.targets {
             let conn = try connect(target.name)
-            for table in plan.tables where try TargetTables.exists(table, named: plan.builtName(of: table, on: target), on: conn) {
+            let names = locations.names(.new, on: target.name)
+            let name = { (table: Plan.Table) in names[plan.tables.firstIndex(of: table) ?? 0] }
+            for (t, table) in plan.tables.enumerated() where try TargetTables.exists(table, named: names[t], on: conn) {
                 if adding {
-                    try TargetTables.addForeignKeys(
-                        table, of: plan, names: { plan.builtName(of: $0, on: target) }, from: source, on: conn, validate: validate)
+                    try TargetTables.addForeignKeys(table, of: plan, names: name, from: source, on: conn, validate: validate)
                     continue
                 }
-                let quoted = try conn.quote(plan.builtName(of: table, on: target))
+                let quoted = try conn.quote(names[t])
                 let keys = try source.query(
-                    "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'f' ORDER BY conname", [try source.quote(table.name)])
+                    "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'f' ORDER BY conname", [try source.quote(referenceNames[t])])
                 for r in 0..<keys.rowCount {
                     try conn.execute("ALTER TABLE \(quoted) DROP CONSTRAINT IF EXISTS \(try conn.quoteIdentifier(keys[r, 0]!))")
                     count += 1
@@ -59,6 +64,13 @@ extension LayoutSwitch {
             }
         }
         return count
+    }
+
+    /// The source whose tables say how the application's triggers and keys are: one that is not
+    /// a target's database when there is one (its table always has its own name and state; on a
+    /// shared database the live name is the new layout's table after the swap).
+    static func referenceSource(_ plan: Plan) -> Plan.Shard? {
+        plan.sources.first { source in !plan.targets.contains { $0.sameAsSource == source.name } } ?? plan.sources.first
     }
 
     /// Disables every trigger of the table's that is neither internal nor reshard's own (the

@@ -67,8 +67,14 @@ public final class LayoutSwitch {
     }
 
     /// A new session, with the settings under which keys print as the shim logs them.
-    static func fresh(_ shards: [String: ConnectionString], _ shard: String) throws -> PGConnection {
+    /// `replica`: with `session_replication_role = replica` when the role may set it (the
+    /// application's triggers do not fire for its writes), else a plain session.
+    static func fresh(_ shards: [String: ConnectionString], _ shard: String, replica: Bool = false) throws -> PGConnection {
         guard let dsn = shards[shard] else { throw ReshardError.badInput("no connection string for shard \(shard)", shard: shard) }
+        if replica, let conn = try? PGConnection.connect(
+            dsn, applicationName: "reshard cutover", settings: CanonicalText.settings.merging(["session_replication_role": "replica"]) { $1 }) {
+            return conn
+        }
         return try PGConnection.connect(dsn, applicationName: "reshard cutover", settings: CanonicalText.settings)
     }
 
@@ -135,8 +141,17 @@ public final class LayoutSwitch {
         if ProcessInfo.processInfo.environment["RESHARD_TEST_CRASH_AT"] == step.rawValue { kill(getpid(), SIGKILL) }
     }
 
+    /// Every shared database swapped (`true`) or none: where a finished switch leaves the tables.
+    private func locations(swapped: Bool) -> TableLocations {
+        TableLocations(plan, swapped: swapped ? Set(plan.sharedTargets.map(\.name)) : [])
+    }
+
     private func runSwitch(_ direction: CutoverStateMachine.Direction) throws {
-        let places = SwitchPlaces(plan, direction)
+        // Where the tables are, asked of the shared databases (not swapped before cutover, swapped before rollback).
+        let locations = TableLocations(plan, swapped: try TableLocations.read(plan, connect: connect))
+        let places = locations.places(plan, direction)
+        // The layout the capture is installed on: the one taking over.
+        let captureLayout: TableLocations.Layout = direction == .cutover ? .new : .old
         let started = Date()
         let checked = try CutoverChecks.run(direction, plan: plan, meta: store.meta, options: options, places: places, connect: connect)
         report.lines += checked
@@ -161,6 +176,10 @@ public final class LayoutSwitch {
         var paused: [(bouncer: PgBouncerAdmin, database: String)] = []
         let shards = self.shards
         let connectFresh: @Sendable (String) throws -> PGConnection = { try LayoutSwitch.fresh(shards, $0) }
+        // Rollback's drain writes the old layout, whose tables have the application's triggers
+        // enabled: its sessions are replicas (ordinary triggers do not fire; reshard's own are ALWAYS).
+        let replica = direction == .rollback
+        let drainConnect: @Sendable (String) throws -> PGConnection = { try LayoutSwitch.fresh(shards, $0, replica: replica) }
         func step(_ step: CutoverStateMachine.Step, _ body: () throws -> String?) throws {
             reached = step
             try store.starting(step, attempt: attempt)
@@ -185,13 +204,14 @@ public final class LayoutSwitch {
                 return advanced.isEmpty ? "no sequence needed advancing" : advanced.map(\.text).joined(separator: "; ")
             }
             try step(.reverseCapture) {
-                try ReverseCapture.install(capturing: capture, connect: connect)
-                if let problem = try ReverseCapture.prove(capturing: capture, connect: connect) { throw ReshardError.failed(problem) }
+                let names = { (shard: String) in locations.names(captureLayout, on: shard) }
+                try ReverseCapture.install(capturing: capture, names: names, connect: connect)
+                if let problem = try ReverseCapture.prove(capturing: capture, names: names, connect: connect) { throw ReshardError.failed(problem) }
                 return "capture on \(capture.sources.map(\.name).joined(separator: ", ")) proven"
             }
             var drain: CutoverDrain?
             try step(.catchUp) {
-                let drainer = try CutoverDrain(plan: drainPlan, maxConnectionsPerShard: options.maxConnectionsPerShard, connect: connectFresh)
+                let drainer = try CutoverDrain(plan: drainPlan, maxConnectionsPerShard: options.maxConnectionsPerShard, connect: drainConnect)
                 drain = drainer
                 var applied = try drainer.run(leave: options.maxBacklog, deadline: Date().addingTimeInterval(options.catchUpSeconds))
                 barrier = try CutoverBarrier.prepare(places: places.from, connect: connectFresh)
@@ -222,13 +242,16 @@ public final class LayoutSwitch {
                 return advanced.isEmpty ? nil : advanced.map(\.text).joined(separator: "; ")
             }
             try step(.swap) {
-                // No shared database (the checks refuse them for now): nothing to swap. The
-                // application's triggers on the targets serve from here on (or stop, on rollback).
+                // The application's triggers on the targets serve from here on (or stop, on
+                // rollback), set where the tables are before the swap; then the shared databases swap.
                 try beforeDeadline("swap")
-                let tables = try Self.setTargetTriggers(enabled: direction == .cutover, plan: plan, connect: connect)
-                _ = try Self.setTargetForeignKeys(adding: direction == .cutover, plan: plan, connect: connect)
+                let tables = try Self.setTargetTriggers(enabled: direction == .cutover, plan: plan, locations: locations, connect: connect)
+                _ = try Self.setTargetForeignKeys(adding: direction == .cutover, plan: plan, locations: locations, connect: connect)
                 try beforeDeadline("swap")
+                let left = options.maxStallSeconds - Date().timeIntervalSince(stallStarted!)
+                let swapped = try Self.swapShared(plan, swappedIn: direction == .cutover, lockTimeout: left, connect: connect)
                 return "triggers \(direction == .cutover ? "enabled" : "disabled") on \(tables) target table(s)"
+                    + (swapped.isEmpty ? "" : "; swapped \(direction == .cutover ? "in" : "back") on \(swapped.joined(separator: ", "))")
             }
             try step(.publish) {
                 try beforeDeadline("publish")
@@ -271,7 +294,7 @@ public final class LayoutSwitch {
     /// for every new write) and is reported, as PostgreSQL would on its own `VALIDATE`.
     private func validateTargetForeignKeys() {
         do {
-            _ = try Self.setTargetForeignKeys(adding: true, validate: true, plan: plan, connect: connect)
+            _ = try Self.setTargetForeignKeys(adding: true, validate: true, plan: plan, locations: locations(swapped: true), connect: connect)
         } catch {
             let why = (error as? PostgresError)?.summary ?? "\(error)"
             report.lines.append("warning: foreign keys between the migrated tables stay NOT VALID on the targets: \(why)")
@@ -280,7 +303,8 @@ public final class LayoutSwitch {
 
     /// Finishes a published switch whose coordinator died: releases the fence, records the phase.
     private func complete(_ direction: CutoverStateMachine.Direction, attempt: Int, toEpoch: Int64) throws {
-        let places = SwitchPlaces(plan, direction)
+        // Published: the swap step was done (it comes before the publish).
+        let places = locations(swapped: direction == .cutover).places(plan, direction)
         try setFence(servingState(direction, epoch: toEpoch, to: true), places: places)
         resumeAllPgBouncers()
         try store.end(attempt: attempt, outcome: "done", stallMilliseconds: nil, error: nil,
@@ -291,13 +315,31 @@ public final class LayoutSwitch {
 
     /// Undoes an unpublished switch: the layout it started from serves again with its epoch.
     /// `triggers`: the swap step may have run, so the targets' triggers are set back as the
-    /// layout the switch started from needs them.
+    /// layout the switch started from needs them. Whether each shared database swapped is read
+    /// from its catalog (a coordinator may have died on either side of the commit), and what did
+    /// is swapped back.
     private func undo(_ direction: CutoverStateMachine.Direction, attempt: Int?, fromEpoch: Int64, error: String, triggers: Bool = false) throws {
-        let places = SwitchPlaces(plan, direction)
+        let now = TableLocations(plan, swapped: try TableLocations.read(plan, connect: connect))
+        let places = now.places(plan, direction)
         // Before the fence: no write reaches a layout whose triggers are not as it needs them.
+        // Triggers first, where the tables are now, then the swap back (as the switch did it).
         if triggers {
-            _ = try Self.setTargetTriggers(enabled: direction == .rollback, plan: plan, connect: connect)
-            _ = try Self.setTargetForeignKeys(adding: direction == .rollback, plan: plan, connect: connect)
+            _ = try Self.setTargetTriggers(enabled: direction == .rollback, plan: plan, locations: now, connect: connect)
+            _ = try Self.setTargetForeignKeys(adding: direction == .rollback, plan: plan, locations: now, connect: connect)
+        }
+        let started = locations(swapped: direction == .rollback)
+        if now != started {
+            // Not bounded by the stall (the fence holds every writer off meanwhile), but not left waiting forever either.
+            var attempt = 0
+            while true {
+                do {
+                    _ = try Self.swapShared(plan, swappedIn: direction == .rollback, lockTimeout: max(1, options.maxStallSeconds), connect: connect)
+                    break
+                } catch let failure as ReshardError where attempt < 4 {
+                    attempt += 1
+                    notice("undo: swapping back: \(failure.message); trying again")
+                }
+            }
         }
         try setFence(servingState(direction, epoch: fromEpoch, to: false), places: places)
         resumeAllPgBouncers()

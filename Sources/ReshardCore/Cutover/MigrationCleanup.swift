@@ -26,6 +26,11 @@ public enum MigrationCleanup {
             "the shim (triggers, functions, changelogs) on \(sources)",
             "the write fence on \(sources), \(targets)",
         ]
+        for target in plan.sharedTargets {
+            let tables = plan.tables.map { plan.oldName(of: $0).description }.joined(separator: ", ")
+            lines.append("the old layout's tables \(tables) swapped out on \(target.name) (the database of \(target.sameAsSource ?? "")), "
+                + "then the schemas \(Plan.buildSchema) and \(Plan.oldSchema) there once empty")
+        }
         let pureSources = plan.sources.filter { s in !plan.targets.contains { $0.sameAsSource == s.name } }.map(\.name)
         if !pureSources.isEmpty {
             let tables = plan.tables.map(\.name.description).joined(separator: ", ")
@@ -90,6 +95,20 @@ public enum MigrationCleanup {
                 try ReverseCapture.remove(plan, connect: connect)
             }
         }
+        // On shared databases the old layout's tables, swapped out at cutover, carry the shim and
+        // the fence: dropped first (a short ACCESS EXCLUSIVE on tables nobody reads), so the
+        // functions their triggers call can go after. One statement per database: the foreign
+        // keys between them (the application's own) would refuse dropping one before the others.
+        for target in plan.sharedTargets {
+            let old = plan.tables.map { plan.oldName(of: $0) }
+            try step("\(old.map(\.description).joined(separator: ", ")) on \(target.name)") {
+                let conn = try connect(target.name)
+                try conn.transaction { conn in
+                    try conn.execute("SET LOCAL lock_timeout = '5s'; SET LOCAL client_min_messages = warning")
+                    try conn.execute("DROP TABLE IF EXISTS \(try old.map { try conn.quote($0) }.joined(separator: ", "))")
+                }
+            }
+        }
         // The fence first goes with the shim's schema: Shim.remove drops it once it is empty.
         try step("the write fence on every shard") { try Fence.removeAll(plan: plan, connect: connect) }
         for source in plan.sources {
@@ -101,19 +120,23 @@ public enum MigrationCleanup {
                 try Shim.remove(migration: plan.reversed().migration, tables: [], on: try connect(target.name))
             }
         }
+        for target in plan.sharedTargets {
+            try step("the schemas \(Plan.buildSchema) and \(Plan.oldSchema) on \(target.name) (those empty)") {
+                try dropEmptySchemas(on: try connect(target.name))
+            }
+        }
         var kept: [String] = []
         for source in plan.sources where !plan.targets.contains(where: { $0.sameAsSource == source.name }) {
             guard dropSources else {
                 kept.append("\(source.name) keeps \(plan.tables.map(\.name.description).joined(separator: ", ")) (give --drop-sources to drop them)")
                 continue
             }
-            for table in plan.tables {
-                try step("\(table.name) on \(source.name)") {
-                    let conn = try connect(source.name)
-                    try conn.transaction { conn in
-                        try conn.execute("SET LOCAL lock_timeout = '5s'")
-                        try conn.execute("DROP TABLE IF EXISTS \(try conn.quote(table.name))")
-                    }
+            // Together, like the swapped-out tables: foreign keys between them would refuse one alone.
+            try step("\(plan.tables.map(\.name.description).joined(separator: ", ")) on \(source.name)") {
+                let conn = try connect(source.name)
+                try conn.transaction { conn in
+                    try conn.execute("SET LOCAL lock_timeout = '5s'")
+                    try conn.execute("DROP TABLE IF EXISTS \(try plan.tables.map { try conn.quote($0.name) }.joined(separator: ", "))")
                 }
             }
         }
@@ -126,5 +149,21 @@ public enum MigrationCleanup {
             }
         }
         return Report(migration: migration, done: done, keptSources: kept)
+    }
+
+    /// Drops `reshard_build` and `reshard_old` when nothing is left in them (another migration's
+    /// tables may be). Idempotent.
+    static func dropEmptySchemas(on conn: PGConnection) throws {
+        for schema in [Plan.buildSchema, Plan.oldSchema] {
+            try conn.query(
+                """
+                DO $$ BEGIN
+                  IF to_regnamespace('\(schema)') IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = to_regnamespace('\(schema)')) THEN
+                    EXECUTE 'DROP SCHEMA \(schema)';
+                  END IF;
+                END $$
+                """)
+        }
     }
 }

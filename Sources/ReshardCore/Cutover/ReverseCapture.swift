@@ -19,11 +19,16 @@ public enum ReverseCapture {
 
     /// Installs `capture`'s shim on every table of its sources: `plan.reversed()` at cutover (the
     /// targets log for the sources), the plan itself at rollback (it is there since apply). Idempotent.
-    public static func install(capturing capture: Plan, connect: (String) throws -> PGConnection) throws {
+    /// `names` gives, for one of `capture`'s sources, where its tables are now (`TableLocations`:
+    /// on a shared database before cutover the new layout's are in `reshard_build`, after it the
+    /// old layout's are in `reshard_old`); the triggers follow the tables through the swap.
+    public static func install(capturing capture: Plan, names: (String) -> [QualifiedName], connect: (String) throws -> PGConnection) throws {
         let reversed = capture
         for source in reversed.sources {
             let conn = try connect(source.name)
-            for table in reversed.tables { try Shim.install(migration: reversed.migration, table: table, on: conn) }
+            for (table, name) in zip(reversed.tables, names(source.name)) {
+                try Shim.install(migration: reversed.migration, table: table, named: name, on: conn)
+            }
         }
     }
 
@@ -31,13 +36,13 @@ public enum ReverseCapture {
     /// of one row to itself in a savepoint, rolled back, must add an entry to the log. A table with
     /// no row to write there is checked in the catalog (its trigger exists and fires ALWAYS).
     /// Returns a problem naming the table and shard, nil when all is well.
-    public static func prove(capturing capture: Plan, connect: (String) throws -> PGConnection) throws -> String? {
+    public static func prove(capturing capture: Plan, names: (String) -> [QualifiedName], connect: (String) throws -> PGConnection) throws -> String? {
         let reversed = capture
         for source in reversed.sources {
             let conn = try connect(source.name)
-            for table in reversed.tables {
+            for (table, name) in zip(reversed.tables, names(source.name)) {
                 let log = Shim.logTable(migration: reversed.migration, table: table)
-                let quoted = try conn.quote(table.name)
+                let quoted = try conn.quote(name)
                 let key = try conn.quoteIdentifier(table.key)
                 let logged: Bool? = try conn.transaction { conn in
                     // Passes the fence (which refuses the application here until cutover) but,
@@ -65,10 +70,24 @@ public enum ReverseCapture {
     }
 
     /// Removes the reverse shim from the targets (cleanup).
+    /// On a shared database the new layout's tables are in `reshard_build` before cutover and
+    /// after rollback: their triggers are dropped under both names (else their functions could not go).
     public static func remove(_ plan: Plan, connect: (String) throws -> PGConnection) throws {
         let reversed = plan.reversed()
         for source in reversed.sources {
-            try Shim.remove(migration: reversed.migration, tables: reversed.tables, on: try connect(source.name))
+            let conn = try connect(source.name)
+            if plan.targets.first(where: { $0.name == source.name })?.isShared == true {
+                for table in reversed.tables {
+                    let built = try conn.quote(TableLocations.name(of: table.name, layout: .new, shared: true, swapped: false))
+                    guard try conn.query("SELECT to_regclass($1) IS NOT NULL", [built]).get(0, 0, as: Bool.self) else { continue }
+                    let names = Shim.objectNames(migration: reversed.migration, table: table)
+                    try conn.transaction { conn in
+                        try conn.execute("SET LOCAL lock_timeout = '5s'; SET LOCAL client_min_messages = warning")
+                        try conn.execute("DROP TRIGGER IF EXISTS \(names.trigger) ON \(built); DROP TRIGGER IF EXISTS \(names.truncateTrigger) ON \(built)")
+                    }
+                }
+            }
+            try Shim.remove(migration: reversed.migration, tables: reversed.tables, on: conn)
         }
     }
 }
@@ -80,6 +99,8 @@ extension Plan {
     public func reversed() -> Plan {
         var plan = self
         plan.migration = migration + "~reverse"
+        // Its catch-up runs after cutover (rollback's), when the old tables on shared databases are in reshard_old.
+        plan.sharedBuildSchema = Plan.oldSchema
         plan.function = sourceFunction ?? function
         plan.sourceFunction = function
         plan.sources = targets.map { Shard(name: $0.name, endpoint: $0.endpoint, dsn: $0.dsn, sameAsSource: nil) }

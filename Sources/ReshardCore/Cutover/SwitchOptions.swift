@@ -48,11 +48,11 @@ public struct SwitchPlaces: Sendable {
         return (from + to).map(\.shard).filter { seen.insert($0).inserted }
     }
 
-    /// Shared databases are refused by the checks for now, so every place is a database of its own.
-    public init(_ plan: Plan, _ direction: CutoverStateMachine.Direction) {
-        let old = plan.sources.map { (shard: $0.name, names: plan.tables.map(\.name)) }
-        let new = plan.targets.map { target in (shard: target.name, names: plan.tables.map { plan.builtName(of: $0, on: target) }) }
-        (from, to) = direction == .cutover ? (old, new) : (new, old)
+    /// Where the tables are is `TableLocations.places` (the names on shared databases depend on
+    /// whether their swap happened).
+    public init(from: [(shard: String, names: [QualifiedName])], to: [(shard: String, names: [QualifiedName])]) {
+        self.from = from
+        self.to = to
     }
 
     var sequencePlaces: SequenceSync.Places { .init(from: from, to: to) }

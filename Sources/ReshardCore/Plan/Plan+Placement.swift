@@ -14,9 +14,11 @@ extension Plan {
     public static let oldSchema = "reshard_old"
 
     /// The name `target`'s copy of `table` is built under: the table's own name on a pure target,
-    /// the same name in `buildSchema` on a database that is also a source.
+    /// the same name in `buildSchema` on a database that is also a source (in `oldSchema` for the
+    /// reversed plan, whose "built" tables on shared databases are the old layout's, swapped out
+    /// at cutover: `TableLocations`).
     public func builtName(of table: Table, on target: Shard) -> QualifiedName {
-        target.isShared ? QualifiedName(schema: Plan.buildSchema, table.name.name) : table.name
+        target.isShared ? QualifiedName(schema: sharedBuildSchema ?? Plan.buildSchema, table.name.name) : table.name
     }
 
     /// The name the live table is kept under on a shared database after cutover.

@@ -72,6 +72,9 @@ public struct Plan: Sendable, Codable, Equatable {
     public var recordedPhase: String?
     /// What plan could not rule out and the user should know (nil when nothing).
     public var warnings: [String]? = nil
+    /// The schema a shared target's tables are written in when not `Plan.buildSchema`: the reversed
+    /// plan (`Plan.reversed()`) writes the old layout's tables kept in `Plan.oldSchema` after cutover.
+    public var sharedBuildSchema: String? = nil
 
     public var estimatedRows: Int64 { tables.reduce(0) { $0 + $1.estimatedRows } }
     public var movingRows: Int64 { tables.reduce(0) { $0 + $1.movingRows } }
