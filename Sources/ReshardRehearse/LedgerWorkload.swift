@@ -60,7 +60,13 @@ public final class LedgerWorkload: @unchecked Sendable {
     let maps: ShardMapSource
     let options: Options
     private let lock = NSLock()
-    private var pools: [QualifiedName: [RowRef]]
+    /// The rows each table's writers may pick, by reference: a checkout swaps and removes in
+    /// place (a `Dictionary` of arrays copied the whole pool, 100k rows, on every write).
+    private final class Pool {
+        var rows: [RowRef]
+        init(_ rows: [RowRef]) { self.rows = rows }
+    }
+    private let pools: [QualifiedName: Pool]
     private var nextIndex: [QualifiedName: Int]
     private var running = false
     private var map: ShardMap
@@ -72,6 +78,8 @@ public final class LedgerWorkload: @unchecked Sendable {
     private let done = DispatchGroup()
     /// Tables other tables reference: never deleted from or moved, so children always find them.
     private let parents: Set<QualifiedName>
+    /// Each table's statements, quoted once by libpq.
+    private let statements: [QualifiedName: Statements]
 
     init(tables: [TableModel], generator: RowGenerator, ledger: Ledger, maps: ShardMapSource, options: Options,
          pools: [QualifiedName: [RowRef]], nextIndex: [QualifiedName: Int]) throws {
@@ -80,18 +88,30 @@ public final class LedgerWorkload: @unchecked Sendable {
         self.ledger = ledger
         self.maps = maps
         self.options = options
-        self.pools = pools
+        self.pools = Dictionary(uniqueKeysWithValues: tables.map { ($0.name, Pool(pools[$0.name] ?? [])) })
         self.nextIndex = nextIndex
-        self.map = try maps.current()
+        let map = try maps.current()
+        self.map = map
         parents = Set(tables.flatMap { $0.foreignKeys.map(\.parent) })
+        guard let first = map.shards.first else { throw ReshardError.failed("the shard map names no shard") }
+        let conn = try PGConnection.connect(try ConnectionString(first.dsn, label: first.name), applicationName: "rehearse ledger")
+        statements = Dictionary(uniqueKeysWithValues: try tables.map { ($0.name, try Statements($0, conn)) })
     }
 
+    /// Starts the writers once each has its connections open (an application's pool is open
+    /// before the migration starts: opening 2 per writer, each a SCRAM handshake, is not the
+    /// workload's steady cost).
     public func start() {
         lock.withLock { running = true }
+        let ready = DispatchGroup()
         for t in 0..<options.threads {
             done.enter()
+            ready.enter()
             let thread = Thread { [self] in
-                run(thread: t)
+                let conns = Connections()
+                for shard in lock.withLock({ map.shards }) { _ = connection(shard, conns) }
+                ready.leave()
+                run(thread: t, conns)
                 let spent = Self.threadCPUSeconds()
                 lock.withLock { cpu += spent }
                 done.leave()
@@ -99,6 +119,7 @@ public final class LedgerWorkload: @unchecked Sendable {
             thread.name = "rehearse ledger \(t)"
             thread.start()
         }
+        ready.wait()
     }
 
     /// Stops the writers and waits for their last writes.
@@ -126,7 +147,9 @@ public final class LedgerWorkload: @unchecked Sendable {
 
     // MARK: - The writer loop
 
-    private final class Connections {
+    /// Why `@unchecked Sendable`: one writer thread's own, never shared (its router's `connect`
+    /// closure, which must be `@Sendable`, runs on that thread too).
+    private final class Connections: @unchecked Sendable {
         var byDSN: [String: PGConnection] = [:]
         /// This thread's router (a router serialises its writes per shard: one per thread).
         var router: ReshardRouter?
@@ -135,30 +158,58 @@ public final class LedgerWorkload: @unchecked Sendable {
         var epoch: Int64?
     }
 
-    /// The thread's router once the migration has a shard map; nil before (asked again each second).
+    /// The thread's router once the migration has a shard map; nil before. Until the map is
+    /// published one writer a second asks (`mapPublished`), not every writer: each attempt would
+    /// be a connection, and its handshake, per writer per second. The router takes over the
+    /// thread's open connections to the shards it names.
     private func router(_ conns: Connections) -> ReshardRouter? {
         if let router = conns.router { return router }
-        guard let metadata = options.metadata, Date().timeIntervalSince(conns.routerTried) >= 1 else { return nil }
+        guard let metadata = options.metadata, Date().timeIntervalSince(conns.routerTried) >= 1, mapPublished(metadata) else { return nil }
         conns.routerTried = Date()
         conns.router = try? ReshardRouter(metadata: metadata, migration: options.migration) { dsn, shard in
-            try PGConnection.connect(try ConnectionString(dsn, label: shard), applicationName: "rehearse ledger", settings: Self.settings)
+            if let open = conns.byDSN.removeValue(forKey: dsn), open.isHealthy { return open }
+            return try PGConnection.connect(try ConnectionString(dsn, label: shard), applicationName: "rehearse ledger", settings: Self.settings)
         }
         if conns.router != nil { lock.withLock { routed = true } }
         return conns.router
     }
 
+    private let probeLock = NSLock()
+    private var probe: PGConnection?
+    private var probed = Date.distantPast
+    private var published = false
+
+    /// Whether `apply` has published the migration's shard map, asked at most once a second by
+    /// whichever writer gets here first, on one connection kept open.
+    private func mapPublished(_ metadata: ConnectionString) -> Bool {
+        guard probeLock.try() else { return false }
+        defer { probeLock.unlock() }
+        if published { return true }
+        guard Date().timeIntervalSince(probed) >= 1 else { return false }
+        probed = Date()
+        do {
+            if probe == nil || !probe!.isHealthy { probe = try PGConnection.connect(metadata, applicationName: "rehearse ledger") }
+            published = try probe!.query(
+                "SELECT EXISTS (SELECT FROM reshard.shard_map WHERE migration = $1)", [options.migration]).get(0, 0, as: Bool.self)
+        } catch {
+            // No view yet (42P01: apply has not created the metadata schema) keeps the connection.
+            if !(probe?.isHealthy ?? false) { probe = nil }
+        }
+        if published { probe = nil }
+        return published
+    }
+
     /// The routing key of a row under `map`: the value of the column the map routes `table` by.
     func routingKey(_ table: TableModel, _ values: [String?], _ map: ShardMap) throws -> ShardKey {
         guard let entry = map.tables.first(where: { $0.name == table.name.description }),
-            let index = table.writtenColumns.firstIndex(where: { $0.name == entry.key }), let text = values[index],
+            let index = statements[table.name]?.position[entry.key], let text = values[index],
             let key = ShardKey(text: text, type: entry.keyType)
         else { throw ReshardError.failed("table \(table.name): cannot route a row by the shard map") }
         return key
     }
 
-    private func run(thread: Int) {
+    private func run(thread: Int, _ conns: Connections) {
         var rng = SeededRandom(seed: options.seed, ["workload"], index: UInt64(thread))
-        let conns = Connections()
         let interval = Double(options.threads) / Double(max(options.writesPerSecond, 1))
         var due = Date().addingTimeInterval(interval * Double(thread) / Double(options.threads))
         while isRunning {
@@ -220,21 +271,19 @@ public final class LedgerWorkload: @unchecked Sendable {
 
     private func checkout(_ table: TableModel, _ rng: inout SeededRandom) -> RowRef? {
         lock.withLock {
-            guard var pool = pools[table.name], !pool.isEmpty else { return nil }
-            let i = Int(rng.next() % UInt64(pool.count))
-            pool.swapAt(i, pool.count - 1)
-            let ref = pool.removeLast()
-            pools[table.name] = pool
-            return ref
+            guard let pool = pools[table.name], !pool.rows.isEmpty else { return nil }
+            let i = Int(rng.next() % UInt64(pool.rows.count))
+            pool.rows.swapAt(i, pool.rows.count - 1)
+            return pool.rows.removeLast()
         }
     }
 
-    private func checkin(_ table: TableModel, _ ref: RowRef) { lock.withLock { pools[table.name, default: []].append(ref) } }
+    private func checkin(_ table: TableModel, _ ref: RowRef) { lock.withLock { pools[table.name]?.rows.append(ref) } }
 
     private func randomParent(_ name: QualifiedName, _ rng: inout SeededRandom) -> RowGenerator.Row? {
         lock.withLock {
-            guard let pool = pools[name], !pool.isEmpty else { return nil }
-            return RowGenerator.Row(values: pool[Int(rng.next() % UInt64(pool.count))].values, shard: 0)
+            guard let pool = pools[name], !pool.rows.isEmpty else { return nil }
+            return RowGenerator.Row(values: pool.rows[Int(rng.next() % UInt64(pool.rows.count))].values, shard: 0)
         }
     }
 
@@ -257,13 +306,62 @@ public final class LedgerWorkload: @unchecked Sendable {
         return "INSERT INTO \(try conn.quote(table.name)) (\(names))\(overriding) VALUES \(tuples) \(try Self.returning(table, conn))"
     }
 
-    func keyCondition(_ table: TableModel, _ conn: PGConnection, from: Int) throws -> String {
-        try table.uniqueKey.enumerated().map { "\(try conn.quoteIdentifier($1)) = $\(from + $0)" }.joined(separator: " AND ")
-    }
+    /// A table's statements and column positions, built once: a write only binds values (building
+    /// and quoting SQL text, and filtering the column list, for every write was most of the
+    /// workload's own CPU).
+    struct Statements {
+        /// `TableModel.writtenColumns`, and each one's position by name.
+        let columns: [TableModel.Column]
+        let position: [String: Int]
+        /// Positions of the unique key's columns.
+        let keyPositions: [Int?]
+        let shardKeyPosition: Int?
+        let placementKeyPosition: Int?
+        let quotedColumns: [String]
+        let insert: String
+        /// `DELETE ... WHERE key = $1...`.
+        let delete: String
+        /// By column name: `UPDATE ... SET column = $1 WHERE key = $2... RETURNING ...`.
+        let update: [String: String]
+        let table: String
+        let returning: String
 
-    func keyValues(_ table: TableModel, _ ref: RowRef) -> [String?] {
-        let columns = table.writtenColumns
-        return table.uniqueKey.map { k in columns.firstIndex { $0.name == k }.flatMap { ref.values[$0] } }
+        init(_ model: TableModel, _ conn: PGConnection) throws {
+            columns = model.writtenColumns
+            position = Dictionary(columns.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+            keyPositions = model.uniqueKey.map { [position] in position[$0] }
+            shardKeyPosition = position[model.shardKey]
+            placementKeyPosition = position[model.placementKey]
+            quotedColumns = try columns.map { try conn.quoteIdentifier($0.name) }
+            table = try conn.quote(model.name)
+            returning = try LedgerWorkload.returning(model, conn)
+            insert = try LedgerWorkload.insertSQL(model, rows: 1, conn)
+            delete = "DELETE FROM \(table) WHERE \(try Self.keyCondition(model, conn, from: 1))"
+            var update: [String: String] = [:]
+            for column in model.updatableColumns {
+                update[column.name] = "UPDATE \(table) SET \(try conn.quoteIdentifier(column.name)) = $1 WHERE "
+                    + "\(try Self.keyCondition(model, conn, from: 2)) \(returning)"
+            }
+            self.update = update
+            quotedKeys = try model.uniqueKey.map { try conn.quoteIdentifier($0) }
+        }
+
+        private let quotedKeys: [String]
+
+        static func keyCondition(_ table: TableModel, _ conn: PGConnection, from: Int) throws -> String {
+            try table.uniqueKey.enumerated().map { "\(try conn.quoteIdentifier($1)) = $\(from + $0)" }.joined(separator: " AND ")
+        }
+
+        /// `UPDATE ... SET changed columns WHERE key ... RETURNING ...` (a shard-key change within one shard).
+        func update(changing changed: [Int]) -> String {
+            let sets = changed.enumerated().map { "\(quotedColumns[$1]) = $\($0 + 1)" }.joined(separator: ", ")
+            let condition = quotedKeys.enumerated().map { "\($1) = $\(changed.count + 1 + $0)" }.joined(separator: " AND ")
+            return "UPDATE \(table) SET \(sets) WHERE \(condition) \(returning)"
+        }
+
+        func keyValues(_ values: [String?]) -> [String?] { keyPositions.map { $0.flatMap { values[$0] } } }
+
+        func value(_ position: Int?, _ values: [String?]) -> String { position.flatMap { values[$0] } ?? "" }
     }
 
     static func state(_ result: PGResult, row: Int = 0) -> (key: String, state: Ledger.State) {
@@ -282,25 +380,21 @@ public final class LedgerWorkload: @unchecked Sendable {
         }.joined(separator: ",") + ")"
     }
 
-    func keyText(_ table: TableModel, _ values: [String?]) -> String {
-        let columns = table.writtenColumns
-        return Self.recordText(table.uniqueKey.map { k in columns.firstIndex { $0.name == k }.flatMap { values[$0] } })
-    }
+    func keyText(_ st: Statements, _ values: [String?]) -> String { Self.recordText(st.keyValues(values)) }
 
     /// The state a write of `values` leads to, its row text unknown until the server answers
     /// (`*`: any text, on the shard the values route to).
-    func intended(_ table: TableModel, _ values: [String?]) -> Ledger.State {
-        let columns = table.writtenColumns
-        func value(_ name: String) -> String { columns.firstIndex { $0.name == name }.flatMap { values[$0] } ?? "" }
-        return .present(row: Ledger.anyRow, shardKey: value(table.shardKey), placementKey: value(table.placementKey))
+    func intended(_ st: Statements, _ values: [String?]) -> Ledger.State {
+        .present(row: Ledger.anyRow, shardKey: st.value(st.shardKeyPosition, values), placementKey: st.value(st.placementKeyPosition, values))
     }
 
-    /// Runs one write and records what became of it: acknowledged (with the row as the server
-    /// returned it), failed (rolled back: the state stays), or in doubt (the connection broke
-    /// before the answer: either state is acceptable). Returns the result when acknowledged.
+    /// Runs one write (one statement, autocommit: its own transaction, one round trip) and records
+    /// what became of it: acknowledged (with the row as the server returned it), failed (rolled
+    /// back: the state stays), or in doubt (the connection broke before the answer: either state is
+    /// acceptable). Returns the result when acknowledged.
     private func write(
         _ table: TableModel, key: String, values: [String?], to target: ShardMap.Shard, _ conns: Connections, intended: Ledger.State,
-        _ body: (PGConnection) throws -> PGResult
+        _ sql: String, _ parameters: [String?]
     ) -> PGResult? {
         let ledgerKey = Ledger.Key(table: table.name, key: key)
         let router = router(conns)
@@ -309,15 +403,15 @@ public final class LedgerWorkload: @unchecked Sendable {
             do {
                 let result: PGResult
                 if let router {
-                    // The router runs it in a transaction on the shard the current epoch names,
-                    // and follows the fence's refusals itself (reload, run again).
-                    result = try router.write(table: table.name.description, key: try routingKey(table, values, router.map)) { try body($0) }
+                    // The router sends it to the shard the current epoch names, and follows the
+                    // fence's refusals itself (reload, send again: a refused statement stored nothing).
+                    result = try router.execute(table: table.name.description, key: try routingKey(table, values, router.map), sql, parameters)
                     let epoch = router.map.epoch
                     if let seen = conns.epoch, seen != epoch { lock.withLock { reloads += 1 } }
                     conns.epoch = epoch
                 } else {
                     guard let conn = connection(target, conns) else { return nil }
-                    result = try body(conn)
+                    result = try conn.query(sql, parameters)
                 }
                 let latency = Date().timeIntervalSince(started)
                 if intended == .absent {
@@ -328,15 +422,15 @@ public final class LedgerWorkload: @unchecked Sendable {
                 }
                 return result
             } catch let error as PostgresError {
-                if let state = error.sqlState, state == FenceSQLState.staleEpoch || state == FenceSQLState.misrouted, attempt == 0 {
+                if error.isFenceRefusal, attempt == 0 {
                     // Refused by the fence: nothing happened; the map moved on.
                     reloadMap()
                     continue
                 }
+                // A statement whose connection broke may or may not have committed; one that never
+                // reached a server (no connection could be opened) did not.
                 let lost = error.code == .connectionLost || error.sqlState.map { $0.hasPrefix("08") || $0.hasPrefix("57") } ?? true
-                // Inside the router's transaction only a lost COMMIT leaves the outcome unknown: a
-                // statement before it that failed, however, means nothing was committed.
-                let inDoubt = lost && (router == nil || error.statement == nil || error.statement == "COMMIT")
+                let inDoubt = lost && error.code != .connectionFailed
                 ledger.record(ledgerKey, intended, inDoubt ? .inDoubt : .failed, started: started, latency: 0)
                 if lost { conns.byDSN[target.dsn] = nil }
                 return nil
@@ -348,6 +442,7 @@ public final class LedgerWorkload: @unchecked Sendable {
     }
 
     private func insert(_ table: TableModel, _ rng: inout SeededRandom, _ conns: Connections) {
+        let st = statements[table.name]!
         let index: Int = lock.withLock {
             defer { nextIndex[table.name, default: 0] += 1 }
             return nextIndex[table.name, default: 0]
@@ -358,56 +453,51 @@ public final class LedgerWorkload: @unchecked Sendable {
             parentRows[fk.parent] = [parent]
         }
         guard let row = try? generator.row(of: table, index: index, parents: parentRows), let target = try? owner(table, row.values, conns) else { return }
-        let result = write(table, key: keyText(table, row.values), values: row.values, to: target, conns, intended: intended(table, row.values)) { conn in
-            try conn.query(try Self.insertSQL(table, rows: 1, conn), row.values)
-        }
+        let result = write(table, key: keyText(st, row.values), values: row.values, to: target, conns, intended: intended(st, row.values), st.insert, row.values)
         if let result, result.rowCount == 1 { checkin(table, RowRef(key: result[0, 0]!, values: row.values)) }
     }
 
     private func update(_ table: TableModel, _ ref: RowRef, _ rng: inout SeededRandom, _ conns: Connections) {
+        let st = statements[table.name]!
         let columns = table.updatableColumns
         let column = columns[Int(rng.next() % UInt64(columns.count))]
         let value = generator.freshValue(table, column, rng: &rng)
-        guard let target = try? owner(table, ref.values, conns) else { return checkin(table, ref) }
-        let result = write(table, key: ref.key, values: ref.values, to: target, conns, intended: intended(table, ref.values)) { conn in
-            try conn.query(
-                "UPDATE \(try conn.quote(table.name)) SET \(try conn.quoteIdentifier(column.name)) = $1 WHERE \(try keyCondition(table, conn, from: 2)) \(try Self.returning(table, conn))",
-                [value] + keyValues(table, ref))
-        }
+        guard let target = try? owner(table, ref.values, conns), let sql = st.update[column.name] else { return checkin(table, ref) }
+        let result = write(table, key: ref.key, values: ref.values, to: target, conns, intended: intended(st, ref.values), sql, [value] + st.keyValues(ref.values))
         guard let result else { return }  // failed: the row keeps its state; in doubt: written no more
         if result.rowCount == 0 {
             lock.withLock { if anomalies.count < 20 { anomalies.append("update of \(table.name) \(ref.key) on \(target.name) found no row") } }
             return
         }
         var updated = ref
-        if let i = table.writtenColumns.firstIndex(where: { $0.name == column.name }) { updated.values[i] = value }
+        if let i = st.position[column.name] { updated.values[i] = value }
         checkin(table, updated)
     }
 
     private func delete(_ table: TableModel, _ ref: RowRef, _ conns: Connections) {
+        let st = statements[table.name]!
         guard let target = try? owner(table, ref.values, conns) else { return checkin(table, ref) }
-        let result = write(table, key: ref.key, values: ref.values, to: target, conns, intended: .absent) { conn in
-            try conn.query("DELETE FROM \(try conn.quote(table.name)) WHERE \(try keyCondition(table, conn, from: 1))", keyValues(table, ref))
-        }
+        let result = write(table, key: ref.key, values: ref.values, to: target, conns, intended: .absent, st.delete, st.keyValues(ref.values))
         if let result, result.affectedRows == 0 {
             lock.withLock { if anomalies.count < 20 { anomalies.append("delete of \(table.name) \(ref.key) on \(target.name) found no row") } }
         }
     }
 
     private func move(_ table: TableModel, _ ref: RowRef, _ rng: inout SeededRandom, _ conns: Connections) {
+        let st = statements[table.name]!
         // New routing values: another parent's key when a foreign key fills the column, else a fresh value.
         var values = ref.values
-        let columns = table.writtenColumns
+        let columns = st.columns
         if let fk = table.foreignKeys.first(where: { $0.columns.contains(table.placementKey) || $0.columns.contains(table.shardKey) }) {
             guard let parent = randomParent(fk.parent, &rng), let model = generator.parentModels[fk.parent] else { return checkin(table, ref) }
             for (c, p) in zip(fk.columns, fk.parentColumns) {
-                if let ci = columns.firstIndex(where: { $0.name == c }), let pi = model.writtenColumns.firstIndex(where: { $0.name == p }) {
+                if let ci = st.position[c], let pi = statements[fk.parent]?.position[p] ?? model.writtenColumns.firstIndex(where: { $0.name == p }) {
                     values[ci] = parent.values[pi]
                 }
             }
         } else {
             for name in Set([table.shardKey, table.placementKey]) {
-                if let ci = columns.firstIndex(where: { $0.name == name }) {
+                if let ci = st.position[name] {
                     values[ci] = generator.freshValue(table, columns[ci], rng: &rng) ?? values[ci]
                 }
             }
@@ -417,22 +507,16 @@ public final class LedgerWorkload: @unchecked Sendable {
         let changed = columns.indices.filter { values[$0] != ref.values[$0] }
         if changed.isEmpty { return checkin(table, ref) }
         if from.dsn == to.dsn {
-            let result = write(table, key: ref.key, values: values, to: from, conns, intended: intended(table, values)) { conn in
-                let sets = try changed.enumerated().map { "\(try conn.quoteIdentifier(columns[$1].name)) = $\($0 + 1)" }.joined(separator: ", ")
-                return try conn.query(
-                    "UPDATE \(try conn.quote(table.name)) SET \(sets) WHERE \(try keyCondition(table, conn, from: changed.count + 1)) \(try Self.returning(table, conn))",
-                    changed.map { values[$0] } + keyValues(table, ref))
-            }
+            let result = write(table, key: ref.key, values: values, to: from, conns, intended: intended(st, values),
+                               st.update(changing: changed), changed.map { values[$0] } + st.keyValues(ref.values))
             if let result, result.rowCount == 1 { checkin(table, RowRef(key: ref.key, values: values)) }
             return
         }
         // Across shards: the delete first; the insert only once the delete is acknowledged.
-        guard let deleted = write(table, key: ref.key, values: ref.values, to: from, conns, intended: .absent, { conn in
-            try conn.query("DELETE FROM \(try conn.quote(table.name)) WHERE \(try keyCondition(table, conn, from: 1))", keyValues(table, ref))
-        }), deleted.affectedRows == 1 else { return }
-        let inserted = write(table, key: ref.key, values: values, to: to, conns, intended: intended(table, values)) { conn in
-            try conn.query(try Self.insertSQL(table, rows: 1, conn), values)
-        }
+        guard let deleted = write(table, key: ref.key, values: ref.values, to: from, conns, intended: .absent, st.delete, st.keyValues(ref.values)),
+            deleted.affectedRows == 1
+        else { return }
+        let inserted = write(table, key: ref.key, values: values, to: to, conns, intended: intended(st, values), st.insert, values)
         if let inserted, inserted.rowCount == 1 { checkin(table, RowRef(key: ref.key, values: values)) }
     }
 }

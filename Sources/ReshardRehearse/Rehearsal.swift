@@ -46,6 +46,8 @@ public final class Rehearsal: @unchecked Sendable {
     private var failures: [String] = []
     private var lagSamples: [(Double, Double)] = []
     private var catchUpWindow: (Double, Double)?
+    /// CPU seconds this process used during each step (`processCPUSeconds`), by step name.
+    private var stepCPU: [String: Double] = [:]
     private let lock = NSLock()
     /// What the periodic progress line says besides the step (the ledger's count, the lag).
     private var status: @Sendable () -> String = { "" }
@@ -360,7 +362,8 @@ public final class Rehearsal: @unchecked Sendable {
                 loaded: ledger.loaded, acknowledged: ack, failed: ledger.failed, inDoubt: ledger.inDoubt, shardKeyMoves: workload.shardKeyMoves,
                 mapReloads: workload.mapReloads, throughRouter: workload.usedRouter, writesPerSecond: Double(ack) / max(workloadSeconds, 0.001),
                 writesPerSecondDuringBackfill: Double(backfillWrites) / max(backfillPhase?.seconds ?? 0, 0.001),
-                cpuShareOfOneCore: workload.cpuSeconds / max(workloadSeconds, 0.001), found: totals.found, lost: totals.lost,
+                cpuShareOfOneCore: (lock.withLock { stepCPU["backfill"] } ?? 0) / max(backfillPhase?.seconds ?? 0, 0.001),
+                workloadThreadsCPUShare: workload.cpuSeconds / max(workloadSeconds, 0.001), found: totals.found, lost: totals.lost,
                 duplicated: totals.duplicated, misplaced: totals.misplaced, unacknowledgedSeen: totals.unacknowledgedSeen),
             layouts: layouts, applicationAnomalies: workload.applicationAnomalies, leftovers: leftovers, stepFailures: failures,
             verdict: verdict, seconds: now,
@@ -379,6 +382,17 @@ public final class Rehearsal: @unchecked Sendable {
         return buckets.compactMap { $0 }
     }
 
+    /// User and system CPU seconds of this whole process so far: every thread (the writers, their
+    /// routers and libpq, the samplers, this control loop), not the `reshard` children, which
+    /// `RUSAGE_SELF` leaves out. Time spent waiting for a server is not CPU, so over a step this is
+    /// the rehearsal's own overhead.
+    static func processCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec)
+            + Double(usage.ru_stime.tv_usec) / 1e6
+    }
+
     // MARK: - Steps and faults
 
     /// Runs one step's command until it reaches its goal (exit in `accept`), injecting `faults`
@@ -390,6 +404,8 @@ public final class Rehearsal: @unchecked Sendable {
         progress: () -> Double?, accept: Set<Int32> = [0]
     ) -> RehearsalReport.Phase {
         let start = now
+        let cpuAtStart = Self.processCPUSeconds()
+        defer { let spent = Self.processCPUSeconds() - cpuAtStart; lock.withLock { stepCPU[name] = spent } }
         var codes: [Int32] = []
         var pending = pending
         var injected: [Int] = []
@@ -535,16 +551,23 @@ public final class Rehearsal: @unchecked Sendable {
                      note: "row locks held for \(Int(seconds)) s")
     }
 
+    /// The progress poll's metadata connection (used by the control loop only).
+    private var progressConnection: PGConnection?
+
     /// The table the lock-holding transaction locks rows of (the first migrated table).
     var lockTable = QualifiedName("users")
 
     /// rows copied / estimated, from the metadata (nil while it cannot be read: it may be restarting).
     func backfillFraction(_ topology: RehearsalTopology) -> Double? {
-        var dsn = topology.metadata.options
-        dsn["connect_timeout"] = "2"
-        guard let raw = try? ConnectionString(ConnectionString.keywordString(dsn)),
-            let conn = try? PGConnection.connect(raw, applicationName: "rehearse progress"),
-            let status = try? MigrationStatus.read(migration: Self.migration, from: conn), status.estimatedRows > 0
+        // One connection kept open (a new one each poll was a handshake twice a second).
+        if progressConnection == nil || !progressConnection!.isHealthy {
+            progressConnection = nil
+            var dsn = topology.metadata.options
+            dsn["connect_timeout"] = "2"
+            guard let raw = try? ConnectionString(ConnectionString.keywordString(dsn)) else { return nil }
+            progressConnection = try? PGConnection.connect(raw, applicationName: "rehearse progress")
+        }
+        guard let conn = progressConnection, let status = try? MigrationStatus.read(migration: Self.migration, from: conn), status.estimatedRows > 0
         else { return nil }
         if ["catching-up", "in-sync"].contains(status.phase) { return 1 }
         return Double(status.rowsCopied) / Double(status.estimatedRows)

@@ -56,8 +56,12 @@ public struct RehearsalReport: Codable, Sendable {
         public var writesPerSecond: Double
         /// Acknowledged writes per second while the backfill ran (the coordinator copying).
         public var writesPerSecondDuringBackfill: Double
-        /// CPU the ledger workload's threads used, as a share of one core over the time they ran.
+        /// The rehearsal's own overhead while the backfill ran: CPU this process used (every thread:
+        /// the ledger, routing and libpq client work, the lag sampler, progress polls; not the
+        /// `reshard` children) per second of the backfill's wall time, as a share of one core.
         public var cpuShareOfOneCore: Double
+        /// CPU of the writer threads alone over the whole time they ran, as a share of one core.
+        public var workloadThreadsCPUShare: Double
         public var found: Int
         public var lost: Int
         public var duplicated: Int
@@ -120,7 +124,9 @@ public struct RehearsalReport: Codable, Sendable {
         let l = ledger
         lines.append(
             "ledger: \(l.loaded) rows loaded, \(l.acknowledged) writes acknowledged (\(String(format: "%.0f", l.writesPerSecond))/s, \(l.shardKeyMoves) shard-key changes\(l.throughRouter ? ", through ReshardRouter" : "")), \(l.failed) failed, \(l.inDoubt) in doubt; found \(l.found), lost \(l.lost), duplicated \(l.duplicated), misplaced \(l.misplaced), unacknowledged seen \(l.unacknowledgedSeen)")
-        lines.append(String(format: "ledger bookkeeping: %.1f%% of one core", l.cpuShareOfOneCore * 100))
+        lines.append(String(
+            format: "ledger bookkeeping: %.1f%% of one core during the backfill (this process, every thread; writers alone %.1f%% over the run)",
+            l.cpuShareOfOneCore * 100, l.workloadThreadsCPUShare * 100))
         for layout in layouts {
             let t = layout.totals
             lines.append("  \(layout.layout) layout: \(t.found) of \(t.expected) found\(t.clean ? "" : ", lost \(t.lost), duplicated \(t.duplicated), misplaced \(t.misplaced), unacknowledged \(t.unacknowledgedSeen)")")
