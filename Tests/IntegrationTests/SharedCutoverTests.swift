@@ -161,12 +161,17 @@ final class SharedCutoverTests: XCTestCase {
 
     /// The application's own trigger fires once per write: on the new layout after cutover, and
     /// not again when rollback's catch-up copies the row back into the old layout (its tables keep
-    /// their triggers enabled; the catch-up's sessions there are replicas).
-    func testTheOldLayoutsTriggersDoNotFireForRollbacksCatchUp() throws {
+    /// their triggers enabled; the catch-up's sessions there are replicas). And a TRUNCATE on the
+    /// shared database after cutover is captured by the reverse shim, installed while the table
+    /// was still in reshard_build (its capture follows the table), and carried back by rollback.
+    func testTheOldLayoutsTriggersDoNotFireForRollbacksCatchUpAndATruncateAfterTheSwapIsCaptured() throws {
         let setup = try migrated(rows: 50, sourceSQL: """
             CREATE FUNCTION mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.name := NEW.name || '+'; RETURN NEW; END $$;
             CREATE TRIGGER mark BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION mark();
             """)
+        // Counted before cutover: afterwards s0's database has t0's table under the live name.
+        var posts = 0
+        for dsn in setup.layouts.old { posts += try PGConnection.connect(dsn).query("SELECT count(*) FROM posts").get(0, 0, as: Int.self) }
         let cutover = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"])
         XCTAssertEqual(cutover.status, 0, cutover.stderr)
         // One new user on each target (t0 is the shared database), written where the new map puts it.
@@ -177,8 +182,15 @@ final class SharedCutoverTests: XCTestCase {
             XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT name FROM users WHERE id = \(id)").get(0, 0, as: String.self), "after cutover+")
             ids.append(id)
         }
+        let t0 = try PGConnection.connect(setup.layouts.new[0])
+        let onT0 = try t0.query("SELECT count(*) FROM posts").get(0, 0, as: Int.self)
+        XCTAssertGreaterThan(onT0, 0)
+        try t0.execute("TRUNCATE posts")
         let rollback = try ReshardCLI.run(["rollback", "-c", setup.config])
         XCTAssertEqual(rollback.status, 0, rollback.stderr)
+        var after = 0
+        for dsn in setup.layouts.old { after += try PGConnection.connect(dsn).query("SELECT count(*) FROM posts").get(0, 0, as: Int.self) }
+        XCTAssertEqual(after, posts - onT0, "the posts truncated on t0 are gone from the old layout too")
         for id in ids {
             let dsn = setup.layouts.old[try setup.layouts.shard(of: id, new: false)]
             XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT name FROM users WHERE id = \(id)").get(0, 0, as: String?.self), "after cutover+",
