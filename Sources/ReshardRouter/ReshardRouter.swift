@@ -210,7 +210,7 @@ public final class ReshardRouter: @unchecked Sendable {
         }
         guard lock.withLock({ session.declared }) != epoch else { return session.conn }
         // Outside a transaction (the write's begins later), so the setting is the session's.
-        try using(session.conn) { try $0.query("SELECT pg_catalog.set_config($1, $2, false)", [Self.declaredEpochSetting, String(epoch)]) }
+        _ = try using(session.conn) { try $0.query("SELECT pg_catalog.set_config($1, $2, false)", [Self.declaredEpochSetting, String(epoch)]) }
         lock.withLock { session.declared = epoch }
         return session.conn
     }

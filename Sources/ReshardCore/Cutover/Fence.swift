@@ -20,18 +20,18 @@ import ReshardRouting
 /// **The check.** A BEFORE statement trigger (INSERT, UPDATE, DELETE, TRUNCATE) on every migrated
 /// table of every source and target, with the table's layout as its argument (`old` on the
 /// sources' live tables, `new` on the targets' tables and the tables built on shared databases):
-/// one sequence read per statement, not per row. The read is the trigger's `WHEN` clause
-/// (`whenClause`), which the executor evaluates itself: `pg_sequence_last_value`, a C function,
-/// and integer operators, resolved to OIDs when the trigger is created (so no `search_path` can
-/// substitute an operator). A write the layout takes calls no function at all; only a refused one
-/// (or one racing a flip) calls the plpgsql function, which checks again and raises. That is what
-/// makes the fence cheap: a `SECURITY DEFINER ... SET search_path` plpgsql function per statement
-/// cost a call, an SPI query and a GUC save and restore on every write (17% of pgbench's
-/// single-row write throughput). The state sequence is readable by PUBLIC for it: the state is
-/// no secret. Reshard's own sessions (`reshard.applying = on`) pass: they keep the layout that
-/// does not serve current. On the new layout a row trigger, whose `WHEN` clause the executor
-/// evaluates without calling any function unless it is false, refuses a key the new map gives
-/// another shard (`FenceSQLState.misrouted`) until `cleanup`.
+/// one sequence read per statement, not per row. The function is a plain plpgsql function, run
+/// as the writer (no `SECURITY DEFINER`, no `SET search_path`): those cost a GUC save and restore
+/// and a non-inlinable call on every write (17% of pgbench's single-row write throughput). It reads
+/// the state with `pg_sequence_last_value` and `current_setting` as plpgsql simple expressions
+/// (no SPI query), so the state sequence is readable by PUBLIC (the state is no secret), and every
+/// name and operator in it is schema-qualified (`OPERATOR(pg_catalog.=)`): a writer's
+/// `search_path` cannot substitute one. A `WHEN` clause on the trigger was tried and costs more:
+/// the executor parses and compiles it for every statement. Reshard's own sessions
+/// (`reshard.applying = on`) pass: they keep the layout that does not serve current. On the new
+/// layout a row trigger, whose `WHEN` clause the executor evaluates without calling any function
+/// unless it is false, refuses a key the new map gives another shard (`FenceSQLState.misrouted`)
+/// until `cleanup`.
 ///
 /// **The declared epoch.** A session may say which epoch it routes by (`reshard.epoch`;
 /// `ReshardRouter` sets it on its sessions after every map reload). A write from a session that
@@ -88,48 +88,47 @@ public enum Fence {
     /// The setting in which a session declares the epoch it routes by (`ReshardRouter` sets it).
     public static let declaredEpochSetting = "reshard.epoch"
 
-    /// The fence trigger's `WHEN`: true when the write goes to the fence function, i.e. when
-    /// `layout` does not serve, or the session declares an older epoch than the fence's (or
-    /// something that is no epoch, which the function names). Only C functions and operators, so
-    /// a write the layout takes calls no function; a sequence never called (NULL) counts as
-    /// refused and the function decides. `CASE` orders the evaluation: the cast sees digits only.
-    static func whenClause(_ migration: String, layout: Layout) -> String {
-        let serving = layout == .old ? Serving.old.rawValue : Serving.new.rawValue
-        let state = "coalesce(pg_catalog.pg_sequence_last_value('\(sequence(migration))'::pg_catalog.regclass), -1)"
-        let declared = "pg_catalog.current_setting('\(declaredEpochSetting)', true)"
-        let refused = "\(state) OPERATOR(pg_catalog.%) 4 OPERATOR(pg_catalog.<>) \(serving)"
-        return "CASE WHEN coalesce(\(declared), '') OPERATOR(pg_catalog.=) '' THEN \(refused) "
-            + "WHEN \(declared) OPERATOR(pg_catalog.~) '^[0-9]{1,18}$' THEN \(refused) OR (\(declared))::pg_catalog.int8 "
-            + "OPERATOR(pg_catalog.*) 4 OPERATOR(pg_catalog.+) 3 OPERATOR(pg_catalog.<) \(state) ELSE true END"
-    }
-
     /// Creates the state sequence and the fence functions on one database. Idempotent; an existing
     /// state is kept.
     public static func installState(migration: String, on conn: PGConnection) throws {
         let sequence = sequence(migration)
         let literal = try conn.quoteLiteral(migration)
+        // OPERATOR(...) binds as any other operator, left to right: every expression is parenthesised.
+        let op = { (o: String) in "OPERATOR(pg_catalog.\(o))" }
+        try conn.execute(
+            """
+            SET client_min_messages = warning; CREATE SCHEMA IF NOT EXISTS \(Shim.schema); RESET client_min_messages;
+            CREATE SEQUENCE IF NOT EXISTS \(sequence) MINVALUE 0 START WITH \(initial.raw);
+            """)
+        // By OID: a name would be looked up as the writer, who has no USAGE on reshard's schema.
+        let sequenceOID = try conn.query("SELECT $1::regclass::oid", [sequence]).get(0, 0, as: Int64.self)
         let body = """
             DECLARE
-              state bigint;
+              state bigint := coalesce(pg_catalog.pg_sequence_last_value(\(sequenceOID)::pg_catalog.oid), -1);
               declared text := pg_catalog.current_setting('\(declaredEpochSetting)', true);
+              serving bigint := CASE WHEN TG_ARGV[0] \(op("=")) 'old' THEN \(Serving.old.rawValue) ELSE \(Serving.new.rawValue) END;
             BEGIN
-              -- The trigger's WHEN found the write refused; the state may have changed since.
-              SELECT last_value INTO state FROM \(sequence);
-              IF coalesce(declared, '') <> '' AND declared !~ '^[0-9]{1,18}$' THEN
+              IF (state \(op("%")) 4) \(op("=")) serving AND declared IS NULL THEN
+                RETURN NULL;
+              END IF;
+              IF state \(op("<")) 0 THEN  -- never called: pg_sequence_last_value has no value to give
+                SELECT last_value INTO state FROM \(sequence);
+              END IF;
+              IF declared \(op("<>")) '' AND declared \(op("!~")) '^[0-9]{1,18}$' THEN
                 RAISE EXCEPTION USING ERRCODE = '22023',
                   MESSAGE = pg_catalog.format('reshard: the setting \(declaredEpochSetting) is %L, not an epoch number', declared);
               END IF;
-              IF ((state % 4 = \(Serving.old.rawValue) AND TG_ARGV[0] = 'old') OR (state % 4 = \(Serving.new.rawValue) AND TG_ARGV[0] = 'new'))
-                 AND (coalesce(declared, '') = '' OR declared::bigint >= state / 4) THEN
+              IF (state \(op("%")) 4) \(op("=")) serving
+                 AND (coalesce(declared, '') \(op("=")) '' OR declared::bigint \(op(">=")) (state \(op("/")) 4)) THEN
                 RETURN NULL;
               END IF;
               -- reshard's own sessions: the catch-up, and reverse capture's proof (ReverseCapture.prove).
-              IF pg_catalog.current_setting('reshard.applying', true) = 'on' OR pg_catalog.current_setting('reshard.probe', true) = 'on' THEN
+              IF pg_catalog.current_setting('reshard.applying', true) \(op("=")) 'on' OR pg_catalog.current_setting('reshard.probe', true) \(op("=")) 'on' THEN
                 RETURN NULL;
               END IF;
               RAISE EXCEPTION USING ERRCODE = '\(FenceSQLState.staleEpoch)',
                 MESSAGE = pg_catalog.format('reshard: writes to %I.%I are fenced: migration %s routes by epoch %s; reload the shard map',
-                                            TG_TABLE_SCHEMA, TG_TABLE_NAME, \(literal), state / 4),
+                                            TG_TABLE_SCHEMA, TG_TABLE_NAME, \(literal), (state \(op("/")) 4)),
                 HINT = 'reload the shard map (reshard map) and retry the write on the shard it names';
             END
             """
@@ -149,9 +148,12 @@ public enum Fence {
                 CREATE SEQUENCE IF NOT EXISTS \(sequence) MINVALUE 0 START WITH \(initial.raw);
                 GRANT SELECT ON SEQUENCE \(sequence) TO PUBLIC;
                 """)
-            // `pg_sequence_last_value` (the triggers' WHEN) is NULL until the sequence is called.
+            // `pg_sequence_last_value` (the fence function's read) is NULL until the sequence is called.
             try conn.execute("SELECT pg_catalog.setval('\(sequence)', last_value, true) FROM \(sequence) WHERE NOT is_called")
-            try conn.execute(Shim.captureFunction(fenceFunction(migration), body: body, pinningText: false))
+            // Run as the writer, with the writer's settings: see the type's comment.
+            var tag = "reshard"
+            while body.contains("$\(tag)$") { tag += "_" }
+            try conn.execute("CREATE OR REPLACE FUNCTION \(fenceFunction(migration))() RETURNS trigger LANGUAGE plpgsql AS $\(tag)$\n\(body)\n$\(tag)$")
             try conn.execute(Shim.captureFunction(misroutedFunction(migration), body: misroutedBody, pinningText: false))
         }
     }
@@ -166,8 +168,7 @@ public enum Fence {
         let quoted = try conn.quote(name)
         var definitions = [
             (trigger(migration),
-             "BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON \(quoted) FOR EACH STATEMENT WHEN (\(whenClause(migration, layout: layout))) "
-                + "EXECUTE FUNCTION \(fenceFunction(migration))('\(layout.rawValue)')")
+             "BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON \(quoted) FOR EACH STATEMENT EXECUTE FUNCTION \(fenceFunction(migration))('\(layout.rawValue)')")
         ]
         if layout == .new, let target, let targetName {
             let filter = function.sqlShardFilter(quotedColumn: "NEW.\(try conn.quoteIdentifier(table.key))", type: table.keyType, target: target)
@@ -184,8 +185,8 @@ public enum Fence {
                         var enabled = try conn.query(
                             "SELECT tgenabled::text, tgqual IS NOT NULL FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2",
                             [quoted, trigger])
-                        // A fence installed before it had its WHEN clause called its function on every write.
-                        if enabled.rowCount == 1, enabled[0, 1] == "f" {
+                        // A fence trigger with a WHEN clause (a version that had one): compiled per statement, slower.
+                        if enabled.rowCount == 1, enabled[0, 1] == "t", trigger == Self.trigger(migration) {
                             try conn.execute("DROP TRIGGER \(trigger) ON \(quoted)")
                             enabled = try conn.query("SELECT 1 WHERE false")
                         }
