@@ -29,9 +29,13 @@ integration:
 bench: release
 	./scripts/bench.sh
 
-## The README's main job: reshard end to end on throwaway local clusters.
+## The README's main job: a short rehearsal of 2 -> 3 shards (one target shared) on throwaway local clusters:
+## plan, apply, verify, cutover, rollback, cutover, cleanup under routed writes, every fault kind once
+## (kill -9 of the coordinator, restarts of a source, a target and the metadata cluster, terminated
+## sessions, lock holders, one across a cutover attempt), then the report. `reshard demo` is the plain walk-through.
+DEMO_FLAGS ?= --rows 3000 --writes-per-second 60 --crashes 6 --seed 7 --catch-up-seconds 6
 demo: build
-	$(SWIFT) run $(BUILD_FLAGS) reshard demo
+	$(SWIFT) run $(BUILD_FLAGS) reshard rehearse $(DEMO_FLAGS)
 
 ## The rehearsal against PostgreSQL containers (docker/compose.yml); the report lands in docker/out/.
 DOCKER_COMPOSE ?= docker compose

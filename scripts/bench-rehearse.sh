@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The rehearsal's ledger workload (issue 12): acknowledged writes per second while the backfill
-# runs with the coordinator alive, and the share of one core its own threads use (bookkeeping:
-# routing, ledger, libpq client work), against the goals (>= 1,000 writes/s, < 10% of one core).
+# runs with the coordinator alive, and the rehearse process's own CPU then (bookkeeping: getrusage
+# of the whole process, every thread: routing, ledger, libpq client work, samplers; not the reshard
+# children) per second of the backfill's wall time, against the goals (>= 1,000 writes/s, < 10% of
+# one core). The goals are absolute, as the issue states them; the machine's load is printed with them.
 # `reshard rehearse` starts and removes its own clusters.
 #   BENCH_REHEARSE_ROWS     rows loaded (default 300000: a backfill of some seconds)
 #   BENCH_REHEARSE_WRITES   writes per second asked (default 1500)
@@ -14,9 +16,10 @@ WRITES=${BENCH_REHEARSE_WRITES:-1500}
 WRITERS=${BENCH_REHEARSE_WRITERS:-32}
 work=$(mktemp -d /tmp/reshard-bench-rehearse-XXXXXX)
 trap 'rm -rf "$work"' EXIT
-echo "rehearse: $ROWS rows, $WRITES writes/s asked, $WRITERS writers, 2 -> 3 (no shared target: this measures the workload), no faults..."
+echo "rehearse: $ROWS rows, $WRITES writes/s asked, $WRITERS writers, 2 -> 3 (no shared target, no cutover: this measures the workload), no faults..."
+echo "  load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 status=0
-"$BIN" rehearse --rows "$ROWS" --writes-per-second "$WRITES" --writers "$WRITERS" --shared-targets 0 --catch-up-seconds 5 --json \
+"$BIN" rehearse --rows "$ROWS" --writes-per-second "$WRITES" --writers "$WRITERS" --shared-targets 0 --catch-up-seconds 5 --no-cutover --json \
   > "$work/report.json" 2> "$work/rehearse.err" || status=$?
 [ -s "$work/report.json" ] || { tail -5 "$work/rehearse.err"; exit 1; }
 [ "$status" = 0 ] || echo "  (the rehearsal itself did not pass: exit $status; figures below are still the workload's)"

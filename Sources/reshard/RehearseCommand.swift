@@ -51,6 +51,9 @@ struct RehearseCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Seconds the catch-up runs under writes after the backfill.")
     var catchUpSeconds = 8.0
 
+    @Flag(name: .long, help: "Stop before cutover: rehearse the copy alone (both layouts are checked, then abort removes reshard).")
+    var noCutover = false
+
     @Option(name: .long, help: "Write a self-contained HTML report with a timeline to FILE.")
     var report: String?
 
@@ -84,6 +87,7 @@ struct RehearseCommand: ParsableCommand {
         options.config = config
         options.external = external
         options.catchUpSeconds = catchUpSeconds
+        options.switches = !noCutover
         let json = output.json
         let rehearsal = try Rehearsal(options: options) { line in
             if json {

@@ -37,8 +37,11 @@ final class RehearseTests: XCTestCase {
             XCTAssertEqual(fault["survived"] as? Bool, true, "\(fault)")
         }
         let layouts = try XCTUnwrap(report["layouts"] as? [[String: Any]])
-        XCTAssertEqual(layouts.count, switched ? 1 : 2, "the new layout, live after cutover, is checked (before it, both)")
-        XCTAssertEqual(report["leftovers"] as? [String], [])
+        XCTAssertEqual(layouts.map { $0["layout"] as? String }, ["new (live)"], "after cleanup the new layout is the live one")
+        // Cutover, rollback and cutover again, each switch's stall measured, then cleanup.
+        XCTAssertEqual(report["cutover"] as? String, "cut over, rolled back and cut over again under writes")
+        XCTAssertEqual((report["writeStallMs"] as? [String: Any])?["samples"] as? Int, 3, "one stall per switch")
+        XCTAssertEqual(report["leftovers"] as? [String], [], "cleanup leaves nothing of reshard, on the shared database too")
     }
 
     func testAPlantedDefectFailsNamingTheLostKeys() throws {
