@@ -166,6 +166,13 @@ public final class PGConnection: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` with the connection held: other threads' statements on it wait until `body`
+    /// returns, so a session setting and the statements it is meant for cannot be split by another
+    /// thread's (`ReshardRouter` declares its epoch so).
+    public func exclusive<T>(_ body: (PGConnection) throws -> T) throws -> T {
+        try lock.withLock { try body(self) }
+    }
+
     /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws.
     /// Other threads cannot interleave statements on this connection meanwhile.
     @discardableResult

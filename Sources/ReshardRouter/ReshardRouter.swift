@@ -144,7 +144,7 @@ public final class ReshardRouter: @unchecked Sendable {
         while true {
             let route = try self.route(table: table, key: key)
             do {
-                return try using(try connection(route.shard.dsn, shard: route.shard.name, epoch: route.epoch), attempt)
+                return try run(on: try session(route.shard.dsn, shard: route.shard.name), declaring: route.epoch, attempt)
             } catch let error as PostgresError where error.isFenceRefusal {
                 guard Date() < deadline else { throw error }
                 // A newer epoch is published: run again at once, by it. Otherwise the switch is
@@ -176,12 +176,12 @@ public final class ReshardRouter: @unchecked Sendable {
                 nextReplica &+= 1
                 return route.shard.replicas[nextReplica % route.shard.replicas.count]
             }
-            do { return try using(try connection(replica, shard: route.shard.name, epoch: route.epoch), body) } catch let error as PostgresError
+            do { return try run(on: try session(replica, shard: route.shard.name), declaring: nil, body) } catch let error as PostgresError
                 where error.code == .connectionFailed || error.code == .connectionLost {
                 // A replica that is down does not fail the read: the primary has the rows too.
             }
         }
-        return try using(try connection(route.shard.dsn, shard: route.shard.name, epoch: route.epoch), body)
+        return try run(on: try session(route.shard.dsn, shard: route.shard.name), declaring: nil, body)
     }
 
     @discardableResult
@@ -191,32 +191,46 @@ public final class ReshardRouter: @unchecked Sendable {
 
     // MARK: - Connections
 
-    /// A session the router opened, and the epoch it last declared on it.
+    /// A session the router opened, and the epoch it last declared on it (read and written only
+    /// while the connection is held: `run`).
     private final class Session {
         let conn: PGConnection
         var declared: Int64?
         init(_ conn: PGConnection) { self.conn = conn }
     }
 
-    /// The open connection to `dsn`, or a new one (a connection the server dropped is replaced),
-    /// declaring `epoch` on it first when it declares another (`Fence.declaredEpochSetting`).
-    private func connection(_ dsn: String, shard: String, epoch: Int64) throws -> PGConnection {
-        let session = try lock.withLock {
+    /// The open session to `dsn`, or a new one (a connection the server dropped is replaced).
+    private func session(_ dsn: String, shard: String) throws -> Session {
+        try lock.withLock {
             if let open = connections[dsn], open.conn.isHealthy { return open }
             connections[dsn] = nil
             let opened = Session(try connect(dsn, shard))
             connections[dsn] = opened
             return opened
         }
-        guard lock.withLock({ session.declared }) != epoch else { return session.conn }
-        // Outside a transaction (the write's begins later), so the setting is the session's.
-        _ = try using(session.conn) { try $0.query("SELECT pg_catalog.set_config($1, $2, false)", [Self.declaredEpochSetting, String(epoch)]) }
-        lock.withLock { session.declared = epoch }
-        return session.conn
     }
 
-    /// The setting the fence reads a session's declared epoch from (`Fence.declaredEpochSetting`).
-    public static let declaredEpochSetting = "reshard.epoch"
+    /// Runs `body` on `session`, first declaring `epoch` on it when it declares another
+    /// (`FenceSQLState.declaredEpochSetting`; nil for reads: replicas have no fence). Declaration and body
+    /// run under one hold of the connection: a thread routing by a newer map could otherwise
+    /// declare its epoch between this thread's declaration and its statement, and an update
+    /// routed by the older map would pass the fence on a database of both layouts (and change
+    /// nothing there, acknowledged).
+    private func run<T>(on session: Session, declaring epoch: Int64?, _ body: (PGConnection) throws -> T) throws -> T {
+        try using(session.conn) { conn in
+            try conn.exclusive { conn in
+                if let epoch, session.declared != epoch {
+                    // Outside a transaction (the write's begins later), so the setting is the session's.
+                    try conn.query("SELECT pg_catalog.set_config($1, $2, false)", [Self.declaredEpochSetting, String(epoch)])
+                    session.declared = epoch
+                }
+                return try body(conn)
+            }
+        }
+    }
+
+    /// The setting the fence reads a session's declared epoch from.
+    public static let declaredEpochSetting = FenceSQLState.declaredEpochSetting
 
     /// Runs `body`, forgetting the connection if it broke meanwhile, so the next call reconnects.
     private func using<T>(_ conn: PGConnection, _ body: (PGConnection) throws -> T) throws -> T {

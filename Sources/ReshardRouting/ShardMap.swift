@@ -65,4 +65,7 @@ public enum FenceSQLState {
     public static let staleEpoch = "RS001"
     /// The write's key belongs to another shard in the current epoch.
     public static let misrouted = "RS002"
+    /// The session setting a router declares the epoch it routes by in; the fence refuses a write
+    /// whose session declares an older epoch than the current one (`staleEpoch`).
+    public static let declaredEpochSetting = "reshard.epoch"
 }

@@ -33,6 +33,40 @@ final class ConnectionTests: XCTestCase {
         XCTAssertEqual(try conn.query("SELECT count(*) FROM t").get(0, 0, as: Int.self), 3)
     }
 
+    /// `exclusive` keeps other threads' statements off the connection until it returns: the
+    /// router declares its epoch and runs the write under one hold, so another thread's
+    /// declaration cannot land between them.
+    func testExclusiveKeepsOtherThreadsStatementsOutUntilItReturns() throws {
+        let cluster = try TestClusters.shared.clusters()[0]
+        let conn = try PGConnection.connect(try freshDatabase(on: cluster))
+        let entered = DispatchSemaphore(value: 0), proceed = DispatchSemaphore(value: 0)
+        let otherDone = DispatchSemaphore(value: 0), firstDone = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var seen: String?  // written before firstDone is signalled, read after
+        Thread {
+            let value = try? conn.exclusive { c -> String? in
+                try c.query("SELECT pg_catalog.set_config('reshard.test', 'first', false)")
+                entered.signal()
+                proceed.wait()
+                return try c.query("SELECT current_setting('reshard.test')").get(0, 0, as: String.self)
+            }
+            seen = value ?? nil
+            firstDone.signal()
+        }.start()
+        entered.wait()
+        Thread {
+            _ = try? conn.query("SELECT pg_catalog.set_config('reshard.test', 'second', false)")
+            otherDone.signal()
+        }.start()
+        // The other thread's statement must still be waiting for the connection.
+        let otherWaited = otherDone.wait(timeout: .now() + 0.5) == .timedOut
+        XCTAssertTrue(otherWaited, "a statement ran inside another thread's exclusive hold")
+        proceed.signal()
+        firstDone.wait()
+        if otherWaited { otherDone.wait() }
+        XCTAssertEqual(seen, "first")
+        XCTAssertEqual(try conn.query("SELECT current_setting('reshard.test')").get(0, 0, as: String.self), "second")
+    }
+
     func testServerErrorsCarrySQLStateDetailHintAndEndpoint() throws {
         let cluster = try TestClusters.shared.clusters()[0]
         let dsn = try freshDatabase(on: cluster)

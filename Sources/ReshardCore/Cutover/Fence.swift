@@ -86,7 +86,7 @@ public enum Fence {
     static func misroutedTrigger(_ migration: String) -> String { "reshard_misrouted_\(id(migration))" }
 
     /// The setting in which a session declares the epoch it routes by (`ReshardRouter` sets it).
-    public static let declaredEpochSetting = "reshard.epoch"
+    public static let declaredEpochSetting = FenceSQLState.declaredEpochSetting
 
     /// Creates the state sequence and the fence functions on one database. Idempotent; an existing
     /// state is kept.
