@@ -33,7 +33,7 @@ bench: release
 ## plan, apply, verify, cutover, rollback, cutover, cleanup under routed writes, every fault kind once
 ## (kill -9 of the coordinator, restarts of a source, a target and the metadata cluster, terminated
 ## sessions, lock holders, one across a cutover attempt), then the report. `reshard demo` is the plain walk-through.
-DEMO_FLAGS ?= --rows 3000 --writes-per-second 60 --crashes 6 --seed 7 --catch-up-seconds 6
+DEMO_FLAGS ?= --rows 2000 --writes-per-second 100 --crashes 6 --seed 5 --catch-up-seconds 10
 demo: build
 	$(SWIFT) run $(BUILD_FLAGS) reshard rehearse $(DEMO_FLAGS)
 
