@@ -265,4 +265,45 @@ final class SharedCutoverTests: XCTestCase {
         }
         try setup.layouts.assertHolds(load.stop(), new: true)
     }
+    /// The publish commits but its reply is lost. The run itself finds the epoch published and
+    /// finishes the cutover (never undoes it). And when an undo did run after such a publish (the
+    /// coordinator killed after the commit, then the shared database swapped back and the fence
+    /// set to the old epoch, as an undo whose record failed leaves them), the next `cutover`
+    /// swaps in again before it lets the new layout serve: the new epoch is published, so the
+    /// shared database's live tables must be the new layout's.
+    func testAPublishWhoseReplyIsLostIsFinishedWithTheSwapRedone() throws {
+        let setup = try migrated(rows: 50)
+        let lost = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"], environment: ["RESHARD_TEST_LOSE_PUBLISH_REPLY": "error"])
+        XCTAssertEqual(lost.status, 0, "published: the cutover goes forward: \(lost.stderr)")
+        XCTAssertEqual(try phase(setup), "cut-over")
+        XCTAssertEqual(try sharedState(setup), "new")
+        let back = try ReshardCLI.run(["rollback", "-c", setup.config])
+        XCTAssertEqual(back.status, 0, back.stderr)
+        XCTAssertEqual(try sharedState(setup), "old")
+
+        let killed = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"], environment: ["RESHARD_TEST_LOSE_PUBLISH_REPLY": "kill"])
+        XCTAssertEqual(killed.status, 128 + SIGKILL, killed.stderr)
+        XCTAssertEqual(try sharedState(setup), "new")
+        // What the undo did: the swap back on t0 = s0's database, the fence at the epoch before (3, the old layout).
+        try PGConnection.connect(setup.fixture.sources[0]).execute(
+            """
+            BEGIN;
+            ALTER TABLE users SET SCHEMA reshard_build; ALTER TABLE reshard_old.users SET SCHEMA public;
+            ALTER TABLE posts SET SCHEMA reshard_build; ALTER TABLE reshard_old.posts SET SCHEMA public;
+            COMMIT
+            """)
+        for dsn in setup.layouts.old + setup.layouts.new {
+            try Fence.set(Fence.State(epoch: 3, serving: .old), migration: "plan-test", on: try PGConnection.connect(dsn))
+        }
+        XCTAssertEqual(try sharedState(setup), "old")
+        let again = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(try phase(setup), "cut-over")
+        XCTAssertEqual(try sharedState(setup), "new", "epoch 4 (the new layout) serves: its tables have the live names")
+        let id = try (8001...8100).map(Int64.init).first { try setup.layouts.shard(of: $0, new: true) == 0 }!
+        let t0 = try PGConnection.connect(setup.layouts.new[0])
+        try t0.execute("SELECT set_config('reshard.epoch', '4', false)")
+        try t0.execute("INSERT INTO users VALUES (\(id), 'after the redone swap')")
+        XCTAssertEqual(try t0.query("SELECT name FROM users WHERE id = \(id)").get(0, 0, as: String?.self), "after the redone swap")
+    }
 }
