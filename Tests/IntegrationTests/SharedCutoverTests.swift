@@ -306,4 +306,19 @@ final class SharedCutoverTests: XCTestCase {
         try t0.execute("INSERT INTO users VALUES (\(id), 'after the redone swap')")
         XCTAssertEqual(try t0.query("SELECT name FROM users WHERE id = \(id)").get(0, 0, as: String?.self), "after the redone swap")
     }
+
+    /// A view created on the shared database after `plan` (which refuses one) would follow the
+    /// old table into reshard_old at the swap: cutover refuses (exit 2) naming it, and changes
+    /// nothing: tables where they were, fences as before, the migration still in sync.
+    func testAViewCreatedOnTheSharedDatabaseAfterPlanRefusesTheCutover() throws {
+        let setup = try migrated(rows: 20)
+        try PGConnection.connect(setup.fixture.sources[0]).execute("CREATE VIEW recent_users AS SELECT id FROM users WHERE id > 10")
+        let refused = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"])
+        XCTAssertEqual(refused.status, 2, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("view recent_users on t0 reads table users"), refused.stderr)
+        XCTAssertEqual(try phase(setup), "in-sync")
+        XCTAssertEqual(try sharedState(setup), "old")
+        let states = try (setup.layouts.old + setup.layouts.new).map { try Fence.state(migration: "plan-test", on: try PGConnection.connect($0)) }
+        XCTAssertEqual(states, Array(repeating: Fence.initial, count: 5))
+    }
 }
