@@ -52,12 +52,7 @@ final class TableLocationsTests: XCTestCase {
         XCTAssertEqual(reversed.builtName(of: reversed.tables[1], on: reversed.targets[1]).description, "app.posts")
     }
 
-    func testThePhaseSaysWhereTheTablesAreExceptWhileSwitching() {
-        XCTAssertEqual(TableLocations.swapped(in: .inSync), false)
-        XCTAssertEqual(TableLocations.swapped(in: .rolledBack), false)
-        XCTAssertEqual(TableLocations.swapped(in: .cutOver), true)
-        XCTAssertNil(TableLocations.swapped(in: .cuttingOver))
-        XCTAssertNil(TableLocations.swapped(in: .rollingBack))
+    func testATableOnADatabaseThatIsNotSharedAlwaysHasItsOwnName() {
         for layout in [TableLocations.Layout.old, .new] {
             for swapped in [false, true] {
                 XCTAssertEqual(TableLocations.name(of: .init(schema: "app", "t"), layout: layout, shared: false, swapped: swapped).description, "app.t")

@@ -24,29 +24,15 @@ extension LayoutSwitch {
         guard !shared.isEmpty, !plan.tables.isEmpty else { return [] }
         let milliseconds = max(1, Int(lockTimeout * 1000))
         let sessions = try shared.map { (shard: $0.name, conn: try connect($0.name)) }
-        let failures = CutoverBarrier.FirstError()
         let swapped = ShardNames()
-        let done = DispatchGroup()
-        for session in sessions {
-            done.enter()
-            let thread = Thread {
-                defer { done.leave() }
-                do {
-                    if try swap(plan, swappedIn: swappedIn, lockTimeoutMilliseconds: milliseconds, on: session.conn) { swapped.add(session.shard) }
-                } catch {
-                    failures.record(error, shard: session.shard)
-                }
-            }
-            thread.name = "reshard swap \(session.shard)"
-            thread.start()
-        }
-        done.wait()
-        if let (error, shard) = failures.first {
-            if let error = error as? ReshardError { throw error }
+        try CutoverBarrier.inParallel(sessions, thread: "reshard swap") { shard, conn in
+            if try swap(plan, swappedIn: swappedIn, lockTimeoutMilliseconds: milliseconds, on: conn) { swapped.add(shard) }
+        } failure: { error, shard in
+            if let error = error as? ReshardError { return error }
             let why = (error as? PostgresError)?.sqlState == "55P03"
                 ? "the tables were not free to swap within \(milliseconds) ms (a reader holds them)"
                 : (error as? PostgresError)?.summary ?? "\(error)"
-            throw ReshardError.failed(why, shard: shard)
+            return ReshardError.failed(why, shard: shard)
         }
         return swapped.shards.sorted()
     }

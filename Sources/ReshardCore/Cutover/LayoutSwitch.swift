@@ -143,7 +143,7 @@ public final class LayoutSwitch {
         let held = barrier?.sessions ?? [:]
         let work = try places.databases.map { (shard: $0, conn: try held[$0] ?? connect($0)) }
         let migration = plan.migration
-        try CutoverBarrier.inParallel(work) { try Fence.set(state, migration: migration, on: $0) }
+        try CutoverBarrier.inParallel(work) { try Fence.set(state, migration: migration, on: $1) }
     }
 
     private func crashIfAsked(_ step: CutoverStateMachine.Step) {
@@ -305,8 +305,11 @@ public final class LayoutSwitch {
             }
             if published {
                 notice("\(direction.rawValue): the epoch \(toEpoch) was published despite the error (\((error as? ReshardError)?.message ?? "\(error)")); finishing it")
-                try complete(direction, attempt: attempt, toEpoch: toEpoch)
-                resumePgBouncers(paused)
+                // complete() resumes every PgBouncer database; these only if it fails.
+                do { try complete(direction, attempt: attempt, toEpoch: toEpoch) } catch {
+                    resumePgBouncers(paused)
+                    throw error
+                }
                 return
             }
             let why = (error as? ReshardError)?.message ?? (error as? PostgresError)?.summary ?? "\(error)"

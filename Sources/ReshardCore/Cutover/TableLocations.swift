@@ -59,17 +59,6 @@ public struct TableLocations: Sendable, Equatable {
         return direction == .cutover ? SwitchPlaces(from: old, to: new, sameDatabase: same) : SwitchPlaces(from: new, to: old, sameDatabase: same)
     }
 
-    /// Whether the phase alone says where the tables are: swapped after cutover, not before it or
-    /// after rollback; nil while a switch is under way (a coordinator may have died on either
-    /// side of the swap: ask the databases, `read`).
-    public static func swapped(in phase: MigrationPhase) -> Bool? {
-        switch phase {
-        case .cutOver, .cleanedUp: return true
-        case .cuttingOver, .rollingBack: return nil
-        default: return false
-        }
-    }
-
     /// Asks each shared database whether its swap happened (`isSwapped`).
     public static func read(_ plan: Plan, connect: (String) throws -> PGConnection) throws -> Set<String> {
         guard !plan.tables.isEmpty else { return [] }
@@ -95,12 +84,4 @@ public struct TableLocations: Sendable, Equatable {
     /// one is no longer in `reshard_build` (a cleanup interrupted after it dropped `reshard_old`
     /// leaves neither: the new layout has the live names).
     static func isSwapped(parked: Bool, built: Bool) -> Bool { parked || !built }
-
-    /// Where the tables are now: from the phase when it says, else from the databases.
-    public static func now(_ plan: Plan, phase: MigrationPhase, connect: (String) throws -> PGConnection) throws -> TableLocations {
-        if let known = swapped(in: phase) {
-            return TableLocations(plan, swapped: known ? Set(plan.sharedTargets.map(\.name)) : [])
-        }
-        return TableLocations(plan, swapped: try read(plan, connect: connect))
-    }
 }
