@@ -321,4 +321,19 @@ final class SharedCutoverTests: XCTestCase {
         let states = try (setup.layouts.old + setup.layouts.new).map { try Fence.state(migration: "plan-test", on: try PGConnection.connect($0)) }
         XCTAssertEqual(states, Array(repeating: Fence.initial, count: 5))
     }
+
+    /// Doubling, every source a shared database: after the swap the reference source's live
+    /// `posts` is the new layout's, whose key the cutover added NOT VALID. The keys are read
+    /// where the old layout's table is (reshard_old), so the cutover validates them on every
+    /// target, and on every shared database the key ends validated too.
+    func testDoublingValidatesTheForeignKeysItAddsAtCutover() throws {
+        let setup = try migrated(rows: 40, sourceSQL: "ALTER TABLE posts ADD FOREIGN KEY (user_id) REFERENCES users (id)", doubling: true)
+        let cutover = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"])
+        XCTAssertEqual(cutover.status, 0, cutover.stderr)
+        for (t, dsn) in setup.layouts.new.enumerated() {
+            let keys = try PGConnection.connect(dsn).query(
+                "SELECT count(*) FILTER (WHERE convalidated), count(*) FROM pg_constraint WHERE conrelid = 'posts'::regclass AND contype = 'f'")
+            XCTAssertEqual([keys[0, 0], keys[0, 1]], ["1", "1"], "t\(t): posts' key to users, validated")
+        }
+    }
 }
