@@ -265,4 +265,75 @@ final class SharedCutoverTests: XCTestCase {
         }
         try setup.layouts.assertHolds(load.stop(), new: true)
     }
+    /// The publish commits but its reply is lost. The run itself finds the epoch published and
+    /// finishes the cutover (never undoes it). And when an undo did run after such a publish (the
+    /// coordinator killed after the commit, then the shared database swapped back and the fence
+    /// set to the old epoch, as an undo whose record failed leaves them), the next `cutover`
+    /// swaps in again before it lets the new layout serve: the new epoch is published, so the
+    /// shared database's live tables must be the new layout's.
+    func testAPublishWhoseReplyIsLostIsFinishedWithTheSwapRedone() throws {
+        let setup = try migrated(rows: 50)
+        let lost = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"], environment: ["RESHARD_TEST_LOSE_PUBLISH_REPLY": "error"])
+        XCTAssertEqual(lost.status, 0, "published: the cutover goes forward: \(lost.stderr)")
+        XCTAssertEqual(try phase(setup), "cut-over")
+        XCTAssertEqual(try sharedState(setup), "new")
+        let back = try ReshardCLI.run(["rollback", "-c", setup.config])
+        XCTAssertEqual(back.status, 0, back.stderr)
+        XCTAssertEqual(try sharedState(setup), "old")
+
+        let killed = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"], environment: ["RESHARD_TEST_LOSE_PUBLISH_REPLY": "kill"])
+        XCTAssertEqual(killed.status, 128 + SIGKILL, killed.stderr)
+        XCTAssertEqual(try sharedState(setup), "new")
+        // What the undo did: the swap back on t0 = s0's database, the fence at the epoch before (3, the old layout).
+        try PGConnection.connect(setup.fixture.sources[0]).execute(
+            """
+            BEGIN;
+            ALTER TABLE users SET SCHEMA reshard_build; ALTER TABLE reshard_old.users SET SCHEMA public;
+            ALTER TABLE posts SET SCHEMA reshard_build; ALTER TABLE reshard_old.posts SET SCHEMA public;
+            COMMIT
+            """)
+        for dsn in setup.layouts.old + setup.layouts.new {
+            try Fence.set(Fence.State(epoch: 3, serving: .old), migration: "plan-test", on: try PGConnection.connect(dsn))
+        }
+        XCTAssertEqual(try sharedState(setup), "old")
+        let again = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(try phase(setup), "cut-over")
+        XCTAssertEqual(try sharedState(setup), "new", "epoch 4 (the new layout) serves: its tables have the live names")
+        let id = try (8001...8100).map(Int64.init).first { try setup.layouts.shard(of: $0, new: true) == 0 }!
+        let t0 = try PGConnection.connect(setup.layouts.new[0])
+        try t0.execute("SELECT set_config('reshard.epoch', '4', false)")
+        try t0.execute("INSERT INTO users VALUES (\(id), 'after the redone swap')")
+        XCTAssertEqual(try t0.query("SELECT name FROM users WHERE id = \(id)").get(0, 0, as: String?.self), "after the redone swap")
+    }
+
+    /// A view created on the shared database after `plan` (which refuses one) would follow the
+    /// old table into reshard_old at the swap: cutover refuses (exit 2) naming it, and changes
+    /// nothing: tables where they were, fences as before, the migration still in sync.
+    func testAViewCreatedOnTheSharedDatabaseAfterPlanRefusesTheCutover() throws {
+        let setup = try migrated(rows: 20)
+        try PGConnection.connect(setup.fixture.sources[0]).execute("CREATE VIEW recent_users AS SELECT id FROM users WHERE id > 10")
+        let refused = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"])
+        XCTAssertEqual(refused.status, 2, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("view recent_users on t0 reads table users"), refused.stderr)
+        XCTAssertEqual(try phase(setup), "in-sync")
+        XCTAssertEqual(try sharedState(setup), "old")
+        let states = try (setup.layouts.old + setup.layouts.new).map { try Fence.state(migration: "plan-test", on: try PGConnection.connect($0)) }
+        XCTAssertEqual(states, Array(repeating: Fence.initial, count: 5))
+    }
+
+    /// Doubling, every source a shared database: after the swap the reference source's live
+    /// `posts` is the new layout's, whose key the cutover added NOT VALID. The keys are read
+    /// where the old layout's table is (reshard_old), so the cutover validates them on every
+    /// target, and on every shared database the key ends validated too.
+    func testDoublingValidatesTheForeignKeysItAddsAtCutover() throws {
+        let setup = try migrated(rows: 40, sourceSQL: "ALTER TABLE posts ADD FOREIGN KEY (user_id) REFERENCES users (id)", doubling: true)
+        let cutover = try ReshardCLI.run(["cutover", "-c", setup.config, "--skip-verify"])
+        XCTAssertEqual(cutover.status, 0, cutover.stderr)
+        for (t, dsn) in setup.layouts.new.enumerated() {
+            let keys = try PGConnection.connect(dsn).query(
+                "SELECT count(*) FILTER (WHERE convalidated), count(*) FROM pg_constraint WHERE conrelid = 'posts'::regclass AND contype = 'f'")
+            XCTAssertEqual([keys[0, 0], keys[0, 1]], ["1", "1"], "t\(t): posts' key to users, validated")
+        }
+    }
 }

@@ -52,16 +52,27 @@ final class TableLocationsTests: XCTestCase {
         XCTAssertEqual(reversed.builtName(of: reversed.tables[1], on: reversed.targets[1]).description, "app.posts")
     }
 
-    func testThePhaseSaysWhereTheTablesAreExceptWhileSwitching() {
-        XCTAssertEqual(TableLocations.swapped(in: .inSync), false)
-        XCTAssertEqual(TableLocations.swapped(in: .rolledBack), false)
-        XCTAssertEqual(TableLocations.swapped(in: .cutOver), true)
-        XCTAssertNil(TableLocations.swapped(in: .cuttingOver))
-        XCTAssertNil(TableLocations.swapped(in: .rollingBack))
+    func testATableOnADatabaseThatIsNotSharedAlwaysHasItsOwnName() {
         for layout in [TableLocations.Layout.old, .new] {
             for swapped in [false, true] {
                 XCTAssertEqual(TableLocations.name(of: .init(schema: "app", "t"), layout: layout, shared: false, swapped: swapped).description, "app.t")
             }
         }
+    }
+
+    /// An interrupted cleanup may have dropped `reshard_old` (the old tables) on a swapped database:
+    /// with the built tables gone as well, it is still swapped (the new layout has the live names).
+    func testADatabaseIsSwappedWhenItsOldTablesAreParkedOrItsBuiltOnesAreGone() {
+        XCTAssertFalse(TableLocations.isSwapped(parked: false, built: true), "before cutover")
+        XCTAssertTrue(TableLocations.isSwapped(parked: true, built: false), "after cutover")
+        XCTAssertTrue(TableLocations.isSwapped(parked: false, built: false), "after a cleanup interrupted once reshard_old was dropped")
+    }
+
+    /// A shared database (s0 = t0) is one fence: a switch flips it once, by the name of the layout
+    /// it starts from (whose sessions the barrier holds).
+    func testASharedDatabaseIsOneDatabaseOfTheSwitch() throws {
+        let plan = try plan()
+        XCTAssertEqual(TableLocations(plan, swapped: []).places(plan, .cutover).databases, ["s0", "s1", "t1", "t2"])
+        XCTAssertEqual(TableLocations(plan, swapped: ["t0"]).places(plan, .rollback).databases, ["t0", "t1", "t2", "s1"])
     }
 }

@@ -70,7 +70,7 @@ public enum MigrationAbort {
                         try conn.execute("DROP TABLE IF EXISTS \(try conn.quote(name))")
                         done.append("dropped \(name) on \(shard.name)")
                     }
-                    try dropEmptyBuildSchema(on: conn)
+                    try MigrationCleanup.dropEmptySchemas(on: conn)
                 } else if !built.isEmpty {
                     leftInPlace.append(
                         "copies for \(shard.name) (the database of source \(shard.sameAsSource!)) are kept in \(Plan.buildSchema), "
@@ -88,18 +88,5 @@ public enum MigrationAbort {
             try EventLog.record(migration: migration, "aborted: " + (done + leftInPlace).joined(separator: "; "), on: conn)
         }
         return Report(migration: migration, done: done, leftInPlace: leftInPlace)
-    }
-
-    /// Drops `reshard_build` once no table is left in it (another migration's may be).
-    static func dropEmptyBuildSchema(on conn: PGConnection) throws {
-        try conn.query(
-            """
-            DO $$ BEGIN
-              IF to_regnamespace('\(Plan.buildSchema)') IS NOT NULL
-                 AND NOT EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = to_regnamespace('\(Plan.buildSchema)')) THEN
-                EXECUTE 'DROP SCHEMA \(Plan.buildSchema)';
-              END IF;
-            END $$
-            """)
     }
 }

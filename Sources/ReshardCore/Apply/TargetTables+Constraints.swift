@@ -10,20 +10,23 @@ extension TargetTables {
     /// Adds the source's foreign keys of `table` whose referenced table is one of `plan`'s, on
     /// `target` between the names `name(_:)` gives (`plan.builtName(of:on:)`), and validates them
     /// (a key NOT VALID on the source stays so). Idempotent: a key already there is only validated.
+    /// `sourceNames`: the tables' names on the source (default their own; on a shared database
+    /// after the swap the old layout's are in `reshard_old`).
     public static func addForeignKeys(
-        _ table: Plan.Table, of plan: Plan, names name: (Plan.Table) -> QualifiedName, from source: PGConnection, on target: PGConnection,
-        validate: Bool = true
+        _ table: Plan.Table, of plan: Plan, names name: (Plan.Table) -> QualifiedName, sourceNames: ((Plan.Table) -> QualifiedName)? = nil,
+        from source: PGConnection, on target: PGConnection, validate: Bool = true
     ) throws {
+        let sourceName = sourceNames ?? { $0.name }
         let keys = try source.query(
             """
             SELECT conname, pg_get_constraintdef(oid), confrelid::regclass::text, confrelid::text, convalidated FROM pg_constraint
             WHERE conrelid = to_regclass($1) AND contype = 'f' ORDER BY conname
-            """, [try source.quote(table.name)])
+            """, [try source.quote(sourceName(table))])
         let quoted = try target.quote(name(table))
         for r in 0..<keys.rowCount {
             let constraint = try target.quoteIdentifier(keys[r, 0]!)
             guard let parent = try plan.tables.first(where: {
-                try source.query("SELECT to_regclass($1)::oid::text", [try source.quote($0.name)])[0, 0] == keys[r, 3]
+                try source.query("SELECT to_regclass($1)::oid::text", [try source.quote(sourceName($0))])[0, 0] == keys[r, 3]
             }) else { continue }
             let exists = try target.query(
                 "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)", [quoted, keys[r, 0]!])

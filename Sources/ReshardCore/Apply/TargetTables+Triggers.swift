@@ -6,24 +6,28 @@ import PostgresClient
 /// (`enableTriggers`). A trigger function the target lacks is created from the source's
 /// definition (`pg_get_functiondef`).
 extension TargetTables {
-    /// The source's triggers of `table`: name, definition, `tgenabled` (O, A, R, D), function oid.
-    private static func sourceTriggers(_ table: Plan.Table, on source: PGConnection) throws -> [(name: String, definition: String, enabled: String, function: String)] {
+    /// The source's triggers of `table` (its table `sourceName` there, default its own name: on a
+    /// shared database after the swap the old layout's is in `reshard_old`): name, definition,
+    /// `tgenabled` (O, A, R, D), function oid.
+    private static func sourceTriggers(_ table: Plan.Table, named sourceName: QualifiedName? = nil, on source: PGConnection) throws -> [(name: String, definition: String, enabled: String, function: String)] {
         let rows = try source.query(
             """
             SELECT tgname, pg_get_triggerdef(oid), tgenabled::text, tgfoid::text FROM pg_trigger
             WHERE tgrelid = to_regclass($1) AND NOT tgisinternal
               AND NOT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = tgfoid AND n.nspname = $2)
             ORDER BY tgname
-            """, [try source.quote(table.name), Shim.schema])
+            """, [try source.quote(sourceName ?? table.name), Shim.schema])
         return (0..<rows.rowCount).map { (rows[$0, 0]!, rows[$0, 1]!, rows[$0, 2]!, rows[$0, 3]!) }
     }
 
-    static func triggerDefinitions(_ table: Plan.Table, named name: QualifiedName, from source: PGConnection, on target: PGConnection) throws -> [String] {
-        let triggers = try sourceTriggers(table, on: source)
+    static func triggerDefinitions(
+        _ table: Plan.Table, named name: QualifiedName, sourceNamed sourceName: QualifiedName? = nil, from source: PGConnection, on target: PGConnection
+    ) throws -> [String] {
+        let triggers = try sourceTriggers(table, named: sourceName, on: source)
         guard !triggers.isEmpty else { return [] }
         let qualified = try source.query(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
-            [try source.quote(table.name)]).get(0, 0, as: String.self)
+            [try source.quote(sourceName ?? table.name)]).get(0, 0, as: String.self)
         var statements: [String] = []
         var functions: Set<String> = []
         for trigger in triggers {
@@ -46,16 +50,17 @@ extension TargetTables {
     /// For the cutover, once reshard no longer writes the table: enables the table's own triggers
     /// on `target`'s `name` (default its own) as they are on the source (`ENABLE`, `ENABLE ALWAYS`,
     /// `ENABLE REPLICA`, or left disabled), and forces row-level security when the source does.
+    /// `sourceName`: the table's name on the source (default its own).
     public static func enableTriggers(
-        _ table: Plan.Table, named name: QualifiedName? = nil, from source: PGConnection, on target: PGConnection
+        _ table: Plan.Table, named name: QualifiedName? = nil, sourceNamed sourceName: QualifiedName? = nil, from source: PGConnection, on target: PGConnection
     ) throws {
         let quoted = try target.quote(name ?? table.name)
         try target.transaction { conn in
-            for trigger in try sourceTriggers(table, on: source) where trigger.enabled != "D" {
+            for trigger in try sourceTriggers(table, named: sourceName, on: source) where trigger.enabled != "D" {
                 let how = ["A": "ALWAYS ", "R": "REPLICA "][trigger.enabled] ?? ""
                 try conn.execute("ALTER TABLE \(quoted) ENABLE \(how)TRIGGER \(try conn.quoteIdentifier(trigger.name))")
             }
-            let force = try source.query("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass($1)", [try source.quote(table.name)])
+            let force = try source.query("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass($1)", [try source.quote(sourceName ?? table.name)])
             if force.rowCount == 1, force[0, 0] == "t" { try conn.execute("ALTER TABLE \(quoted) FORCE ROW LEVEL SECURITY") }
         }
     }

@@ -89,25 +89,32 @@ final class CutoverBarrier {
     }
 
     /// Runs `body` on every connection at once, a thread each (libpq blocks): the fence flips
-    /// on every database take one round trip, not one per database. Throws the first error.
-    static func inParallel(_ work: [(shard: String, conn: PGConnection)], _ body: @escaping @Sendable (PGConnection) throws -> Void) throws {
+    /// on every database take one round trip, not one per database (the swap too). Throws the
+    /// first error, as `failure` makes it of the error and the shard (default: as it is).
+    static func inParallel(
+        _ work: [(shard: String, conn: PGConnection)], thread: String = "reshard fence",
+        _ body: @escaping @Sendable (_ shard: String, _ conn: PGConnection) throws -> Void,
+        failure: (any Error, _ shard: String) -> any Error = { error, _ in error }
+    ) throws {
         guard work.count > 1 else {
-            for item in work { try body(item.conn) }
+            for item in work {
+                do { try body(item.shard, item.conn) } catch { throw failure(error, item.shard) }
+            }
             return
         }
         let failures = FirstError()
         let done = DispatchGroup()
         for item in work {
             done.enter()
-            let thread = Thread {
+            let worker = Thread {
                 defer { done.leave() }
-                do { try body(item.conn) } catch { failures.record(error, shard: item.shard) }
+                do { try body(item.shard, item.conn) } catch { failures.record(error, shard: item.shard) }
             }
-            thread.name = "reshard fence \(item.shard)"
-            thread.start()
+            worker.name = "\(thread) \(item.shard)"
+            worker.start()
         }
         done.wait()
-        if let (error, _) = failures.first { throw error }
+        if let (error, shard) = failures.first { throw failure(error, shard) }
     }
 
     private var released = false

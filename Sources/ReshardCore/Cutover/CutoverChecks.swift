@@ -63,6 +63,24 @@ enum CutoverChecks {
         }
         checked.append("the write fence is installed on every table of \(places.databases.count) database(s)")
 
+        // A shared database swaps its live tables: whatever references them by OID (a view, a rule,
+        // another table's foreign key), created after `plan` refused such things, would follow the
+        // swapped-out table (the application reading stale rows, cleanup's DROP failing).
+        for target in plan.sharedTargets {
+            let conn = try connect(target.name)
+            let moving = try plan.tables.compactMap { try conn.query("SELECT to_regclass($1)::oid::text", [try conn.quote($0.name)])[0, 0] }
+            for table in plan.tables {
+                let quoted = try conn.quote(table.name)
+                if let dependent = try Planner.dependents(of: quoted, on: conn).first {
+                    throw refuse("\(dependent.kind) \(dependent.name) on \(target.name) reads table \(table.name), which the swap moves: it would go on reading the swapped-out table (drop it, and create it again after the \(direction.rawValue))", shard: target.name)
+                }
+                if let key = try Planner.outsideForeignKeys(of: quoted, moving: moving, on: conn).first(where: \.inbound) {
+                    throw refuse("foreign key \(key.name) from \(key.outside), a table outside the migration, on \(target.name) references table \(table.name), which the swap moves: it would go on referencing the swapped-out table (drop it, also with --ignore-foreign-keys-outside)", shard: target.name)
+                }
+            }
+        }
+        if !plan.sharedTargets.isEmpty { checked.append("nothing outside the migration references its tables on \(plan.sharedTargets.map(\.name).joined(separator: ", "))") }
+
         for place in places.from {
             let conn = try connect(place.shard)
             let old = try conn.query(

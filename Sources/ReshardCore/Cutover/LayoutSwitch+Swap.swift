@@ -24,29 +24,15 @@ extension LayoutSwitch {
         guard !shared.isEmpty, !plan.tables.isEmpty else { return [] }
         let milliseconds = max(1, Int(lockTimeout * 1000))
         let sessions = try shared.map { (shard: $0.name, conn: try connect($0.name)) }
-        let failures = CutoverBarrier.FirstError()
-        let swapped = SwappedShards()
-        let done = DispatchGroup()
-        for session in sessions {
-            done.enter()
-            let thread = Thread {
-                defer { done.leave() }
-                do {
-                    if try swap(plan, swappedIn: swappedIn, lockTimeoutMilliseconds: milliseconds, on: session.conn) { swapped.add(session.shard) }
-                } catch {
-                    failures.record(error, shard: session.shard)
-                }
-            }
-            thread.name = "reshard swap \(session.shard)"
-            thread.start()
-        }
-        done.wait()
-        if let (error, shard) = failures.first {
-            if let error = error as? ReshardError { throw error }
+        let swapped = ShardNames()
+        try CutoverBarrier.inParallel(sessions, thread: "reshard swap") { shard, conn in
+            if try swap(plan, swappedIn: swappedIn, lockTimeoutMilliseconds: milliseconds, on: conn) { swapped.add(shard) }
+        } failure: { error, shard in
+            if let error = error as? ReshardError { return error }
             let why = (error as? PostgresError)?.sqlState == "55P03"
                 ? "the tables were not free to swap within \(milliseconds) ms (a reader holds them)"
                 : (error as? PostgresError)?.summary ?? "\(error)"
-            throw ReshardError.failed(why, shard: shard)
+            return ReshardError.failed(why, shard: shard)
         }
         return swapped.shards.sorted()
     }
@@ -54,20 +40,21 @@ extension LayoutSwitch {
     /// The swap on one database, in one transaction. Returns false when it was done already.
     static func swap(_ plan: Plan, swappedIn: Bool, lockTimeoutMilliseconds: Int, on conn: PGConnection) throws -> Bool {
         let waiting = swappedIn ? Plan.buildSchema : Plan.oldSchema
-        let marker = SQLText.name(QualifiedName(schema: Plan.oldSchema, plan.tables[0].name.name))
-        guard try conn.query("SELECT to_regclass($1) IS NOT NULL", [marker]).get(0, 0, as: Bool.self) != swappedIn else { return false }
+        guard try TableLocations.isSwapped(plan, on: conn) != swappedIn else { return false }
         // Outside the transaction (an error there would end it): cancelling needs rights a role may lack.
         let relations = plan.tables.flatMap { [SQLText.name($0.name), SQLText.name(QualifiedName(schema: waiting, $0.name.name))] }
         _ = try? conn.query(
             """
             SELECT pg_cancel_backend(a.pid) FROM pg_stat_activity a
             WHERE a.backend_type = 'autovacuum worker'
-              AND a.pid IN (SELECT l.pid FROM pg_locks l WHERE l.relation = ANY (SELECT to_regclass(n)::oid FROM unnest($1::text[]) n))
+              AND a.pid IN (SELECT l.pid FROM pg_locks l
+                            WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                              AND l.relation = ANY (SELECT to_regclass(n)::oid FROM unnest($1::text[]) n))
             """, [relations])
         return try conn.transaction { conn in
             try conn.execute("SET LOCAL lock_timeout = '\(lockTimeoutMilliseconds)ms'; SET LOCAL client_min_messages = warning")
             // Under the transaction's locks-to-be: read again, a concurrent run may have swapped it.
-            guard try conn.query("SELECT to_regclass($1) IS NOT NULL", [marker]).get(0, 0, as: Bool.self) != swappedIn else { return false }
+            guard try TableLocations.isSwapped(plan, on: conn) != swappedIn else { return false }
             var tables: [SwapSQL.Table] = []
             for table in plan.tables {
                 let schema = try conn.query(SwapSQL.liveSchemaQuery, [SQLText.name(table.name)])
@@ -85,7 +72,8 @@ extension LayoutSwitch {
         }
     }
 
-    final class SwappedShards: @unchecked Sendable {
+    /// Shard names noted from several threads (the swapped ones, those in plain sessions).
+    final class ShardNames: @unchecked Sendable {
         private let lock = NSLock()
         private var names: [String] = []
         func add(_ shard: String) { lock.withLock { names.append(shard) } }

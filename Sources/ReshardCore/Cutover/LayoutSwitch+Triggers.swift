@@ -14,13 +14,14 @@ extension LayoutSwitch {
     static func setTargetTriggers(enabled: Bool, plan: Plan, locations: TableLocations, connect: (String) throws -> PGConnection) throws -> Int {
         guard let reference = Self.referenceSource(plan) else { return 0 }
         let source = try connect(reference.name)
+        let referenceNames = locations.names(.old, on: reference.name)
         var tables = 0
         for target in plan.targets {
             let conn = try connect(target.name)
-            for (table, name) in zip(plan.tables, locations.names(.new, on: target.name)) {
+            for (t, (table, name)) in zip(plan.tables, locations.names(.new, on: target.name)).enumerated() {
                 guard try TargetTables.exists(table, named: name, on: conn) else { continue }
                 if enabled {
-                    try TargetTables.enableTriggers(table, named: name, from: source, on: conn)
+                    try TargetTables.enableTriggers(table, named: name, sourceNamed: referenceNames[t], from: source, on: conn)
                 } else {
                     try disableTriggers(named: name, on: conn)
                 }
@@ -48,10 +49,13 @@ extension LayoutSwitch {
         for target in plan.targets {
             let conn = try connect(target.name)
             let names = locations.names(.new, on: target.name)
-            let name = { (table: Plan.Table) in names[plan.tables.firstIndex(of: table) ?? 0] }
+            // Keyed by table: an unknown one is a bug to hear of, not the first table's name.
+            let byTable = Dictionary(uniqueKeysWithValues: zip(plan.tables.map(\.name), zip(names, referenceNames)))
+            let name = { (table: Plan.Table) in byTable[table.name]!.0 }
+            let sourceName = { (table: Plan.Table) in byTable[table.name]!.1 }
             for (t, table) in plan.tables.enumerated() where try TargetTables.exists(table, named: names[t], on: conn) {
                 if adding {
-                    try TargetTables.addForeignKeys(table, of: plan, names: name, from: source, on: conn, validate: validate)
+                    try TargetTables.addForeignKeys(table, of: plan, names: name, sourceNames: sourceName, from: source, on: conn, validate: validate)
                     continue
                 }
                 let quoted = try conn.quote(names[t])
@@ -67,8 +71,10 @@ extension LayoutSwitch {
     }
 
     /// The source whose tables say how the application's triggers and keys are: one that is not
-    /// a target's database when there is one (its table always has its own name and state; on a
-    /// shared database the live name is the new layout's table after the swap).
+    /// a target's database when there is one (its table always has its own name and state). When
+    /// every source is shared (doubling) it is read where `locations` puts the old layout's
+    /// tables: after the swap the live name is the new layout's table (its triggers are the ones
+    /// this sets, its keys the ones the cutover added).
     static func referenceSource(_ plan: Plan) -> Plan.Shard? {
         plan.sources.first { source in !plan.targets.contains { $0.sameAsSource == source.name } } ?? plan.sources.first
     }

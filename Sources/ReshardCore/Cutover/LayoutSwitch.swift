@@ -68,12 +68,17 @@ public final class LayoutSwitch {
 
     /// A new session, with the settings under which keys print as the shim logs them.
     /// `replica`: with `session_replication_role = replica` when the role may set it (the
-    /// application's triggers do not fire for its writes), else a plain session.
-    static func fresh(_ shards: [String: ConnectionString], _ shard: String, replica: Bool = false) throws -> PGConnection {
+    /// application's triggers do not fire for its writes), else (42501, and only then: any other
+    /// failure is the caller's) a plain session, the shard noted in `plain` for a notice.
+    static func fresh(_ shards: [String: ConnectionString], _ shard: String, replica: Bool = false, plain: ShardNames? = nil) throws -> PGConnection {
         guard let dsn = shards[shard] else { throw ReshardError.badInput("no connection string for shard \(shard)", shard: shard) }
-        if replica, let conn = try? PGConnection.connect(
-            dsn, applicationName: "reshard cutover", settings: CanonicalText.settings.merging(["session_replication_role": "replica"]) { $1 }) {
-            return conn
+        if replica {
+            do {
+                return try PGConnection.connect(
+                    dsn, applicationName: "reshard cutover", settings: CanonicalText.settings.merging(["session_replication_role": "replica"]) { $1 })
+            } catch let error as PostgresError where error.sqlState == "42501" {
+                plain?.add(shard)
+            }
         }
         return try PGConnection.connect(dsn, applicationName: "reshard cutover", settings: CanonicalText.settings)
     }
@@ -138,7 +143,7 @@ public final class LayoutSwitch {
         let held = barrier?.sessions ?? [:]
         let work = try places.databases.map { (shard: $0, conn: try held[$0] ?? connect($0)) }
         let migration = plan.migration
-        try CutoverBarrier.inParallel(work) { try Fence.set(state, migration: migration, on: $0) }
+        try CutoverBarrier.inParallel(work) { try Fence.set(state, migration: migration, on: $1) }
     }
 
     private func crashIfAsked(_ step: CutoverStateMachine.Step) {
@@ -184,7 +189,15 @@ public final class LayoutSwitch {
         // Rollback's drain writes the old layout, whose tables have the application's triggers
         // enabled: its sessions are replicas (ordinary triggers do not fire; reshard's own are ALWAYS).
         let replica = direction == .rollback
-        let drainConnect: @Sendable (String) throws -> PGConnection = { try LayoutSwitch.fresh(shards, $0, replica: replica) }
+        let plainSessions = ShardNames()
+        let drainConnect: @Sendable (String) throws -> PGConnection = { try LayoutSwitch.fresh(shards, $0, replica: replica, plain: plainSessions) }
+        var told: Set<String> = []
+        func tellPlainSessions() {
+            for shard in Set(plainSessions.shards).subtracting(told).sorted() {
+                notice("\(direction.rawValue): the role on \(shard) may not set session_replication_role: the catch-up writes there in plain sessions, so the application's triggers fire for its writes")
+                told.insert(shard)
+            }
+        }
         // Inside the stall only the `starting` records (what recovery reads) are written at
         // once; the steps' `finished` records wait for the release (or the undo): each is a
         // metadata round trip the writers would wait for.
@@ -230,6 +243,7 @@ public final class LayoutSwitch {
                 barrier = try CutoverBarrier.prepare(places: places.from, connect: connectFresh)
                 // A last round right before the stall, so the drain behind the fence has little left.
                 applied += try drainer.run(leave: options.maxBacklog, deadline: Date().addingTimeInterval(options.catchUpSeconds))
+                tellPlainSessions()
                 return "\(applied) change(s) applied"
             }
             try step(.barrier) {
@@ -271,11 +285,33 @@ public final class LayoutSwitch {
             try step(.publish) {
                 try beforeDeadline("publish")
                 try store.publish(attempt: attempt, map: ShardMap(plan: plan, layout: direction == .cutover ? .new : .old), epoch: toEpoch)
+                // For the tests of a publish whose reply is lost: committed, yet this run sees an
+                // error (or, `kill`, dies before it hears of it).
+                if let lose = ProcessInfo.processInfo.environment["RESHARD_TEST_LOSE_PUBLISH_REPLY"] {
+                    if lose == "kill" { kill(getpid(), SIGKILL) }
+                    throw ReshardError.failed("the publish's reply was lost (RESHARD_TEST_LOSE_PUBLISH_REPLY)")
+                }
                 return "epoch \(toEpoch)"
             }
         } catch {
             barrier?.release()
             recordFinished()
+            // A publish whose reply was lost may have committed: then the switch only goes forward.
+            // Not knowing (the metadata unreachable), neither undo nor complete: the next run reads it.
+            let published: Bool
+            do { published = reached == .publish ? try store.unfinished()?.state.published ?? false : false } catch {
+                resumePgBouncers(paused)
+                throw error
+            }
+            if published {
+                notice("\(direction.rawValue): the epoch \(toEpoch) was published despite the error (\((error as? ReshardError)?.message ?? "\(error)")); finishing it")
+                // complete() resumes every PgBouncer database; these only if it fails.
+                do { try complete(direction, attempt: attempt, toEpoch: toEpoch) } catch {
+                    resumePgBouncers(paused)
+                    throw error
+                }
+                return
+            }
             let why = (error as? ReshardError)?.message ?? (error as? PostgresError)?.summary ?? "\(error)"
             let shard = (error as? ReshardError)?.shard ?? (error as? PostgresError)?.endpoint?.label
             let at = "step \(reached.rawValue)" + (shard.map { " on shard \($0)" } ?? "")
@@ -298,6 +334,7 @@ public final class LayoutSwitch {
         let stall = Date().timeIntervalSince(stallStarted!) * 1000
         resumePgBouncers(paused)
         recordFinished()
+        tellPlainSessions()
         report.stallMilliseconds = stall
         try store.end(attempt: attempt, outcome: "done", stallMilliseconds: stall, error: nil,
                       transition: direction == .cutover ? try machine.cutoverComplete() : try machine.rollbackComplete())
@@ -318,9 +355,16 @@ public final class LayoutSwitch {
         }
     }
 
-    /// Finishes a published switch whose coordinator died: releases the fence, records the phase.
+    /// Finishes a published switch whose coordinator died (or whose publish reply was lost):
+    /// redoes the swap step's work, releases the fence, records the phase. The swap step came
+    /// before the publish, but an undo may have run after it (the publish committed, its reply
+    /// lost, then the undo's record failed): triggers, keys and the swap are set again, each
+    /// idempotent, with the tables found where the catalog says, before the fence lets writes in.
     private func complete(_ direction: CutoverStateMachine.Direction, attempt: Int, toEpoch: Int64) throws {
-        // Published: the swap step was done (it comes before the publish).
+        let now = TableLocations(plan, swapped: try TableLocations.read(plan, connect: connect))
+        _ = try Self.setTargetTriggers(enabled: direction == .cutover, plan: plan, locations: now, connect: connect)
+        _ = try Self.setTargetForeignKeys(adding: direction == .cutover, plan: plan, locations: now, connect: connect)
+        _ = try Self.swapShared(plan, swappedIn: direction == .cutover, lockTimeout: max(1, options.maxStallSeconds), connect: connect)
         let places = locations(swapped: direction == .cutover).places(plan, direction)
         try setFence(servingState(direction, epoch: toEpoch, to: true), places: places)
         resumeAllPgBouncers()
@@ -347,14 +391,19 @@ public final class LayoutSwitch {
         let started = locations(swapped: direction == .rollback)
         if now != started {
             // Not bounded by the stall (the fence holds every writer off meanwhile), but not left waiting forever either.
-            var attempt = 0
+            var tries = 1
             while true {
                 do {
                     _ = try Self.swapShared(plan, swappedIn: direction == .rollback, lockTimeout: max(1, options.maxStallSeconds), connect: connect)
                     break
-                } catch let failure as ReshardError where attempt < 4 {
-                    attempt += 1
+                } catch let failure as ReshardError where tries < 5 {
+                    tries += 1
                     notice("undo: swapping back: \(failure.message); trying again")
+                } catch let failure as ReshardError {
+                    // The fence stays at none (no layout serves): what the next run finishes or undoes.
+                    throw ReshardError.failed(
+                        "migration \(plan.migration): undoing the \(direction.rawValue): swapping back gave up after \(tries) attempts: \(failure.message); no layout serves writes until then: run cutover/rollback again",
+                        shard: failure.shard)
                 }
             }
         }

@@ -151,10 +151,11 @@ public enum MigrationCleanup {
         return Report(migration: migration, done: done, keptSources: kept)
     }
 
-    /// Drops `reshard_build` and `reshard_old` when nothing is left in them (another migration's
-    /// tables may be). Idempotent.
-    static func dropEmptySchemas(on conn: PGConnection) throws {
-        for schema in [Plan.buildSchema, Plan.oldSchema] {
+    /// Drops each of `schemas` (default `reshard_build` and `reshard_old`) when nothing is left in
+    /// it (another migration's tables may be). Idempotent. Also abort's (after a rollback a shared
+    /// database may have an empty `reshard_old`).
+    static func dropEmptySchemas(_ schemas: [String] = [Plan.buildSchema, Plan.oldSchema], on conn: PGConnection) throws {
+        for schema in schemas {
             try conn.query(
                 """
                 DO $$ BEGIN

@@ -41,18 +41,30 @@ public struct SwitchOptions: Sendable {
 public struct SwitchPlaces: Sendable {
     public var from: [(shard: String, names: [QualifiedName])]
     public var to: [(shard: String, names: [QualifiedName])]
+    /// Shard name -> the other name of the same database (a target that is a source's database,
+    /// both ways).
+    var sameDatabase: [String: String]
 
-    /// Every database of either layout, once.
+    /// Every database of either layout, once, by the first of its names (`from`'s first: the
+    /// barrier's sessions are `from`'s). A shared database is one fence: flipped twice it would
+    /// cost a second round trip inside the stall.
     public var databases: [String] {
         var seen: Set<String> = []
-        return (from + to).map(\.shard).filter { seen.insert($0).inserted }
+        return (from + to).map(\.shard).filter { shard in
+            guard seen.insert(shard).inserted else { return false }
+            guard let other = sameDatabase[shard] else { return true }
+            return !seen.contains(other)
+        }
     }
 
     /// Where the tables are is `TableLocations.places` (the names on shared databases depend on
-    /// whether their swap happened).
-    public init(from: [(shard: String, names: [QualifiedName])], to: [(shard: String, names: [QualifiedName])]) {
+    /// whether their swap happened). `sameDatabase`: target -> the source whose database it is.
+    public init(from: [(shard: String, names: [QualifiedName])], to: [(shard: String, names: [QualifiedName])], sameDatabase: [String: String] = [:]) {
         self.from = from
         self.to = to
+        var both = sameDatabase
+        for (target, source) in sameDatabase { both[source] = target }
+        self.sameDatabase = both
     }
 
     var sequencePlaces: SequenceSync.Places { .init(from: from, to: to) }

@@ -55,39 +55,33 @@ public struct TableLocations: Sendable, Equatable {
     public func places(_ plan: Plan, _ direction: CutoverStateMachine.Direction) -> SwitchPlaces {
         let old = plan.sources.map { (shard: $0.name, names: names(.old, on: $0.name)) }
         let new = plan.targets.map { (shard: $0.name, names: names(.new, on: $0.name)) }
-        return direction == .cutover ? SwitchPlaces(from: old, to: new) : SwitchPlaces(from: new, to: old)
+        let same = Dictionary(uniqueKeysWithValues: plan.targets.compactMap { target in target.sameAsSource.map { (target.name, $0) } })
+        return direction == .cutover ? SwitchPlaces(from: old, to: new, sameDatabase: same) : SwitchPlaces(from: new, to: old, sameDatabase: same)
     }
 
-    /// Whether the phase alone says where the tables are: swapped after cutover, not before it or
-    /// after rollback; nil while a switch is under way (a coordinator may have died on either
-    /// side of the swap: ask the databases, `read`).
-    public static func swapped(in phase: MigrationPhase) -> Bool? {
-        switch phase {
-        case .cutOver, .cleanedUp: return true
-        case .cuttingOver, .rollingBack: return nil
-        default: return false
-        }
-    }
-
-    /// Asks each shared database whether its swap happened: the old layout's table is in
-    /// `reshard_old` exactly after a swap in (every table of a database swaps in one transaction).
+    /// Asks each shared database whether its swap happened (`isSwapped`).
     public static func read(_ plan: Plan, connect: (String) throws -> PGConnection) throws -> Set<String> {
-        guard let first = plan.tables.first else { return [] }
+        guard !plan.tables.isEmpty else { return [] }
         var swapped: Set<String> = []
-        for target in plan.sharedTargets {
-            let old = SQLText.name(QualifiedName(schema: Plan.oldSchema, first.name.name))
-            if try connect(target.name).query("SELECT to_regclass($1) IS NOT NULL", [old]).get(0, 0, as: Bool.self) {
-                swapped.insert(target.name)
-            }
+        for target in plan.sharedTargets where try isSwapped(plan, on: connect(target.name)) {
+            swapped.insert(target.name)
         }
         return swapped
     }
 
-    /// Where the tables are now: from the phase when it says, else from the databases.
-    public static func now(_ plan: Plan, phase: MigrationPhase, connect: (String) throws -> PGConnection) throws -> TableLocations {
-        if let known = swapped(in: phase) {
-            return TableLocations(plan, swapped: known ? Set(plan.sharedTargets.map(\.name)) : [])
-        }
-        return TableLocations(plan, swapped: try read(plan, connect: connect))
+    /// Whether one shared database is swapped, from its catalog (every table of a database swaps
+    /// in one transaction, so the plan's first table says): the old layout's table is in
+    /// `reshard_old` exactly after a swap in, the new one's in `reshard_build` exactly before it.
+    /// Either one missing means swapped (`isSwapped(parked:built:)`).
+    static func isSwapped(_ plan: Plan, on conn: PGConnection) throws -> Bool {
+        let first = plan.tables[0].name.name
+        let row = try conn.query("SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
+                                 [SQLText.name(QualifiedName(schema: Plan.oldSchema, first)), SQLText.name(QualifiedName(schema: Plan.buildSchema, first))])
+        return isSwapped(parked: row[0, 0] == "t", built: row[0, 1] == "t")
     }
+
+    /// The rule: swapped when the old layout's table is parked in `reshard_old`, or when the new
+    /// one is no longer in `reshard_build` (a cleanup interrupted after it dropped `reshard_old`
+    /// leaves neither: the new layout has the live names).
+    static func isSwapped(parked: Bool, built: Bool) -> Bool { parked || !built }
 }

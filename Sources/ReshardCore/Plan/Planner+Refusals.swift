@@ -39,7 +39,25 @@ extension Planner {
         if relation[0, 1] == "u" && !allowances.unlogged {
             problems.append("\(here) is unlogged: a crash empties it, so its copy cannot be trusted (--allow-unlogged moves it into an unlogged table anyway)")
         }
-        let dependents = try conn.query(
+        for dependent in try Self.dependents(of: quoted, on: conn) {
+            problems.append(
+                "\(here): \(dependent.kind) \(dependent.name) reads it; after the cutover it would still read the old table (drop it before the migration and create it again after)")
+        }
+        guard !allowances.foreignKeysOutside else { return problems }
+        let moving = try config.tables.compactMap { try conn.query("SELECT to_regclass($1)::oid::text", [try conn.quote($0.name)])[0, 0] }
+        for key in try Self.outsideForeignKeys(of: quoted, moving: moving, on: conn) {
+            let outside = key.inbound ? "from \(key.outside)" : "to \(key.outside)"
+            problems.append(
+                "\(here): foreign key \(key.name) \(outside), a table outside the migration, cannot be carried over (add that table to the migration, or --ignore-foreign-keys-outside to leave the key out on the targets)")
+        }
+        return problems
+    }
+
+    /// The views, materialized views and rules that read the table `quoted` on `conn` (kind, name):
+    /// they reference it by OID, so at a swap they follow it. Also `CutoverChecks`, for one
+    /// created after `plan`.
+    static func dependents(of quoted: String, on conn: PGConnection) throws -> [(kind: String, name: String)] {
+        let rows = try conn.query(
             """
             SELECT DISTINCT CASE c.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, c.oid::regclass::text
             FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class c ON c.oid = r.ev_class
@@ -49,12 +67,13 @@ extension Planner {
             SELECT 'rule', r.rulename::text FROM pg_rewrite r WHERE r.ev_class = to_regclass($1) AND r.rulename <> '_RETURN'
             ORDER BY 1, 2
             """, [quoted])
-        for r in 0..<dependents.rowCount {
-            problems.append(
-                "\(here): \(dependents[r, 0]!) \(dependents[r, 1]!) reads it; after the cutover it would still read the old table (drop it before the migration and create it again after)")
-        }
-        guard !allowances.foreignKeysOutside else { return problems }
-        let moving = try config.tables.compactMap { try conn.query("SELECT to_regclass($1)::oid::text", [try conn.quote($0.name)])[0, 0] }
+        return (0..<rows.rowCount).map { (rows[$0, 0]!, rows[$0, 1]!) }
+    }
+
+    /// The foreign keys between the table `quoted` and one outside `moving` (the moving tables'
+    /// OIDs): the key's name, the outside table, and whether the key is the outside table's
+    /// (`inbound`: it references the moving table, and at a swap it would follow the old one).
+    static func outsideForeignKeys(of quoted: String, moving: [String], on conn: PGConnection) throws -> [(name: String, outside: String, inbound: Bool)] {
         let keys = try conn.query(
             """
             SELECT conname, conrelid::regclass::text, confrelid::regclass::text, conrelid = to_regclass($1)
@@ -63,11 +82,9 @@ extension Planner {
               AND NOT (conrelid::text = ANY($2::text[]) AND confrelid::text = ANY($2::text[]))
             ORDER BY conname
             """, [quoted, moving])
-        for r in 0..<keys.rowCount {
-            let outside = keys[r, 3] == "t" ? "to \(keys[r, 2]!)" : "from \(keys[r, 1]!)"
-            problems.append(
-                "\(here): foreign key \(keys[r, 0]!) \(outside), a table outside the migration, cannot be carried over (add that table to the migration, or --ignore-foreign-keys-outside to leave the key out on the targets)")
+        return (0..<keys.rowCount).map { r in
+            let inbound = keys[r, 3] != "t"
+            return (keys[r, 0]!, inbound ? keys[r, 1]! : keys[r, 2]!, inbound)
         }
-        return problems
     }
 }
