@@ -49,7 +49,10 @@ struct Layouts: Sendable {
 }
 
 /// Writers that route every write by the published shard map, like an application with a router:
-/// on the fence's errors (RS001, RS002) they reload the map and retry the same write. Each
+/// each session declares the epoch it routes by (`reshard.epoch`, as `ReshardRouter` does: on a
+/// database of both layouts that is what refuses a write routed by the map a switch just
+/// replaced, which would otherwise update or delete nothing there, acknowledged); on the fence's
+/// errors (RS001, RS002) they reload the map and retry the same write. Each
 /// writer inserts, updates and deletes only ids it created, so the last acknowledged value of
 /// every id is known: `acknowledged` is what the databases must hold.
 final class RoutedLoad: @unchecked Sendable {
@@ -86,6 +89,7 @@ final class RoutedLoad: @unchecked Sendable {
         var mine: [Int64] = []
         var next = Int64(1_000_000 + writer)
         var connections: [String: PGConnection] = [:]
+        var declared: [String: Int64] = [:]
         var version = 0
         do {
             let meta = try PGConnection.connect(layouts.metadata)
@@ -113,7 +117,12 @@ final class RoutedLoad: @unchecked Sendable {
                     let dsn = (map.new ? layouts.new : layouts.old)[index]
                     do {
                         if connections[dsn.unsafeRawValue] == nil { connections[dsn.unsafeRawValue] = try PGConnection.connect(dsn) }
-                        let affected = try connections[dsn.unsafeRawValue]!.query(sql, [id, name]).affectedRows
+                        let conn = connections[dsn.unsafeRawValue]!
+                        if declared[dsn.unsafeRawValue] != map.epoch {
+                            try conn.query("SELECT pg_catalog.set_config($1, $2, false)", [FenceSQLState.declaredEpochSetting, String(map.epoch)])
+                            declared[dsn.unsafeRawValue] = map.epoch
+                        }
+                        let affected = try conn.query(sql, [id, name]).affectedRows
                         if affected != 1 { record("\(sql) for id \(id) affected \(affected) rows") }
                         break
                     } catch let error as PostgresError where [FenceSQLState.staleEpoch, FenceSQLState.misrouted].contains(error.sqlState ?? "") {
