@@ -51,19 +51,6 @@ final class CutoverTests: XCTestCase {
         try PGConnection.connect(setup.fixture.metadata).query("SELECT phase FROM reshard.migrations").get(0, 0, as: String?.self)
     }
 
-    /// No schema, trigger or function of reshard's is left on any shard.
-    private func assertNoReshardObjects(_ setup: Setup, file: StaticString = #filePath, line: UInt = #line) throws {
-        for dsn in setup.layouts.old + setup.layouts.new {
-            let leftovers = try PGConnection.connect(dsn).query(
-                """
-                SELECT (SELECT string_agg(nspname, ',') FROM pg_namespace WHERE nspname LIKE 'reshard%'),
-                       (SELECT string_agg(tgname, ',') FROM pg_trigger WHERE tgname LIKE 'reshard%'),
-                       (SELECT string_agg(proname, ',') FROM pg_proc WHERE proname LIKE ANY (ARRAY['capture%', 'fence%', 'misrouted%']))
-                """)
-            XCTAssertEqual((0..<3).map { leftovers[0, $0] }, [nil, nil, nil], "reshard objects left on \(dsn)", file: file, line: line)
-        }
-    }
-
     private func fenceStates(_ setup: Setup) throws -> [Fence.State?] {
         try (setup.layouts.old + setup.layouts.new).map { try Fence.state(migration: "plan-test", on: try PGConnection.connect($0)) }
     }
@@ -99,7 +86,7 @@ final class CutoverTests: XCTestCase {
         let longest = load.longestWait
         let expected = load.stop()
         try setup.layouts.assertHolds(expected, new: true)
-        try assertNoReshardObjects(setup)
+        try setup.layouts.assertNoReshardObjects()
         for dsn in setup.layouts.old {
             XCTAssertEqual(try PGConnection.connect(dsn).query("SELECT to_regclass('users') IS NULL AND to_regclass('posts') IS NULL").get(0, 0, as: Bool.self), true)
         }
@@ -185,7 +172,7 @@ final class CutoverTests: XCTestCase {
         XCTAssertEqual(onSources, setup.layouts.new.count)
         let abort = try ReshardCLI.run(["abort", "-c", setup.config])
         XCTAssertEqual(abort.status, 0, abort.stderr)
-        try assertNoReshardObjects(setup)
+        try setup.layouts.assertNoReshardObjects()
     }
 
     /// A transaction holding a row lock on a source makes cutover give up within --max-stall,

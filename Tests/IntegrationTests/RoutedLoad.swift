@@ -48,6 +48,21 @@ struct Layouts: Sendable {
     }
 }
 
+extension Layouts {
+    /// No schema, trigger or function of reshard's is left on any shard of either layout.
+    func assertNoReshardObjects(file: StaticString = #filePath, line: UInt = #line) throws {
+        for dsn in old + new {
+            let leftovers = try PGConnection.connect(dsn).query(
+                """
+                SELECT (SELECT string_agg(nspname, ',') FROM pg_namespace WHERE nspname LIKE 'reshard%'),
+                       (SELECT string_agg(tgname, ',') FROM pg_trigger WHERE tgname LIKE 'reshard%'),
+                       (SELECT string_agg(proname, ',') FROM pg_proc WHERE proname LIKE ANY (ARRAY['capture%', 'fence%', 'misrouted%']))
+                """)
+            XCTAssertEqual((0..<3).map { leftovers[0, $0] }, [nil, nil, nil], "reshard objects left on \(dsn)", file: file, line: line)
+        }
+    }
+}
+
 /// Writers that route every write by the published shard map, like an application with a router:
 /// each session declares the epoch it routes by (`reshard.epoch`, as `ReshardRouter` does: on a
 /// database of both layouts that is what refuses a write routed by the map a switch just

@@ -70,19 +70,6 @@ final class SharedCutoverTests: XCTestCase {
         return "built \(built), old \(old)"
     }
 
-    /// No schema, trigger, function or sequence of reshard's is left on any shard.
-    private func assertNoReshardObjects(_ setup: Setup, file: StaticString = #filePath, line: UInt = #line) throws {
-        for dsn in setup.layouts.old + setup.layouts.new {
-            let leftovers = try PGConnection.connect(dsn).query(
-                """
-                SELECT (SELECT string_agg(nspname, ',') FROM pg_namespace WHERE nspname LIKE 'reshard%'),
-                       (SELECT string_agg(tgname, ',') FROM pg_trigger WHERE tgname LIKE 'reshard%'),
-                       (SELECT string_agg(proname, ',') FROM pg_proc WHERE proname LIKE ANY (ARRAY['capture%', 'fence%', 'misrouted%']))
-                """)
-            XCTAssertEqual((0..<3).map { leftovers[0, $0] }, [nil, nil, nil], "reshard objects left on \(dsn)", file: file, line: line)
-        }
-    }
-
     /// Acceptance: cutover, rollback, cutover and cleanup under routed writes with a shared
     /// database: after each switch the shared database's live tables are the layout that serves;
     /// at the end every acknowledged write is present exactly once on the shard the final map
@@ -118,7 +105,7 @@ final class SharedCutoverTests: XCTestCase {
         XCTAssertTrue(eventually(timeout: 30) { load.committed > before + 50 }, "writes go on after cleanup")
         let expected = load.stop()
         try setup.layouts.assertHolds(expected, new: true)
-        try assertNoReshardObjects(setup)
+        try setup.layouts.assertNoReshardObjects()
         // The shared database's live table is t0's table of the new layout; s1's (a pure source) is gone.
         XCTAssertEqual(try PGConnection.connect(setup.fixture.sources[1]).query("SELECT to_regclass('users') IS NULL").get(0, 0, as: Bool.self), true)
         XCTAssertGreaterThan(load.refusals, 0, "writers routed by an old map must have met the fence")
