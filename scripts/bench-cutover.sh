@@ -93,4 +93,7 @@ for line in open(sys.argv[1]):
         for name, ms in re.findall(r"([a-z-]+) (\d+) ms", line):
             steps.setdefault(name, []).append(int(ms))
 print("  coordinator's steps, median ms: " + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in steps.items()))
+held = [(float(c), float(a)) for c, a in re.findall(r"writes held (\d+) ms by the coordinator's clock, the application's longest write (\d+) ms", open(sys.argv[1]).read())]
+if held:
+    print(f"  median per switch: coordinator's stall {statistics.median(c for c, _ in held):.0f} ms, the application's longest write {statistics.median(a for _, a in held):.0f} ms")
 PY

@@ -46,11 +46,26 @@ public final class ReshardRouter: @unchecked Sendable {
     /// or only has its fence left to release (the map already names the new epoch) ends with no
     /// change to the map to wake up on.
     public static let longestFencePause: TimeInterval = 0.016
+    /// The metadata database's channel announcing that writes may go on elsewhere (a switch's
+    /// publish, its fence's release, an undo), with the migration's name as payload. A router
+    /// whose write the fence refused waits on it instead of sleeping, so it retries at once; the
+    /// pauses above remain the fallback when nothing is announced (a metadata database behind a
+    /// transaction-pooling PgBouncer delivers no notifications).
+    public static let announcementChannel = "reshard_shard_map"
+    private let fencePauses: ClosedRange<TimeInterval>
     private let metadataDSN: ConnectionString
     private let connect: Connect
     private let lock = NSLock()
     private var cached: ShardMap
+    /// The metadata session (it also LISTENs on `announcementChannel`), used only under `metaLock`:
+    /// a thread waiting for an announcement holds it without holding up routing (`lock`).
+    private let metaLock = NSLock()
     private var meta: PGConnection?
+    /// Announcements seen so far, and whether a thread is waiting on the metadata session for the
+    /// next (the others wait on `announcements` for it): one wait per router, not one per thread.
+    private let announcements = NSCondition()
+    private var announced: UInt64 = 0
+    private var awaiting = false
     /// By connection string: a database that is a shard in two epochs keeps its connection.
     private var connections: [String: Session] = [:]
     private var nextReplica = 0
@@ -62,14 +77,35 @@ public final class ReshardRouter: @unchecked Sendable {
     /// Connects to the metadata database and loads the migration's current map.
     /// - Throws: `RouterError` when the migration has no shard map yet (`reshard apply` publishes
     ///   the first epoch), or libpq's error when the metadata database cannot be reached.
-    public init(metadata: ConnectionString, migration: String, fenceWait: TimeInterval = 5, connect: @escaping Connect = defaultConnect) throws {
+    /// - Parameter fencePauses: the first and the longest pause between two attempts while the
+    ///   fence refuses and nothing is announced (`longestFencePause`).
+    public init(metadata: ConnectionString, migration: String, fenceWait: TimeInterval = 5,
+                fencePauses: ClosedRange<TimeInterval> = 0.001...ReshardRouter.longestFencePause,
+                connect: @escaping Connect = defaultConnect) throws {
         self.metadataDSN = metadata
         self.migration = migration
         self.fenceWait = fenceWait
+        self.fencePauses = fencePauses
         self.connect = connect
-        let conn = try PGConnection.connect(metadata, applicationName: "reshard-router")
+        let conn = try Self.connectMetadata(metadata)
         cached = try Self.load(migration, on: conn)
         meta = conn
+    }
+
+    /// A metadata session listening for announcements from the start, so none sent between a
+    /// refusal and the wait that follows it is missed.
+    private static func connectMetadata(_ dsn: ConnectionString) throws -> PGConnection {
+        let conn = try PGConnection.connect(dsn, applicationName: "reshard-router")
+        try conn.execute("LISTEN \(announcementChannel)")
+        return conn
+    }
+
+    /// The metadata session, reconnected when the server dropped it. Call under `metaLock`.
+    private func metadataSession() throws -> PGConnection {
+        if let meta, meta.isHealthy { return meta }
+        meta = nil
+        meta = try Self.connectMetadata(metadataDSN)
+        return meta!
     }
 
     /// The map in use (cached: routing never asks the metadata database).
@@ -78,27 +114,65 @@ public final class ReshardRouter: @unchecked Sendable {
     /// Reads the current epoch again; returns the map now in use.
     @discardableResult
     public func reload() throws -> ShardMap {
-        try lock.withLock {
-            if meta == nil || !(meta?.isHealthy ?? false) {
-                meta = nil
-                meta = try PGConnection.connect(metadataDSN, applicationName: "reshard-router")
-            }
+        // Reloads run one at a time (metaLock), so a slower one never replaces a newer map.
+        try metaLock.withLock {
+            let loaded: ShardMap
             do {
-                let loaded = try Self.load(migration, on: meta!)
-                if loaded != cached {
-                    // Connections to databases the new map no longer names are closed.
-                    let used = Set(loaded.shards.flatMap { [$0.dsn] + $0.replicas })
-                    // Sessions kept declare the new epoch before their next use (`connection`).
-                    connections = connections.filter { used.contains($0.key) }
-                }
-                cached = loaded
-                return loaded
+                loaded = try Self.load(migration, on: try metadataSession())
             } catch let error as PostgresError {
                 if !(meta?.isHealthy ?? false) { meta = nil }
                 throw error
             }
+            return lock.withLock { install(loaded) }
         }
     }
+
+    /// Makes `loaded` the map in use. Call under `lock`.
+    private func install(_ loaded: ShardMap) -> ShardMap {
+        if loaded != cached {
+            // Connections to databases the new map no longer names are closed.
+            let used = Set(loaded.shards.flatMap { [$0.dsn] + $0.replicas })
+            // Sessions kept declare the new epoch before their next use (`connection`).
+            connections = connections.filter { used.contains($0.key) }
+        }
+        cached = loaded
+        return loaded
+    }
+
+    /// Waits up to `timeout` for an announcement after the `seen`-th (`announcementChannel`).
+    /// One thread waits on the metadata session; the others wait for it to tell them.
+    private func awaitAnnouncement(after seen: UInt64, timeout: TimeInterval) {
+        let until = Date().addingTimeInterval(timeout)
+        announcements.lock()
+        while announced == seen && awaiting {
+            if !announcements.wait(until: until) { break }
+        }
+        guard announced == seen, !awaiting, until.timeIntervalSinceNow > 0 else {
+            announcements.unlock()
+            return
+        }
+        awaiting = true
+        announcements.unlock()
+        var heard = false
+        var failed = false
+        do {
+            heard = try metaLock.withLock {
+                let conn = try metadataSession()
+                return try conn.notifications(waitingUpTo: until.timeIntervalSinceNow).contains { $0.payload == migration }
+            }
+        } catch {
+            // The metadata session broke: the next reload reconnects; meanwhile a plain pause.
+            failed = true
+        }
+        announcements.lock()
+        awaiting = false
+        if heard { announced &+= 1 }
+        announcements.broadcast()
+        announcements.unlock()
+        if failed, until.timeIntervalSinceNow > 0 { Thread.sleep(until: until) }
+    }
+
+    private var announcementsSeen: UInt64 { announcements.withLock { announced } }
 
     /// The shard a key of `table` belongs to in the cached epoch. Integer keys are taken as the
     /// table's key type (an `integer` column hashes differently from a `bigint` one).
@@ -140,7 +214,9 @@ public final class ReshardRouter: @unchecked Sendable {
     /// following fence refusals to the shard a newer epoch names for up to `fenceWait`.
     private func onPrimary<T>(table: String, key: ShardKey, _ attempt: (PGConnection) throws -> T) throws -> T {
         let deadline = Date().addingTimeInterval(fenceWait)
-        var pause = 0.001
+        var pause = fencePauses.lowerBound
+        var seen = announcementsSeen
+        var reloaded = Date.distantPast
         while true {
             let route = try self.route(table: table, key: key)
             do {
@@ -149,13 +225,23 @@ public final class ReshardRouter: @unchecked Sendable {
                 guard Date() < deadline else { throw error }
                 // A newer epoch is published: run again at once, by it. Otherwise the switch is
                 // under way (not yet published, or published and its fence not yet released) or
-                // was undone: the write itself is the probe, sent again after a short pause.
-                if try reload().epoch != route.epoch {
-                    pause = 0.001
-                    continue
+                // was undone: the write itself is the probe, sent again once the metadata database
+                // announces a change, or after a short pause. The map is read again after the
+                // first refusal, after an announcement, and otherwise at most every longest pause.
+                let now = announcementsSeen
+                let news = now != seen
+                seen = now
+                if news || Date().timeIntervalSince(reloaded) >= fencePauses.upperBound {
+                    reloaded = Date()
+                    if try reload().epoch != route.epoch {
+                        pause = fencePauses.lowerBound
+                        continue
+                    }
+                    // A release or an undo: the fence may let the write through now.
+                    if news { continue }
                 }
-                Thread.sleep(forTimeInterval: min(pause, max(0, deadline.timeIntervalSinceNow)))
-                pause = min(pause * 2, Self.longestFencePause)
+                awaitAnnouncement(after: seen, timeout: min(pause, max(0, deadline.timeIntervalSinceNow)))
+                pause = min(pause * 2, fencePauses.upperBound)
             }
         }
     }

@@ -181,6 +181,8 @@ final class DemoWriteLoad: @unchecked Sendable {
                 var due = Date()
                 do {
                     let meta = try PGConnection.connect(metadata, applicationName: "demo app")
+                    // As ReshardRouter: a refused write waits for the metadata database's announcement.
+                    try meta.execute("LISTEN \(ReshardRouter.announcementChannel)")
                     let byName = Dictionary(uniqueKeysWithValues: (old.enumerated().map { ("s\($0.offset)", $0.element) })
                         + new.enumerated().map { ("t\($0.offset)", $0.element) })
                     // The published shard map (before apply registers the migration: the old layout).
@@ -196,6 +198,8 @@ final class DemoWriteLoad: @unchecked Sendable {
                         let op = Int.random(in: 0..<4)
                         let started = Date()
                         var pause = 0.001
+                        var reloaded = Date.distantPast
+                        var heard = false
                         while true {
                             let dsn = byName[map.shards[try map.function.shard(for: .int(uid, .bigint))].name]!
                             do {
@@ -209,17 +213,22 @@ final class DemoWriteLoad: @unchecked Sendable {
                                 }
                                 break
                             } catch let error as PostgresError where [FenceSQLState.staleEpoch, FenceSQLState.misrouted].contains(error.sqlState ?? "") {
-                                // Refused by the fence: read the map again and retry the same write, at
-                                // once by a newer epoch, else after a pause doubling from 1 ms, as
-                                // ReshardRouter does.
-                                let epoch = map.epoch
-                                map = try current()
-                                if map.epoch == epoch {
-                                    usleep(useconds_t(pause * 1_000_000))
-                                    pause = min(pause * 2, ReshardRouter.longestFencePause)
-                                } else {
-                                    pause = 0.001
+                                // Refused by the fence: as ReshardRouter does, read the map again (after the
+                                // first refusal, an announcement, else at most every longest pause) and retry
+                                // the same write, at once by a newer epoch or after an announcement, else once
+                                // one is heard or a pause doubling from 1 ms has passed.
+                                if heard || Date().timeIntervalSince(reloaded) >= ReshardRouter.longestFencePause {
+                                    reloaded = Date()
+                                    let epoch = map.epoch
+                                    map = try current()
+                                    if map.epoch != epoch || heard {
+                                        pause = 0.001
+                                        heard = false
+                                        continue
+                                    }
                                 }
+                                heard = try meta.notifications(waitingUpTo: pause).contains { $0.payload == migration }
+                                pause = min(pause * 2, ReshardRouter.longestFencePause)
                             }
                         }
                         let took = Date().timeIntervalSince(started)

@@ -63,9 +63,15 @@ final class CutoverTests: XCTestCase {
         let load = RoutedLoad(setup.layouts, initial: setup.initial)
         XCTAssertTrue(eventually(timeout: 30) { load.committed > 100 })
         var stalls: [String] = []
+        // Routers waiting at the fence are told by the metadata database: at the publish and the release.
+        let listener = try PGConnection.connect(setup.fixture.metadata)
+        try listener.execute("LISTEN \(SwitchStore.channel)")
         for command in ["cutover", "rollback", "cutover"] {
             let outcome = try ReshardCLI.run([command, "-c", setup.config, "--skip-verify", "--max-stall", "2s"].filter { command == "cutover" || $0 != "--skip-verify" })
             XCTAssertEqual(outcome.status, 0, "\(command): \(outcome.stderr)\n\(outcome.stdout)")
+            var heard: [PGConnection.Notification] = []
+            while heard.count < 2, case let more = try listener.notifications(waitingUpTo: 10), !more.isEmpty { heard += more }
+            XCTAssertEqual(heard.map(\.payload), ["plan-test", "plan-test"], "\(command): announced at the publish and the release")
             stalls.append(outcome.stdout.split(separator: "\n").first { $0.contains("writes stalled") }.map(String.init) ?? outcome.stdout)
             let before = load.committed
             XCTAssertTrue(eventually(timeout: 30) { load.committed > before + 100 }, "writes go on after \(command)")
@@ -74,6 +80,10 @@ final class CutoverTests: XCTestCase {
         let status = try ReshardCLI.run(["status", "-c", setup.config])
         XCTAssertTrue(status.stdout.contains("epoch 4: the new layout serves"), status.stdout)
         XCTAssertTrue(status.stdout.contains("last switch: cutover attempt 3, epoch 3 -> 4, done, writes stalled"), status.stdout)
+        // The stall's steps, recorded together before the barrier, each end up with its own timing, in order.
+        let last = try XCTUnwrap(SwitchStatus.read(migration: "plan-test", phase: nil, from: PGConnection.connect(setup.fixture.metadata))?.last)
+        XCTAssertEqual(last.steps.map(\.step), CutoverStateMachine.Step.allCases.map(\.rawValue))
+        XCTAssertTrue(last.steps.allSatisfy { $0.milliseconds.map { $0 >= 0 } ?? false }, "\(last.steps)")
         XCTAssertTrue(status.stdout.contains("cleanup will remove the tables users, posts on s0, s1 only with --drop-sources"), status.stdout)
 
         let early = try ReshardCLI.run(["cleanup", "-c", setup.config, "--after", "1h"])

@@ -303,3 +303,60 @@ extension ReshardRouterTests {
         XCTAssertTrue(placed.allSatisfy { $0.value == [Int($0.key % 2)] })
     }
 }
+
+extension ReshardRouterTests {
+    /// Writes the fence refused wait for the metadata database's announcement (a switch's publish,
+    /// release or undo: `ReshardRouter.announcementChannel`), not for their next pause: with pauses
+    /// of a minute, three threads sharing a router each have their write refused once, and all
+    /// go through as soon as the fence lets them and the announcement is sent (one thread waits on
+    /// the metadata session, the others are told).
+    func testRefusedWritesRetryAtTheAnnouncementNotAtTheirNextPause() throws {
+        try publish([0, 1])
+        let router = try ReshardRouter(metadata: metadata, migration: migration, fenceWait: 600, fencePauses: 60...60)
+        let shard = try PGConnection.connect(shards[1])
+        try shard.execute(
+            """
+            CREATE SEQUENCE refusals; CREATE TABLE closed (); INSERT INTO closed DEFAULT VALUES;
+            CREATE FUNCTION fenced() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN
+                IF EXISTS (SELECT FROM closed) THEN
+                  PERFORM nextval('refusals');
+                  RAISE EXCEPTION USING ERRCODE = 'RS001', MESSAGE = 'fenced by the test';
+                END IF;
+                RETURN NULL;
+              END $$;
+            CREATE TRIGGER fenced BEFORE INSERT OR UPDATE OR DELETE ON items FOR EACH STATEMENT EXECUTE FUNCTION fenced();
+            """)
+        func refusals() throws -> Int64 {
+            let row = try shard.query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM refusals")
+            return try row.get(0, 0, as: Int64.self)
+        }
+        let group = DispatchGroup()
+        final class Failures: @unchecked Sendable {
+            let lock = NSLock()
+            var list: [String] = []
+            func add(_ text: String) { lock.withLock { list.append(text) } }
+            var all: [String] { lock.withLock { list } }
+        }
+        let failures = Failures()
+        for key in [Int64(1), 3, 5] {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                do { try router.execute(table: "items", key: key, "INSERT INTO items VALUES ($1, 'x')", [key]) } catch {
+                    failures.add("\(key): \(error)")
+                }
+            }.start()
+        }
+        let until = Date().addingTimeInterval(30)
+        while try refusals() < 3, Date() < until { usleep(10_000) }
+        XCTAssertEqual(try refusals(), 3, "each write is refused once before the fence opens")
+        try shard.execute("DELETE FROM closed")
+        try PGConnection.connect(metadata).query("SELECT pg_notify($1, $2)", [ReshardRouter.announcementChannel, migration])
+        // Far below the minute each would otherwise pause: they went on at the announcement.
+        XCTAssertEqual(group.wait(timeout: .now() + 20), .success, "the writes did not go on at the announcement")
+        XCTAssertEqual(failures.all, [])
+        XCTAssertEqual(try refusals(), 3)
+        XCTAssertEqual(try placement(), [1: [1], 3: [1], 5: [1]])
+    }
+}

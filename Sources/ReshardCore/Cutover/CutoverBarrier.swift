@@ -136,21 +136,41 @@ final class CutoverBarrier {
     }
 }
 
-/// Applies changelogs with the catch-up (`CatchUpApplier`), every source in parallel: before the
-/// stall until the backlog is small, and behind the fence until it is empty. Its appliers (and
-/// their sessions) are made once, before the stall, and serve both.
+/// Applies changelogs with the catch-up (`CatchUpApplier`), every source and group of tables in
+/// parallel: before the stall until the backlog is small, and behind the fence until it is empty.
+/// Its appliers (and their sessions) are made once, before the stall, and serve both.
+///
+/// **Tables in parallel.** One applier per (source, group of tables), at most `maxTableGroups`
+/// groups: a round of one applier runs its tables one after another (a read of the log, the
+/// lanes, a delete, per table), and inside the stall those waits add up. The appliers share one
+/// `CatchUpGate`, whose lock per (table, target) is what makes concurrent lanes converge, so
+/// splitting by table changes no ordering the catch-up relies on; its slots allow the drain's
+/// `--max-connections-per-shard` per group, the sessions being open already.
 final class CutoverDrain {
     private let plan: Plan
-    private let appliers: [(source: String, applier: CatchUpApplier)]
+    private let appliers: [(source: String, tables: [Plan.Table], applier: CatchUpApplier)]
+    private let groupCount: Int
+    /// At most this many appliers per source (each has a session per lane and the source).
+    static let maxTableGroups = 4
 
     init(plan: Plan, maxConnectionsPerShard: Int, connect: @escaping @Sendable (String) throws -> PGConnection) throws {
         self.plan = plan
-        let gate = CatchUpGate(limitPerShard: maxConnectionsPerShard)
-        appliers = try plan.sources.map { (source: $0.name, applier: try CatchUpApplier.connecting(plan: plan, source: $0.name, gate: gate, connect: connect)) }
+        let groups = Self.groups(plan.tables, count: Self.maxTableGroups)
+        groupCount = groups.count
+        let gate = CatchUpGate(limitPerShard: maxConnectionsPerShard * groups.count)
+        appliers = try plan.sources.flatMap { source in
+            try groups.map { (source: source.name, tables: $0, applier: try CatchUpApplier.connecting(plan: plan, source: source.name, gate: gate, connect: connect)) }
+        }
+    }
+
+    /// `tables` dealt into at most `count` groups, in turn (none empty).
+    static func groups(_ tables: [Plan.Table], count: Int) -> [[Plan.Table]] {
+        let n = max(1, min(count, tables.count))
+        return (0..<n).map { g in tables.indices.filter { $0 % n == g }.map { tables[$0] } }
     }
 
     /// Applies the changelogs until a round of every source applies at most `leave` entries
-    /// having read all there was (0: the logs are empty). Throws when `deadline` passes first,
+    /// (its groups a share each) having read all there was (0: the logs are empty). Throws when `deadline` passes first,
     /// naming the source. Returns the entries applied.
     ///
     /// `fenced`: the barrier has waited for every writer and the fence refuses new ones, so
@@ -161,8 +181,8 @@ final class CutoverDrain {
         let failures = CutoverBarrier.FirstError()
         let applied = Counter()
         let done = DispatchGroup()
-        let tables = plan.tables
-        for (source, applier) in appliers {
+        let leave = leave == 0 ? 0 : max(1, leave / groupCount)
+        for (source, tables, applier) in appliers {
             done.enter()
             let thread = Thread {
                 defer { done.leave() }

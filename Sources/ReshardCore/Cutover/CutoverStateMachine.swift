@@ -69,7 +69,10 @@ public enum CutoverStateMachine {
         public var direction: Direction
         /// Whether its epoch was published (then it is completed, never undone).
         public var published: Bool
-        /// The last step it recorded before it was taken.
+        /// The last step it recorded before it was taken. The stalling steps (`barrier` to
+        /// `release`) are recorded together before the barrier, so a coordinator that died
+        /// anywhere in the stall reads as having reached `release`: its undo restores the fence
+        /// and sets the triggers back (both idempotent) and swaps back only what the catalog shows.
         public var reached: Step?
         public init(direction: Direction, published: Bool, reached: Step?) {
             self.direction = direction

@@ -26,7 +26,10 @@ import ReshardRouting
 /// the state with `pg_sequence_last_value` and `current_setting` as plpgsql simple expressions
 /// (no SPI query), so the state sequence is readable by PUBLIC (the state is no secret), and every
 /// name and operator in it is schema-qualified (`OPERATOR(pg_catalog.=)`): a writer's
-/// `search_path` cannot substitute one. A `WHEN` clause on the trigger was tried and costs more:
+/// `search_path` cannot substitute one. A write that passes costs two assignments and one `IF`
+/// (sessions declaring the current epoch, as `ReshardRouter`'s do, included); everything else
+/// (refusals, reshard's own sessions, a declared epoch newer than the fence's or malformed) is
+/// decided after it. A `WHEN` clause on the trigger was tried and costs more:
 /// the executor parses and compiles it for every statement. Reshard's own sessions
 /// (`reshard.applying = on`) pass: they keep the layout that does not serve current. On the new
 /// layout a row trigger, whose `WHEN` clause the executor evaluates without calling any function
@@ -104,13 +107,18 @@ public enum Fence {
         let sequenceOID = try conn.query("SELECT $1::regclass::oid", [sequence]).get(0, 0, as: Int64.self)
         let body = """
             DECLARE
-              state bigint := coalesce(pg_catalog.pg_sequence_last_value(\(sequenceOID)::pg_catalog.oid), -1);
+              state bigint := pg_catalog.pg_sequence_last_value(\(sequenceOID)::pg_catalog.oid);
               declared text := pg_catalog.current_setting('\(declaredEpochSetting)', true);
-              serving bigint := CASE WHEN TG_ARGV[0] \(op("=")) 'old' THEN \(Serving.old.rawValue) ELSE \(Serving.new.rawValue) END;
+              serving bigint;
             BEGIN
-              IF (state \(op("%")) 4) \(op("=")) serving AND declared IS NULL THEN
+              -- Every write that passes, in one expression: the table's layout serves, and the
+              -- session declares no epoch or the current one (as ReshardRouter's sessions do).
+              IF (state \(op("%")) 4) \(op("=")) (CASE WHEN TG_ARGV[0] \(op("=")) 'old' THEN \(Serving.old.rawValue) ELSE \(Serving.new.rawValue) END)
+                 AND (declared IS NULL OR declared \(op("=")) (state \(op("/")) 4)::text) THEN
                 RETURN NULL;
               END IF;
+              state := coalesce(state, -1);
+              serving := CASE WHEN TG_ARGV[0] \(op("=")) 'old' THEN \(Serving.old.rawValue) ELSE \(Serving.new.rawValue) END;
               IF state \(op("<")) 0 THEN  -- never called: pg_sequence_last_value has no value to give
                 SELECT last_value INTO state FROM \(sequence);
               END IF;

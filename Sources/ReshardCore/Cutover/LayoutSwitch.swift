@@ -198,23 +198,34 @@ public final class LayoutSwitch {
                 told.insert(shard)
             }
         }
-        // Inside the stall only the `starting` records (what recovery reads) are written at
-        // once; the steps' `finished` records wait for the release (or the undo): each is a
-        // metadata round trip the writers would wait for.
-        var unrecorded: [(step: CutoverStateMachine.Step, detail: String?)] = []
+        // No metadata round trip inside the stall: every stalling step is recorded as about to
+        // be taken in one write before the barrier (`recordStallAhead`; recovery reads them all as
+        // possibly taken, which its undo handles), and their `finished` records wait for the
+        // release (or the undo). Each would be a round trip and a commit the writers wait for.
+        let stallSteps = CutoverStateMachine.Step.allCases.filter(\.stalls)
+        var recordedAhead: Date?
+        var unrecorded: [(step: CutoverStateMachine.Step, at: Double, took: Double, detail: String?)] = []
+        func recordStallAhead() throws {
+            try store.starting(stallSteps, attempt: attempt)
+            recordedAhead = Date()
+        }
         func recordFinished() {
-            for done in unrecorded { try? store.finished(done.step, attempt: attempt, detail: done.detail) }
+            for done in unrecorded { try? store.finished(done.step, attempt: attempt, at: done.at, took: done.took, detail: done.detail) }
             unrecorded = []
         }
         func step(_ step: CutoverStateMachine.Step, _ body: () throws -> String?) throws {
             reached = step
-            try store.starting(step, attempt: attempt)
+            if !step.stalls || recordedAhead == nil { try store.starting(step, attempt: attempt) }
             crashIfAsked(step)
             let began = Date()
             let detail = try body()
-            let took = Date().timeIntervalSince(began) * 1000
-            report.steps.append(.init(step: step.rawValue, milliseconds: took, detail: detail))
-            if step.stalls { unrecorded.append((step, detail)) } else { try store.finished(step, attempt: attempt, detail: detail) }
+            let took = Date().timeIntervalSince(began)
+            report.steps.append(.init(step: step.rawValue, milliseconds: took * 1000, detail: detail))
+            if let recordedAhead, step.stalls {
+                unrecorded.append((step, began.timeIntervalSince(recordedAhead), took, detail))
+            } else {
+                try store.finished(step, attempt: attempt, detail: detail)
+            }
         }
         func beforeDeadline(_ what: String) throws {
             guard let stallStarted, Date().timeIntervalSince(stallStarted) > options.maxStallSeconds else { return }
@@ -246,6 +257,7 @@ public final class LayoutSwitch {
                 tellPlainSessions()
                 return "\(applied) change(s) applied"
             }
+            try recordStallAhead()
             try step(.barrier) {
                 stallStarted = Date()
                 // --pgbouncer: the application's new queries wait in PgBouncer for the switch.
@@ -296,6 +308,10 @@ public final class LayoutSwitch {
         } catch {
             barrier?.release()
             recordFinished()
+            // The steps recorded ahead that this attempt never took (the one that failed keeps its record).
+            if recordedAhead != nil, let failed = stallSteps.firstIndex(of: reached) {
+                try? store.forget(Array(stallSteps[(failed + 1)...]), attempt: attempt)
+            }
             // A publish whose reply was lost may have committed: then the switch only goes forward.
             // Not knowing (the metadata unreachable), neither undo nor complete: the next run reads it.
             let published: Bool
@@ -332,6 +348,8 @@ public final class LayoutSwitch {
             return nil
         }
         let stall = Date().timeIntervalSince(stallStarted!) * 1000
+        // Routers waiting for the fence retry now rather than at their next poll.
+        try? store.announce()
         resumePgBouncers(paused)
         recordFinished()
         tellPlainSessions()
@@ -367,6 +385,7 @@ public final class LayoutSwitch {
         _ = try Self.swapShared(plan, swappedIn: direction == .cutover, lockTimeout: max(1, options.maxStallSeconds), connect: connect)
         let places = locations(swapped: direction == .cutover).places(plan, direction)
         try setFence(servingState(direction, epoch: toEpoch, to: true), places: places)
+        try? store.announce()
         resumeAllPgBouncers()
         try store.end(attempt: attempt, outcome: "done", stallMilliseconds: nil, error: nil,
                       transition: direction == .cutover ? try machine.cutoverComplete() : try machine.rollbackComplete())
@@ -408,6 +427,7 @@ public final class LayoutSwitch {
             }
         }
         try setFence(servingState(direction, epoch: fromEpoch, to: false), places: places)
+        try? store.announce()
         resumeAllPgBouncers()
         let transition = direction == .cutover ? try machine.cutoverUndone() : try machine.rollbackUndone()
         if let attempt {

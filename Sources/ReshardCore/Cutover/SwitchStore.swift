@@ -64,6 +64,43 @@ public struct SwitchStore {
             """, [migration, attempt, step.rawValue, shard])
     }
 
+    /// Records, in one statement, that every step of `steps` (in order) may be taken from now on:
+    /// the stall's steps, written before the barrier, so no metadata round trip is left inside
+    /// the stall for recovery's sake. Recovery reads them as reached (`CutoverStateMachine.undo`
+    /// then restores the fence and sets the targets' triggers back, both idempotent, and swaps
+    /// back only what the catalog shows swapped), which is what a coordinator that died anywhere
+    /// in the stall needs. Their start times are a microsecond apart, so they list in order;
+    /// `finished(_:attempt:at:took:detail:)` sets each one's real timing, `forget` drops the steps
+    /// an undone attempt never took.
+    public func starting(_ steps: [CutoverStateMachine.Step], attempt: Int) throws {
+        try meta.query(
+            """
+            INSERT INTO reshard.switch_steps (migration, attempt, step, shard, started_at)
+            SELECT $1, $2, s.step, '', clock_timestamp() + make_interval(secs => s.n * 0.000001)
+            FROM unnest($3::text[]) WITH ORDINALITY AS s (step, n)
+            ON CONFLICT (migration, attempt, step, shard) DO UPDATE SET started_at = excluded.started_at, finished_at = NULL, error = NULL
+            """, [migration, attempt, "{" + steps.map(\.rawValue).joined(separator: ",") + "}"])
+    }
+
+    /// Marks a step recorded by `starting(_:attempt:)` finished, with its timing measured by the
+    /// coordinator: it started `at` seconds after the record was written and took `took` seconds.
+    public func finished(_ step: CutoverStateMachine.Step, attempt: Int, at: Double, took: Double, detail: String?) throws {
+        try meta.query(
+            """
+            UPDATE reshard.switch_steps SET started_at = started_at + make_interval(secs => $4::float8),
+                finished_at = started_at + make_interval(secs => $4::float8 + $5::float8), detail = $6
+            WHERE migration = $1 AND attempt = $2 AND step = $3 AND shard = ''
+            """, [migration, attempt, step.rawValue, at, took, detail])
+    }
+
+    /// Drops the records of steps recorded ahead (`starting(_:attempt:)`) that an undone attempt never took.
+    public func forget(_ steps: [CutoverStateMachine.Step], attempt: Int) throws {
+        guard !steps.isEmpty else { return }
+        try meta.query(
+            "DELETE FROM reshard.switch_steps WHERE migration = $1 AND attempt = $2 AND shard = '' AND step = ANY ($3::text[]) AND finished_at IS NULL",
+            [migration, attempt, "{" + steps.map(\.rawValue).joined(separator: ",") + "}"])
+    }
+
     public func finished(_ step: CutoverStateMachine.Step, attempt: Int, shard: String = "", detail: String? = nil, error: String? = nil) throws {
         try meta.query(
             """
@@ -83,7 +120,19 @@ public struct SwitchStore {
             }
             try conn.query("UPDATE reshard.switches SET published_at = clock_timestamp() WHERE migration = $1 AND attempt = $2",
                            [migration, attempt])
+            try conn.query("SELECT pg_catalog.pg_notify($1, $2)", [Self.channel, migration])
         }
+    }
+
+    /// The channel on which the metadata database announces, with the migration's name as payload,
+    /// that its writes may go on somewhere new: a publish (sent on its commit), a release of the
+    /// fence, an undone switch. `ReshardRouter` listens on it while the fence refuses its writes,
+    /// so it retries at once instead of at its next poll.
+    public static let channel = "reshard_shard_map"
+
+    /// Announces on `channel` that the fence changed (released, or restored by an undo).
+    public func announce() throws {
+        try meta.query("SELECT pg_catalog.pg_notify($1, $2)", [Self.channel, migration])
     }
 
     /// Ends an attempt with its outcome and the phase change that goes with it, in one transaction.
