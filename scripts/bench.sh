@@ -102,6 +102,12 @@ reshard_backfill() {
     || { cat "$work/apply.err"; exit 1; }
   python3 -c "print($(now) - $start)"
 }
+# apply_steps MIGRATION: what apply spent besides the copy, from its events (prepare's and finish's
+# steps, the copy itself); the rest of the whole command's time is planning, connecting, exiting.
+apply_steps() {
+  psql -qAtX "$META" -c "SELECT string_agg(message, '; ' ORDER BY id) FROM reshard.events WHERE migration = '$1'
+    AND (message LIKE 'prepared in %' OR message LIKE 'every slice copied in %' OR message LIKE 'target tables finished in %')"
+}
 echo "backfill: 1 source -> 2 targets, pipes and reshard alternately, best of 2 (after one unmeasured pipes run:"
 echo "  the first bulk load into fresh databases is faster than any later one, for either side)..."
 _=$(pipes)   # in a subshell: a bare `wait` here would also wait for the sandbox
@@ -114,6 +120,8 @@ rows1=$(psql -qAtX "$T1" -c "SELECT (SELECT count(*) FROM users) + (SELECT count
 pbest=$(python3 -c "print(min($p1, $p2))"); rbest=$(python3 -c "print(min($r1, $r2))")
 echo "  COPY pipes:       ${p1}s, ${p2}s"
 echo "  reshard apply:    ${r1}s, ${r2}s (whole command: plan, shim, copy)"
+echo "    run 1: $(apply_steps bench1)"
+echo "    run 2: $(apply_steps bench2)"
 echo "backfill ratio reshard/pipes (best of 2): $(ratio $rbest $pbest)   [goal <= 1.10]"
 echo "coordinator peak RSS during backfill: $(( $(python3 -c "print(max($rss1, $rss2))") / 1024 )) MB   [goal < 150 MB]"
 [ "$ONLY" = backfill ] && exit 0

@@ -8,15 +8,30 @@ import XCTest
 /// BEFORE ROW trigger makes `COPY FROM` insert row by row), and the slice claim costs no round trip
 /// of its own per batch yet still stops a process whose slice was taken over.
 final class BackfillHotPathTests: XCTestCase {
-    /// `items` on both sources (each its own rows, `home` naming it), `rows` in all.
-    private func createItems(_ fixture: PlanFixture, rows: Int) throws {
+    /// `items` on both sources (each its own rows, `home` naming it), `rows` in all; with
+    /// `applicationTrigger`, a BEFORE ROW trigger of the application's on it (`items_stamp`).
+    private func createItems(_ fixture: PlanFixture, rows: Int, applicationTrigger: Bool = false) throws {
         for (k, source) in fixture.sources.enumerated() {
             try PGConnection.connect(source).execute(
                 """
                 CREATE TABLE items (id bigint PRIMARY KEY, home int NOT NULL, note text);
                 INSERT INTO items SELECT g, \(k), 'item ' || g FROM generate_series(1, \(rows)) g WHERE g % 2 = \(k);
                 ANALYZE items;
-                """)
+                """ + (applicationTrigger ? """
+                CREATE FUNCTION items_stamp() RETURNS trigger LANGUAGE plpgsql AS $f$BEGIN NEW.note := coalesce(NEW.note, 'stamped'); RETURN NEW; END$f$;
+                CREATE TRIGGER items_stamp BEFORE INSERT OR UPDATE ON items FOR EACH ROW EXECUTE FUNCTION items_stamp();
+                """ : ""))
+        }
+    }
+
+    /// The application's triggers on every target's copy of `items`: name and `tgenabled`.
+    private func applicationTriggers(_ fixture: PlanFixture) throws -> [String] {
+        try fixture.targets.flatMap { dsn -> [String] in
+            let conn = try PGConnection.connect(dsn)
+            let r = try conn.query(
+                "SELECT tgname || ' ' || tgenabled::text FROM pg_trigger WHERE tgrelid = to_regclass($1) AND NOT tgisinternal AND tgname NOT LIKE 'reshard%' ORDER BY 1",
+                [try OperateChecks.copy(of: "items", on: conn)])
+            return (0..<r.rowCount).map { r[$0, 0]! }
         }
     }
 
@@ -31,9 +46,11 @@ final class BackfillHotPathTests: XCTestCase {
         }
     }
 
+    /// The application's own BEFORE ROW trigger too: it is created (disabled) on the targets only
+    /// once the copy is done, since even a disabled one makes `COPY FROM` insert row by row.
     func testTargetsCarryNoRowTriggerWhileRowsAreCopiedAndTheMisroutedCheckOnceCopied() throws {
         let fixture = try PlanFixture(self)
-        try createItems(fixture, rows: 3000)
+        try createItems(fixture, rows: 3000, applicationTrigger: true)
         let config = try fixture.writeConfig(tables: [("items", "id")])
         let apply = try ReshardCLI.start(["apply", "-c", config, "--until", "caught-up", "--max-rows-per-second", "1000"])
         let meta = try PGConnection.connect(fixture.metadata)
@@ -45,11 +62,15 @@ final class BackfillHotPathTests: XCTestCase {
         XCTAssertEqual(try rowTriggers(fixture), [], "a row trigger on a target while the backfill copies into it")
         XCTAssertTrue(try copying(), "the backfill ended before the check: it proves nothing")
 
+        XCTAssertEqual(try applicationTriggers(fixture), [], "the application's trigger on a target while the backfill copies into it")
+
         XCTAssertEqual(apply.wait(timeout: 120), 0, apply.stderr)
-        // Once copied, every target's copy has the fence's misrouted-key check (one per target).
+        // Once copied, every target's copy has the fence's misrouted-key check (one per target)
+        // and the application's trigger, disabled until cutover.
         let triggers = try rowTriggers(fixture)
-        XCTAssertEqual(triggers.count, 3, "\(triggers)")
-        XCTAssertTrue(triggers.allSatisfy { $0.hasPrefix("reshard_misrouted_") }, "\(triggers)")
+        XCTAssertEqual(triggers.count, 6, "\(triggers)")
+        XCTAssertEqual(triggers.filter { $0.hasPrefix("reshard_misrouted_") }.count, 3, "\(triggers)")
+        XCTAssertEqual(try applicationTriggers(fixture), Array(repeating: "items_stamp D", count: 3))
         try OperateChecks.assertTargetsHoldSourceRows(fixture, table: "items", hash: "hashint8(id)")
     }
 

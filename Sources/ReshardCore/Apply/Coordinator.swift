@@ -509,19 +509,41 @@ public final class Coordinator: @unchecked Sendable {
     /// On a target that is a source's database the table is built beside the live one
     /// (`Plan.builtName(of:on:)`): the application never sees a copied row before cutover.
     func prepare() throws {
+        var steps = StepTimes()
         let sources = try plan.sources.map { try connect($0.name) }
-        try refuseCollidingKeys(sources)
-        for table in plan.tables {
-            for target in plan.targets {
-                try TargetTables.create(
-                    table, named: plan.builtName(of: table, on: target), from: sources[0], on: try connect(target.name),
-                    withIndexes: options.keepIndexes, warn: { [state] in state.log($0, level: "warning", shard: target.name) })
+        try steps.time("key check") { try refuseCollidingKeys(sources) }
+        // Every database's part at once, each on connections of its own: a target's tables (the
+        // definitions read on a source session of its own), a source's shim. They do not depend
+        // on each other (a shared target builds beside the live table the shim is on), and the
+        // copy starts only once all are done.
+        let creates: [@Sendable () throws -> Void] = plan.targets.map { target in
+            { [self] in
+                let source = try connect(plan.sources[0].name), conn = try connect(target.name)
+                for table in plan.tables {
+                    try TargetTables.create(
+                        table, named: plan.builtName(of: table, on: target), from: source, on: conn,
+                        withIndexes: options.keepIndexes, warn: { [state] in state.log($0, level: "warning", shard: target.name) })
+                }
             }
-            for source in sources { try Shim.install(migration: plan.migration, table: table, on: source) }
+        }
+        let shims: [@Sendable () throws -> Void] = plan.sources.map { source in
+            { [self] in
+                let conn = try connect(source.name)
+                for table in plan.tables { try Shim.install(migration: plan.migration, table: table, on: conn) }
+            }
+        }
+        let took = try steps.time("tables and shims") { try inParallel("reshard prepare", creates + shims) }
+        for (name, seconds) in zip(plan.targets.map { "tables on \($0.name)" } + plan.sources.map { "shim on \($0.name)" }, took) {
+            steps.add(name, seconds)
         }
         // The targets' misrouted-key row check waits for the end of the copy (`finishTargets`).
-        try Fence.installAll(plan: plan, misroutedChecks: false) { try connect($0) }
+        try steps.time("fence") { try Fence.installAll(plan: plan, misroutedChecks: false) { try connect($0) } }
+        state.log("prepared in \(steps)")
+        copyStartedAt = Date()
     }
+
+    /// When the copy started (after `prepare`), for the event that says how long it took.
+    private var copyStartedAt: Date?
 
     /// `body` (prepare, finishing the targets) on the control loop through transient failures
     /// (a source restarting while the shim is installed), retried as the backfill is
@@ -545,18 +567,42 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     /// Once every slice is copied, what would have slowed the copy: the secondary indexes (unless
-    /// `--keep-indexes`) and the fence's misrouted-key row check on the targets (a BEFORE ROW
-    /// trigger makes `COPY FROM` insert row by row). Idempotent: a crash before the phase is
+    /// `--keep-indexes`), the table's own triggers (created disabled) and the fence's misrouted-key
+    /// row check on the targets (a BEFORE ROW trigger, even a disabled one, makes `COPY FROM`
+    /// insert row by row). Idempotent: a crash before the phase is
     /// recorded runs it again.
     func finishTargets() throws {
-        let source = try connect(plan.sources[0].name)
+        if let copyStartedAt {
+            state.log(String(format: "every slice copied in %.3f s", Date().timeIntervalSince(copyStartedAt)))
+            self.copyStartedAt = nil
+        }
+        var steps = StepTimes()
+        // The secondary indexes per target and table at once, each build on sessions of its own;
+        // then the table's own triggers, created disabled, per target at once (one session per
+        // target: two tables' triggers may share a function the target lacks).
         if !options.keepIndexes {
+            var jobs: [@Sendable () throws -> Void] = [], names: [String] = []
             for target in plan.targets {
-                let conn = try connect(target.name)
-                for table in plan.tables { try TargetTables.createIndexes(table, named: plan.builtName(of: table, on: target), from: source, on: conn) }
+                for table in plan.tables {
+                    names.append("indexes of \(table.name) on \(target.name)")
+                    jobs.append { [self] in
+                        let source = try connect(plan.sources[0].name), conn = try connect(target.name)
+                        try TargetTables.createIndexes(table, named: plan.builtName(of: table, on: target), from: source, on: conn)
+                    }
+                }
+            }
+            let took = try steps.time("indexes") { try inParallel("reshard indexes", jobs) }
+            for (name, seconds) in zip(names, took) { steps.add(name, seconds) }
+        }
+        let triggers: [@Sendable () throws -> Void] = plan.targets.map { target in
+            { [self] in
+                let source = try connect(plan.sources[0].name), conn = try connect(target.name)
+                for table in plan.tables { try TargetTables.createTriggers(table, named: plan.builtName(of: table, on: target), from: source, on: conn) }
             }
         }
-        try Fence.installAll(plan: plan) { try connect($0) }
+        try steps.time("triggers") { try inParallel("reshard triggers", triggers) }
+        try steps.time("fence") { try Fence.installAll(plan: plan) { try connect($0) } }
+        state.log("target tables finished in \(steps)")
     }
 
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {

@@ -1,9 +1,12 @@
 import PostgresClient
 
-/// The table's own triggers (not reshard's: capture, fence, those calling `reshard_shim`) on a target: created with the table
-/// but disabled, so they fire neither for the copy nor for the catch-up (an audit trigger would
+/// The table's own triggers (not reshard's: capture, fence, those calling `reshard_shim`) on a
+/// target: created disabled once the copy is done (`createTriggers`, from `apply`'s finishing of
+/// the targets), so they fire neither for the copy nor for the catch-up (an audit trigger would
 /// log every copied row as a new write), and enabled as they are on the source at cutover
-/// (`enableTriggers`). A trigger function the target lacks is created from the source's
+/// (`enableTriggers`). Not created with the table: PostgreSQL's `COPY FROM` inserts row by row
+/// into a table with any BEFORE ROW trigger, a disabled one too (it looks only at the trigger's
+/// kind), which slows the copy. A trigger function the target lacks is created from the source's
 /// definition (`pg_get_functiondef`).
 extension TargetTables {
     /// The source's triggers of `table` (its table `sourceName` there, default its own name: on a
@@ -20,10 +23,27 @@ extension TargetTables {
         return (0..<rows.rowCount).map { (rows[$0, 0]!, rows[$0, 1]!, rows[$0, 2]!, rows[$0, 3]!) }
     }
 
+    /// Creates the source's triggers of `table` on `target`'s table `name` (default its own),
+    /// disabled, each with its disabling in one transaction, so no write ever finds one enabled.
+    /// Idempotent: a trigger already there (by name) is left as it is.
+    public static func createTriggers(_ table: Plan.Table, named name: QualifiedName? = nil, from source: PGConnection, on target: PGConnection) throws {
+        let name = name ?? table.name
+        let present = try target.query("SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass($1) AND NOT tgisinternal", [try target.quote(name)])
+        let statements = try triggerDefinitions(table, named: name, from: source, on: target, skipping: Set((0..<present.rowCount).compactMap { present[$0, 0] }))
+        guard !statements.isEmpty else { return }
+        try target.transaction { conn in
+            try conn.execute("SET LOCAL client_min_messages = warning")
+            for statement in statements { try conn.execute(statement) }
+        }
+    }
+
+    /// The statements creating the source's triggers of `table` (but those named in `skipping`)
+    /// on `target`'s `name`, disabled, with the functions the target lacks.
     static func triggerDefinitions(
-        _ table: Plan.Table, named name: QualifiedName, sourceNamed sourceName: QualifiedName? = nil, from source: PGConnection, on target: PGConnection
+        _ table: Plan.Table, named name: QualifiedName, sourceNamed sourceName: QualifiedName? = nil, from source: PGConnection, on target: PGConnection,
+        skipping: Set<String> = []
     ) throws -> [String] {
-        let triggers = try sourceTriggers(table, named: sourceName, on: source)
+        let triggers = try sourceTriggers(table, named: sourceName, on: source).filter { !skipping.contains($0.name) }
         guard !triggers.isEmpty else { return [] }
         let qualified = try source.query(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",

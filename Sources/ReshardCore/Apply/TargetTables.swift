@@ -7,9 +7,10 @@ import PostgresClient
 /// catch-up's `OVERRIDING SYSTEM VALUE` write the source's values), generated columns, NOT NULL,
 /// primary key, unique, check and exclusion constraints, the unique index carrying the
 /// migration's key when no constraint does, storage parameters, comments, owner, grants, row-level
-/// security and its policies (`+Privileges`), and the table's own triggers, created disabled
-/// (`+Triggers`). Secondary indexes come later (`createIndexes`), because building them once
-/// after the bulk copy is much faster than maintaining them during it; foreign keys between the
+/// security and its policies (`+Privileges`). Secondary indexes come later (`createIndexes`),
+/// because building them once after the bulk copy is much faster than maintaining them during it,
+/// and so do the table's own triggers, created disabled (`createTriggers`, `+Triggers`): a BEFORE
+/// ROW trigger, even a disabled one, makes `COPY FROM` insert row by row; foreign keys between the
 /// migration's tables later still (`addForeignKeys`, `+Constraints`).
 public enum TargetTables {
     /// Whether the table exists on `target` (under `name`, `Plan.builtName(of:on:)`, when given).
@@ -81,7 +82,6 @@ public enum TargetTables {
         let types = try typeDefinitions(table, from: source, on: target)
         let defaultSequences = try sequences.filter { !$0.isIdentity }.filter { try !exists(sequence: $0.sequence, on: target) }
         let extras = try privileges(table, named: name, from: source, on: target, warn: warn)
-        let triggers = try triggerDefinitions(table, named: name, from: source, on: target)
         try target.transaction { conn in
             try conn.execute("SET LOCAL client_min_messages = warning")
             for statement in collations + types { try conn.execute(statement) }
@@ -98,7 +98,7 @@ public enum TargetTables {
                 try conn.execute("ALTER SEQUENCE \(try conn.quote(sequence.sequence)) OWNED BY \(try conn.quote(name)).\(try conn.quoteIdentifier(sequence.column))")
             }
             if let keyIndex { try conn.execute(idempotent(try retarget(keyIndex, of: table, to: name, source: source, target: conn))) }
-            for statement in extras + triggers { try conn.execute(statement) }
+            for statement in extras { try conn.execute(statement) }
         }
         if withIndexes { try createIndexes(table, named: name, from: source, on: target) }
         return true
