@@ -8,6 +8,7 @@
 #   BENCH_REHEARSE_ROWS     rows loaded (default 300000: a backfill of some seconds)
 #   BENCH_REHEARSE_WRITES   writes per second asked (default 1500)
 #   BENCH_REHEARSE_WRITERS  writer threads (default 32: commits wait for fsync, so throughput needs concurrency)
+#   BENCH_REHEARSE_REPORT   keep the rehearsal's JSON report at this path (for profiling)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${RESHARD_BIN:-.build/release/reshard}
@@ -22,6 +23,7 @@ status=0
 "$BIN" rehearse --rows "$ROWS" --writes-per-second "$WRITES" --writers "$WRITERS" --shared-targets 0 --catch-up-seconds 5 --no-cutover --json \
   > "$work/report.json" 2> "$work/rehearse.err" || status=$?
 [ -s "$work/report.json" ] || { tail -5 "$work/rehearse.err"; exit 1; }
+[ -z "${BENCH_REHEARSE_REPORT:-}" ] || cp "$work/report.json" "$BENCH_REHEARSE_REPORT"
 [ "$status" = 0 ] || echo "  (the rehearsal itself did not pass: exit $status; figures below are still the workload's)"
 python3 - "$work/report.json" <<'PY'
 import json, sys

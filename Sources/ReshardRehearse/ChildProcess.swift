@@ -57,6 +57,16 @@ final class ChildProcess: @unchecked Sendable {
         return status
     }
 
+    /// The exit code once it ended within `seconds`, else nil (it still runs).
+    func wait(seconds: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let status = poll() { return status }
+            usleep(20_000)
+        }
+        return poll()
+    }
+
     @discardableResult
     func wait() -> Int32 {
         while true {

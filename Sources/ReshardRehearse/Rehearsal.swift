@@ -36,6 +36,10 @@ public final class Rehearsal: @unchecked Sendable {
         public var switches = true
         /// The `reshard` binary the steps run.
         public var executable: String
+        /// Asked between steps and while a step's child runs (SIGINT, SIGTERM): when it says yes,
+        /// the child is stopped, the workload ends, the clusters are removed, and `run` throws
+        /// `stoppedEarly`.
+        public var shouldStop: @Sendable () -> Bool = { false }
         public init(executable: String) { self.executable = executable }
     }
 
@@ -148,6 +152,7 @@ public final class Rehearsal: @unchecked Sendable {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let setup = try setup()
         defer { setup.topology.stop() }
+        try stopIfAsked("setup")
         phases.append(.init(name: "setup", start: 0, seconds: now, exitCodes: [], note: setup.topology.isLocal ? "local clusters, schema" : "schema"))
         let topology = setup.topology
         let tables = try TableModel.parentsFirst(setup.tables)
@@ -163,6 +168,7 @@ public final class Rehearsal: @unchecked Sendable {
         phases.append(.init(name: "load", start: phaseStart, seconds: now - phaseStart, exitCodes: [],
                             note: "\(ledger.loaded) rows\(skipped > 0 ? ", \(skipped) refused by constraints and skipped" : "")"))
         say("loaded \(ledger.loaded) rows on \(topology.sources.count) source(s)")
+        try stopIfAsked("load")
 
         let configPath = directory + "/reshard.yml"
         try topology.config(migration: Self.migration, tables: tables).write(toFile: configPath, atomically: true, encoding: .utf8)
@@ -170,6 +176,7 @@ public final class Rehearsal: @unchecked Sendable {
         phaseStart = now
         let plan = try ChildProcess([options.executable, "plan", "-c", configPath], directory: directory, name: "plan")
         let planStatus = plan.wait()
+        try stopIfAsked("plan")
         phases.append(.init(name: "plan", start: phaseStart, seconds: now - phaseStart, exitCodes: [planStatus], note: nil))
         guard planStatus == 0 else { throw ReshardError.failed("reshard plan refused the rehearsal's migration: \(plan.lastErrorLine)") }
 
@@ -197,6 +204,8 @@ public final class Rehearsal: @unchecked Sendable {
             pools: pools, nextIndex: nextIndex)
         let workloadStarted = now
         workload.start()
+        // Stopped early (a signal, a step that threw): the writers end before the clusters do.
+        defer { workload.stop() }
         status = { [weak self] in
             guard let self else { return "" }
             let lag = lock.withLock { self.lagSamples.last?.1 }
@@ -207,11 +216,11 @@ public final class Rehearsal: @unchecked Sendable {
 
         let rate = max(1_000, Int(Double(ledger.loaded) / options.backfillSeconds))
         let apply = ["apply", "-c", configPath, "--max-connections-per-shard", "2"]
-        runStep(
+        try runStep(
             "backfill", apply + ["--until", "caught-up", "--max-rows-per-second", String(rate)], topology: topology,
             faults: schedule.faults.filter { $0.point.step == .backfill }, progress: { [self] in backfillFraction(topology) })
         let catchUpStart = now
-        runStep(
+        try runStep(
             "catch-up", apply, topology: topology, faults: schedule.faults.filter { $0.point.step == .catchUp },
             duration: options.catchUpSeconds, progress: { [self] in (now - catchUpStart) / options.catchUpSeconds })
         lock.withLock { catchUpWindow = (catchUpStart, now) }
@@ -222,17 +231,17 @@ public final class Rehearsal: @unchecked Sendable {
             cutover = "not rehearsed (--no-cutover)"
         } else if hasCommand("cutover") && hasCommand("rollback") && hasCommand("cleanup") {
             // The writes go on through verify and every switch: the router follows each epoch.
-            runStep("verify", ["verify", "-c", configPath], topology: topology, faults: [], progress: { nil }, accept: [0, 3])
+            try runStep("verify", ["verify", "-c", configPath], topology: topology, faults: [], progress: { nil }, accept: [0, 3])
             // A transaction holding row locks across the first attempt: the barrier must wait or give up and retry.
             let holder = holdLocks(on: topology.sources[0], seconds: 3, point: "the first cutover attempt", target: "s0")
-            let first = runStep("cutover", ["cutover", "-c", configPath], topology: topology, faults: [], progress: { nil })
+            let first = try runStep("cutover", ["cutover", "-c", configPath], topology: topology, faults: [], progress: { nil })
             if first.exitCodes.last == 0 {
                 switched = true
                 lock.withLock { faults.append(holder) }
                 lock.withLock { faults[faults.count - 1].survived = true }
                 switchPhases.append(first.name)
                 for (name, command) in [("rollback", "rollback"), ("cutover-2", "cutover")] {
-                    switchPhases.append(runStep(name, [command, "-c", configPath], topology: topology, faults: [], progress: { nil }).name)
+                    switchPhases.append(try runStep(name, [command, "-c", configPath], topology: topology, faults: [], progress: { nil }).name)
                 }
                 cutover = "cut over, rolled back and cut over again under writes"
             } else {
@@ -245,10 +254,10 @@ public final class Rehearsal: @unchecked Sendable {
         let workloadSeconds = now - workloadStarted
         say("workload stopped: \(ledger.acknowledged) writes acknowledged")
         if switched {
-            runStep("cleanup", ["cleanup", "-c", configPath], topology: topology, faults: [], progress: { nil })
+            try runStep("cleanup", ["cleanup", "-c", configPath], topology: topology, faults: [], progress: { nil })
         } else {
-            runStep("drain", apply + ["--until", "caught-up"], topology: topology, faults: [], progress: { nil })
-            runStep("verify", ["verify", "-c", configPath], topology: topology, faults: [], progress: { nil }, accept: [0, 3])
+            try runStep("drain", apply + ["--until", "caught-up"], topology: topology, faults: [], progress: { nil })
+            try runStep("verify", ["verify", "-c", configPath], topology: topology, faults: [], progress: { nil }, accept: [0, 3])
             if cutover.hasPrefix("cutover not available") { say(cutover) }
         }
 
@@ -318,10 +327,11 @@ public final class Rehearsal: @unchecked Sendable {
             failures.append("the checker could not read a layout: \(error)")
         }
         phases.append(.init(name: "check", start: phaseStart, seconds: now - phaseStart, exitCodes: [], note: nil))
+        try stopIfAsked("check")
 
         // Leave nothing behind: cleanup removed everything of reshard; without cutover, abort removes the
         // shim and (--drop-target-data) the copies built on shared databases, with their schema.
-        if !switched { runStep("abort", ["abort", "-c", configPath, "--drop-target-data"], topology: topology, faults: [], progress: { nil }) }
+        if !switched { try runStep("abort", ["abort", "-c", configPath, "--drop-target-data"], topology: topology, faults: [], progress: { nil }) }
         var leftovers: [String] = []
         for (name, dsn) in switched ? topology.databases : topology.sources.enumerated().map({ ("s\($0)", $1) }) {
             do { leftovers += try LayoutReader.leftovers(on: dsn, name: name) } catch { leftovers.append("\(name): cannot be read: \(error)") }
@@ -396,11 +406,22 @@ public final class Rehearsal: @unchecked Sendable {
     /// Runs one step's command until it reaches its goal (exit in `accept`), injecting `faults`
     /// at their points, and running the command again after a fault killed it. With `duration`,
     /// the step is stopped (SIGTERM) once that long has passed.
+    /// Throws `stoppedEarly` when `Options.shouldStop` says so (the callers' defers stop the
+    /// workload and remove the clusters).
+    func stopIfAsked(_ during: String) throws {
+        guard options.shouldStop() else { return }
+        say("stopped by a signal during \(during): stopping the workload and removing the clusters")
+        throw ReshardError(.stoppedEarly, "rehearse was stopped by a signal during \(during); its clusters were removed, nothing was checked")
+    }
+
+    /// How long a step's child has to exit after SIGTERM when the rehearsal is stopped, before SIGKILL.
+    static let childStopSeconds = 10.0
+
     @discardableResult
     func runStep(
         _ name: String, _ arguments: [String], topology: RehearsalTopology, faults pending: [FaultSchedule.Fault], duration: Double? = nil,
         progress: () -> Double?, accept: Set<Int32> = [0]
-    ) -> RehearsalReport.Phase {
+    ) throws -> RehearsalReport.Phase {
         let start = now
         let cpuAtStart = Self.processCPUSeconds()
         defer { let spent = Self.processCPUSeconds() - cpuAtStart; lock.withLock { stepCPU[name] = spent } }
@@ -426,6 +447,15 @@ public final class Rehearsal: @unchecked Sendable {
                 usleep(100_000)
                 code = child.poll()
                 if code != nil { break }
+                if options.shouldStop() {
+                    // As a user's Ctrl-C would: the step's command stops cleanly (SIGKILL if it hangs).
+                    child.signal(SIGTERM)
+                    if child.wait(seconds: Self.childStopSeconds) == nil {
+                        child.signal(SIGKILL)
+                        child.wait()
+                    }
+                    try stopIfAsked(name)
+                }
                 if Date().timeIntervalSince(lastProgress) >= 0.5 {
                     fraction = progress()
                     lastProgress = Date()
@@ -467,6 +497,7 @@ public final class Rehearsal: @unchecked Sendable {
                                     injected: false, survived: false, note: "the step ended before this point"))
             }
         }
+        try stopIfAsked(name)
         if name == "verify", codes.last == 3 { note = "verify found differences" }
         let phase = RehearsalReport.Phase(name: name, start: start, seconds: now - start, exitCodes: codes, note: note)
         phases.append(phase)

@@ -88,6 +88,8 @@ struct RehearseCommand: ParsableCommand {
         options.external = external
         options.catchUpSeconds = catchUpSeconds
         options.switches = !noCutover
+        // SIGINT/SIGTERM stop the step's child, the workload and the clusters; exit 4 (stoppedEarly).
+        options.shouldStop = { TerminationSignal.received }
         let json = output.json
         let rehearsal = try Rehearsal(options: options) { line in
             if json {

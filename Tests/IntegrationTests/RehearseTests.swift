@@ -3,6 +3,10 @@ import PostgresClient
 import ReshardRehearse
 import XCTest
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `reshard rehearse` end to end, as a user runs it. Small rows and write rates keep each run
 /// around a minute; every run starts and removes its own clusters.
 final class RehearseTests: XCTestCase {
@@ -107,5 +111,71 @@ final class RehearseTests: XCTestCase {
         let ledger = try XCTUnwrap(report["ledger"] as? [String: Any])
         XCTAssertGreaterThan(ledger["mapReloads"] as? Int ?? 0, 0, "the writers followed the switches through the router")
         XCTAssertEqual(report["leftovers"] as? [String], [], "cleanup leaves nothing of reshard on any database")
+    }
+
+    func testSIGTERMStopsTheStepTheWorkloadAndTheClustersAndExitsFour() throws {
+        // A catch-up long enough that, unstopped, the run would end on its own well after the signal (exit 0).
+        let running = try ReshardCLI.start([
+            "rehearse", "--json", "--shared-targets", "0", "--rows", "600", "--writes-per-second", "20", "--catch-up-seconds", "60",
+        ])
+        var waited = false
+        defer { if !waited { running.signal(SIGKILL); running.wait() } }
+        // The signal lands while a step's child runs: the backfill's apply.
+        let deadline = Date().addingTimeInterval(120)
+        var apply: pid_t?
+        while apply == nil, Date() < deadline, Self.isAlive(running.pid) {
+            if running.stderr.contains("backfill: reshard apply") { apply = Self.children(of: running.pid).first { Self.arguments($0).contains("apply") } }
+            if apply == nil { usleep(50_000) }
+        }
+        let child = try XCTUnwrap(apply, "the backfill's apply never ran: \(running.stderr.suffix(2000))")
+        // Its clusters: those of the set whose password file the step's config names (other tests may run clusters too).
+        let config = try XCTUnwrap(Self.arguments(child).drop { $0 != "-c" }.dropFirst().first, "\(Self.arguments(child))")
+        let text = try String(contentsOfFile: config, encoding: .utf8)
+        let passfile = try XCTUnwrap(text.firstMatch(of: /passfile='?([^ '"]+)/).map { String($0.1) }, text)
+        let set = URL(fileURLWithPath: passfile).standardizedFileURL.deletingLastPathComponent().path + "/"
+        let clusters = Set(Self.postmasterDirectories().filter { $0.hasPrefix(set) })
+        XCTAssertEqual(clusters.count, 6, "2 sources, 3 targets and the metadata cluster run: \(clusters)")
+        let signalled = Date()
+        running.signal(SIGTERM)
+        let status = running.wait()
+        waited = true
+        XCTAssertEqual(status, 4, "stopped before its goal: \(running.stderr.suffix(2000))")
+        XCTAssertLessThan(Date().timeIntervalSince(signalled), 30, "it stopped, rather than running the 60 s catch-up")
+        XCTAssertTrue(running.stderr.contains("stopped by a signal during backfill"), running.stderr.suffix(2000).description)
+        XCTAssertFalse(Self.arguments(child).contains("apply"), "the step's reshard apply was stopped with it")
+        XCTAssertEqual(Set(Self.postmasterDirectories()).intersection(clusters), [], "its clusters were stopped")
+        for directory in clusters { XCTAssertFalse(FileManager.default.fileExists(atPath: directory), "\(directory) was removed") }
+    }
+
+    /// Data directories of the running postmasters (`postgres -D DIR`).
+    static func postmasterDirectories() -> [String] {
+        processes().compactMap { pid in
+            let argv = arguments(pid)
+            guard argv.first?.hasSuffix("postgres") == true, let d = argv.firstIndex(of: "-D"), d + 1 < argv.count else { return nil }
+            return URL(fileURLWithPath: argv[d + 1]).standardizedFileURL.path
+        }
+    }
+
+    /// Running, not a zombie (not yet waited for).
+    static func isAlive(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(after: close)...].split(separator: " ").first != "Z"
+    }
+
+    static func processes() -> [pid_t] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
+    }
+
+    static func children(of parent: pid_t) -> [pid_t] {
+        processes().filter { pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && pid_t(fields[1]) == parent
+        }
+    }
+
+    static func arguments(_ pid: pid_t) -> [String] {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return [] }
+        return data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
     }
 }
