@@ -18,6 +18,9 @@ import Glibc
 final class FaultMatrixTests: XCTestCase {
     enum Fault: CaseIterable {
         case sourceRestart, targetRestart, metadataRestart, sessionsTerminated, targetReadOnly, statementTimeout, networkStall
+        /// The metadata's, s0's (also t0's) and t1's clusters restarted one after the other, as a rehearsal's faults
+        /// once landed within 8 s: every slice must still be copied, none left claimed or in progress for good.
+        case metadataSourceAndTargetRestarts
     }
 
     enum Phase { case backfill, catchUp }
@@ -36,6 +39,7 @@ final class FaultMatrixTests: XCTestCase {
     func testStatementTimeoutDuringCatchUp() throws { try run(.statementTimeout, during: .catchUp) }
     func testNetworkStallDuringBackfill() throws { try run(.networkStall, during: .backfill) }
     func testNetworkStallDuringCatchUp() throws { try run(.networkStall, during: .catchUp) }
+    func testMetadataSourceAndTargetRestartsDuringBackfill() throws { try run(.metadataSourceAndTargetRestarts, during: .backfill) }
 
     /// A fault that lasts: the coordinator retries (status shows it), and exits 1 naming the
     /// shard only once `--max-retry` is spent, not before.
@@ -179,7 +183,7 @@ final class FaultMatrixTests: XCTestCase {
     private func run(_ fault: Fault, during phase: Phase, file: StaticString = #filePath, line: UInt = #line) throws {
         let fixture = try makeFixture()
         let config = fixture.config
-        let restartsSource = fault == .sourceRestart
+        let restartsSource = fault == .sourceRestart || fault == .metadataSourceAndTargetRestarts
         let load = WriteLoad(sources: fixture.app.sources, writers: 2, tolerating: restartsSource ? ["08", "57P01", "57P03"] : [])
         defer { load.stop() }
         // In the backfill the rate limit keeps it going for a few seconds, so the fault lands in it.
@@ -212,6 +216,8 @@ final class FaultMatrixTests: XCTestCase {
         case .sourceRestart: try clusters[0].restart(mode: "immediate")
         case .targetRestart: try clusters[2].restart(mode: "immediate")
         case .metadataRestart: try clusters[3].restart(mode: "immediate")
+        case .metadataSourceAndTargetRestarts:
+            for cluster in [clusters[3], clusters[0], clusters[2]] { try cluster.restart(mode: "immediate") }
         case .sessionsTerminated:
             XCTAssertGreaterThan(try terminateReshardSessions(on: clusters), 0, file: file, line: line)
         case .targetReadOnly:
@@ -261,7 +267,7 @@ final class FaultMatrixTests: XCTestCase {
         apply.signal(SIGTERM)
         XCTAssertEqual(apply.wait(), 0, apply.stderr, file: file, line: line)
         try ReferenceData.assertTargetsMatchSources(fixture.app, file: file, line: line)
-        if [.sourceRestart, .targetRestart, .metadataRestart, .sessionsTerminated, .targetReadOnly].contains(fault) {
+        if [.sourceRestart, .targetRestart, .metadataRestart, .sessionsTerminated, .targetReadOnly, .metadataSourceAndTargetRestarts].contains(fault) {
             XCTAssertGreaterThan(try retryEvents(fixture.app), 0, "the fault's retries must be events", file: file, line: line)
         }
     }

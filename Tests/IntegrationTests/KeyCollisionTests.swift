@@ -99,6 +99,49 @@ final class KeyCollisionTests: XCTestCase {
         XCTAssertEqual(try rows("SELECT body FROM posts WHERE id = 10", fixture.sources[1]), ["s1 ten"])
     }
 
+    /// The application moves row 1100 from s1 to s0 (delete on s1, then insert on s0) while the
+    /// catch-up of s1's old entry for it runs: the lane has read s1's row, and its guard's read of
+    /// s0 waits (the test holds s0's table locked) until the move is done, so it sees the key on
+    /// s0 too, with an entry older than the grace. The key was never on both at once: before,
+    /// apply stopped with "held by both s0 and s1"; now the guard proves a collision by seeing both
+    /// at one moment, finds none, and applies the move later. The target ends with s0's row.
+    func testAKeyMovedBetweenSourcesWhileTheGuardReadsIsNotACollision() throws {
+        let fixture = try PlanFixture(self)
+        try load(fixture)
+        let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
+        let first = try fixture.applyUntilCaughtUp(config)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let s0 = try PGConnection.connect(fixture.sources[0]), s1 = try PGConnection.connect(fixture.sources[1])
+        // An entry of s1's for 1100, older than the grace: the catch-up was away a while.
+        try s1.execute("UPDATE posts SET body = 'moving' WHERE id = 1100")
+        let logs = try s1.query("SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = 'reshard_shim'::regnamespace AND c.relkind = 'r'")
+        for r in 0..<logs.rowCount { try s1.execute("UPDATE \(logs[r, 0]!) SET at = at - interval '1 minute'") }
+        // A plan file: `apply -c` would plan again, which reads s0's table.
+        let planFile = fixture.directory + "/plan.json"
+        XCTAssertEqual(try ReshardCLI.run(["plan", "-c", config, "--output", planFile]).status, 0)
+        let locker = try PGConnection.connect(fixture.sources[0])
+        try locker.execute("BEGIN; LOCK TABLE posts IN ACCESS EXCLUSIVE MODE")
+        let apply = try ReshardCLI.start(["apply", "--plan", planFile, "--until", "caught-up"], environment: Self.shortGrace)
+        defer { if apply.wait(timeout: 0.01) == nil { apply.signal(SIGKILL) } }
+        // The guard's look-up of s1's staged keys on s0, waiting for the lock.
+        let waiting = try eventually(timeout: 30) {
+            try s0.query(
+                """
+                SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'reshard%'
+                  AND query LIKE '%CROSS JOIN LATERAL%'
+                """).rowCount > 0 || apply.wait(timeout: 0.01) != nil
+        }
+        let seen = try s0.query("SELECT string_agg(wait_event_type || ': ' || left(query, 150), E'\\n') FROM pg_stat_activity WHERE application_name LIKE 'reshard%'")
+        XCTAssertTrue(waiting, "\(seen[0, 0] ?? "")\n\(apply.stderr)")
+        try s1.execute("DELETE FROM posts WHERE id = 1100")
+        try locker.execute("INSERT INTO posts VALUES (1100, 2200, 's0 moved'); COMMIT")
+        XCTAssertEqual(apply.wait(timeout: 60), 0, apply.stdout + apply.stderr)
+        XCTAssertFalse(apply.stderr.contains("held by both"), apply.stderr)
+        XCTAssertEqual(try rows("SELECT user_id || ' ' || body FROM posts WHERE id = 1100", fixture.targets[1]), ["2200 s0 moved"])
+        let sourceRows = try s0.query("SELECT count(*) FROM posts").get(0, 0, as: Int.self) + (try s1.query("SELECT count(*) FROM posts").get(0, 0, as: Int.self))
+        XCTAssertEqual(try PGConnection.connect(fixture.targets[1]).query("SELECT count(*) FROM posts").get(0, 0, as: Int.self), sourceRows)
+    }
+
     /// A unique value other than the key on a source's row that leaves its database, and on
     /// another source's row that arrives there, never meet: the database's built table holds only
     /// the rows that map to it. Not refused (it was while copies went into the live table).

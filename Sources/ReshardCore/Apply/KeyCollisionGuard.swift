@@ -12,6 +12,13 @@ import PostgresClient
 /// still hold it for the target `graceSeconds` later. The copy of the batch concerned waits for
 /// it (`check`); the catch-up leaves the entries concerned for a later round (`holdBack`).
 ///
+/// Reads of two servers are never one snapshot: a key read on this source, then moved (deleted
+/// here, inserted there), then read on the other, is seen on both though never held by both.
+/// So a key is called a collision only once seen on both at one moment (`heldOnBoth`): the
+/// other source's row version (ctid, xmin) is read, then this source's row, then the other's
+/// again; the same version both times was there all along, so both held the key when this
+/// source was read. A key only seen on both in turn is held back, never refused.
+///
 /// Why `@unchecked Sendable`: one guard belongs to one worker thread (a slice's copy, a lane).
 final class KeyCollisionGuard: @unchecked Sendable {
     /// 10 s; `RESHARD_KEY_COLLISION_GRACE_SECONDS` sets another (tests use 1 s, to take seconds).
@@ -68,13 +75,17 @@ final class KeyCollisionGuard: @unchecked Sendable {
         guard suspects.count > 0 else { return nil }
         var holder: String?
         var held: [Keys] = []
+        // Per other source, the keys both held at one moment: only those may be refused.
+        var proven: [(source: String, keys: [Keys])] = []
         for other in otherSources {
             let found = try self.held(suspects.keys, on: try connection(other))
             guard found.count > 0 else { continue }
             holder = holder ?? other
             held.append(contentsOf: found.keys)
+            let both = try heldOnBoth(found.keys, other: try connection(other), own: own)
+            if both.count > 0 { proven.append((other, both.keys)) }
         }
-        guard let holder else { return nil }
+        guard holder != nil else { return nil }
         let columns = TableSQL(table).keyColumns.count
         // Keys held elsewhere, per other source: one set of key arrays each.
         let sets = stride(from: 0, to: held.count, by: columns).map { Array(held[$0..<$0 + columns]) }
@@ -86,18 +97,19 @@ final class KeyCollisionGuard: @unchecked Sendable {
         var kept: [Keys] = []
         var keptCount = 0
         let arrayOfKey = "ARRAY[\(sql.keyColumns.indices.map { "e.k\($0)" }.joined(separator: ", "))]"
-        for set in sets {
-            let entries = try own.query(
-                """
-                SELECT count(*), array_agg(ctid)::text, coalesce(extract(epoch FROM clock_timestamp() - min(at)), 0)::float8 FROM \(log)
-                WHERE ctid = ANY($\(columns + 1)::tid[]) AND EXISTS (SELECT 1 FROM \(unnest) WHERE pk = \(arrayOfKey))
-                """, set + [ctids])
-            if try entries.get(0, 2, as: Double.self) > Self.graceSeconds {
-                let names = plan.sources.map(\.name).filter { $0 == holder || $0 == sourceName }
+        let entriesOf = "FROM \(log) WHERE ctid = ANY($\(columns + 1)::tid[]) AND EXISTS (SELECT 1 FROM \(unnest) WHERE pk = \(arrayOfKey))"
+        for (other, keys) in proven {
+            let age = try own.query(
+                "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(at)), 0)::float8 \(entriesOf)", keys + [ctids])
+            if try age.get(0, 0, as: Double.self) > Self.graceSeconds {
+                let names = plan.sources.map(\.name).filter { $0 == other || $0 == sourceName }
                 throw ReshardError.failed(
-                    KeyCollisions.message(table, target: plan.targets[target].name, sources: (names[0], names[1]), keys: try sampleKeys(set)),
+                    KeyCollisions.message(table, target: plan.targets[target].name, sources: (names[0], names[1]), keys: try sampleKeys(keys)),
                     shard: plan.targets[target].name)
             }
+        }
+        for set in sets {
+            let entries = try own.query("SELECT count(*), array_agg(ctid)::text \(entriesOf)", set + [ctids])
             keptCount += try entries.get(0, 0, as: Int.self)
             kept.append(Keys(pgText: entries[0, 1]))
         }
@@ -124,6 +136,16 @@ final class KeyCollisionGuard: @unchecked Sendable {
                 suspects = try held(suspects.keys, on: own)
                 guard suspects.count > 0 else { break }
                 if Date() >= deadline {
+                    // Seen on both in turn all this time; refused once seen on both at one moment
+                    // (a few more tries, each may miss when the other's row is being updated), or
+                    // after those tries anyway: never a wait without end.
+                    let both = try heldOnBoth(suspects.keys, other: try connection(other), own: own)
+                    if both.count > 0 {
+                        suspects = both
+                    } else if Date() < deadline.addingTimeInterval(Self.confirmSeconds) {
+                        Thread.sleep(forTimeInterval: 0.5)
+                        continue
+                    }
                     let sample = try sampleKeys(suspects.keys)
                     let names = plan.sources.map(\.name).filter { $0 == other || $0 == sourceName }
                     throw ReshardError.failed(
@@ -142,10 +164,48 @@ final class KeyCollisionGuard: @unchecked Sendable {
         return conn
     }
 
-    private var unnest: String {
+    private var unnest: String { unnest(withVersions: false) }
+
+    /// The keys as rows `e(k0, k1...)`, with `withVersions` two more text[] parameters: a row
+    /// version each, `e.c` (ctid) and `e.x` (xmin).
+    private func unnest(withVersions: Bool) -> String {
         let sql = TableSQL(table)
-        let arrays = sql.keyColumns.indices.map { "$\($0 + 1)::text[]" }.joined(separator: ", ")
-        return "unnest(\(arrays)) AS e(\(sql.keyColumns.indices.map { "k\($0)" }.joined(separator: ", ")))"
+        let count = sql.keyColumns.count + (withVersions ? 2 : 0)
+        let arrays = (0..<count).map { "$\($0 + 1)::text[]" }.joined(separator: ", ")
+        let names = sql.keyColumns.indices.map { "k\($0)" } + (withVersions ? ["c", "x"] : [])
+        return "unnest(\(arrays)) AS e(\(names.joined(separator: ", ")))"
+    }
+
+    /// How long `check` goes on trying to see a key on both sources at one moment once its grace is spent.
+    static let confirmSeconds = 5.0
+
+    /// Which of `keys` both `other` and `own` held for the target at one same moment (the
+    /// moment `own` was read): `other`'s row version of each key, read before and after `own`,
+    /// was the same one (a row version once deleted or updated never comes back, so it was
+    /// there in between). A key moved between the two sources meanwhile is not among them.
+    func heldOnBoth(_ keys: [Keys], other: PGConnection, own: PGConnection) throws -> (count: Int, keys: [Keys]) {
+        let sql = TableSQL(table)
+        let join = zip(sql.keyColumns, sql.keyTypes).enumerated().map { "t.\($1.0) = e.k\($0)::\($1.1)" }.joined(separator: " AND ")
+        let belongs = plan.function.sqlShardFilter(quotedColumn: "t.\(sql.shardKey)", type: table.keyType, target: target)
+        let keyArrays = sql.keyColumns.indices.map { "array_agg(e.k\($0))::text" }.joined(separator: ", ")
+        let versions = try other.query(
+            """
+            SELECT count(*), \(keyArrays), array_agg(m.ctid::text)::text, array_agg(m.xmin::text)::text FROM \(unnest)
+            CROSS JOIN LATERAL (SELECT t.ctid, t.xmin FROM \(sql.name) t WHERE \(join) AND \(belongs) LIMIT 1) m
+            """, keys)
+        guard try versions.get(0, 0, as: Int.self) > 0 else { return (0, []) }
+        let onOwn = try own.query(
+            """
+            SELECT count(*), \(keyArrays), array_agg(e.c)::text, array_agg(e.x)::text FROM \(unnest(withVersions: true))
+            WHERE EXISTS (SELECT 1 FROM \(sql.name) t WHERE \(join) AND \(belongs))
+            """, (1..<versions.columnCount).map { Keys(pgText: versions[0, $0]) })
+        guard try onOwn.get(0, 0, as: Int.self) > 0 else { return (0, []) }
+        let still = try other.query(
+            """
+            SELECT count(*), \(keyArrays) FROM \(unnest(withVersions: true))
+            WHERE EXISTS (SELECT 1 FROM \(sql.name) t WHERE \(join) AND t.ctid = e.c::tid AND t.xmin::text = e.x)
+            """, (1..<onOwn.columnCount).map { Keys(pgText: onOwn[0, $0]) })
+        return (try still.get(0, 0, as: Int.self), (1..<still.columnCount).map { Keys(pgText: still[0, $0]) })
     }
 
     /// Which of `keys` `conn` holds with a row of the target, in `check`'s form: one index lookup

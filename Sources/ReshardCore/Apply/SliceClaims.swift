@@ -40,6 +40,11 @@ final class SliceClaims: @unchecked Sendable {
     /// Claims (or keeps) `key` for this process on `meta`; false when another live process holds
     /// it or it is done. On success the in-memory checkpoint is set from the metadata's (a slice
     /// taken over continues where its last holder's checkpoint is).
+    ///
+    /// A slice the metadata records as done is taken as done here too, with the metadata's
+    /// checkpoint: the checkpoint that finished it may have committed while its reply was lost (the
+    /// metadata database restarting), and a process that kept it pending would claim it again and
+    /// again, refused every time, with the backfill never ending.
     func claim(_ key: ApplyState.SliceKey, on meta: PGConnection, state: ApplyState) throws -> Bool {
         let row = try meta.query(
             """
@@ -54,12 +59,25 @@ final class SliceClaims: @unchecked Sendable {
             RETURNING s.rows_copied, array_to_json(s.last_key)::text
             """, [migration, key.table, key.source, key.target, worker, expirySeconds])
         guard row.rowCount == 1 else {
-            state.addClaimedElsewhere(key)
+            let done = try meta.query(
+                """
+                SELECT rows_copied, array_to_json(last_key)::text FROM reshard.slices
+                WHERE migration = $1 AND table_name = $2 AND source = $3 AND target = $4 AND done
+                """, [migration, key.table, key.source, key.target])
+            if done.rowCount == 1 {
+                state.setCheckpoint(key, copied: try done.get(0, 0, as: Int64.self), lastKey: Self.decodeKey(done[0, 1]), done: true)
+            } else {
+                state.addClaimedElsewhere(key)
+            }
             return false
         }
-        let lastKey = row[0, 1].flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
+        let lastKey = Self.decodeKey(row[0, 1])
         if state.slice(key).lastKey != lastKey { state.setCheckpoint(key, copied: try row.get(0, 0, as: Int64.self), lastKey: lastKey, done: false) }
         return true
+    }
+
+    private static func decodeKey(_ json: String?) -> [String]? {
+        json.flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
     }
 
     /// Writes a batch's checkpoint (committed on the target) and refreshes the heartbeat, only
@@ -77,7 +95,26 @@ final class SliceClaims: @unchecked Sendable {
             state.addClaimedElsewhere(key)
             return false
         }
+        if done, Self.losesCheckpointReply(key) {
+            throw PostgresError(
+                code: .connectionLost, message: "the checkpoint's reply was lost (RESHARD_TEST_LOSE_CHECKPOINT_REPLY)", endpoint: meta.endpoint)
+        }
         return true
+    }
+
+    /// For tests only: with `RESHARD_TEST_LOSE_CHECKPOINT_REPLY=<table>`, the checkpoint that
+    /// finishes the first slice of that table is committed, yet this process sees the connection
+    /// lost (as when the metadata database restarts before the reply reaches it). Once per process.
+    private static let plantedLostReply = ProcessInfo.processInfo.environment["RESHARD_TEST_LOSE_CHECKPOINT_REPLY"]
+    private static let plantedLock = NSLock()
+    nonisolated(unsafe) private static var plantedDone = false
+
+    private static func losesCheckpointReply(_ key: ApplyState.SliceKey) -> Bool {
+        guard let table = plantedLostReply, table == key.table || "public.\(key.table)" == table else { return false }
+        return plantedLock.withLock {
+            defer { plantedDone = true }
+            return !plantedDone
+        }
     }
 
     /// Once a second on the control loop: the heartbeat of every claim this process holds, and
