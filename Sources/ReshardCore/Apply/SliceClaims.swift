@@ -118,7 +118,8 @@ final class SliceClaims: @unchecked Sendable {
     }
 
     /// Once a second on the control loop: the heartbeat of every claim this process holds, and
-    /// the checkpoints of the slices other processes copy.
+    /// the checkpoints of the slices other processes copy, and of every slice the metadata
+    /// records as done (one of ours whose finishing checkpoint's reply was lost, too).
     func tick(_ meta: PGConnection, state: ApplyState) throws {
         try meta.query(
             "UPDATE reshard.slices SET heartbeat_at = now() WHERE migration = $1 AND claimed_by = $2 AND NOT done", [migration, worker])
@@ -127,7 +128,7 @@ final class SliceClaims: @unchecked Sendable {
             SELECT table_name, source, target, rows_copied, array_to_json(last_key)::text, done,
                    NOT done AND claimed_by IS NOT NULL AND heartbeat_at >= now() - make_interval(secs => $3)
                    AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = claimed_session)
-            FROM reshard.slices WHERE migration = $1 AND claimed_by IS DISTINCT FROM $2
+            FROM reshard.slices WHERE migration = $1 AND (claimed_by IS DISTINCT FROM $2 OR done)
             """, [migration, worker, expirySeconds])
         var elsewhere: Set<ApplyState.SliceKey> = []
         for r in 0..<rows.rowCount {
