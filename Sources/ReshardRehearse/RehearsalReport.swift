@@ -62,6 +62,9 @@ public struct RehearsalReport: Codable, Sendable {
         public var cpuShareOfOneCore: Double
         /// CPU of the writer threads alone over the whole time they ran, as a share of one core.
         public var workloadThreadsCPUShare: Double
+        /// The writer threads' CPU outside their database calls (routing, libpq and the kernel's
+        /// socket work left out): the ledger bookkeeping proper, over the same time.
+        public var bookkeepingCPUShare: Double
         public var found: Int
         public var lost: Int
         public var duplicated: Int
@@ -125,8 +128,9 @@ public struct RehearsalReport: Codable, Sendable {
         lines.append(
             "ledger: \(l.loaded) rows loaded, \(l.acknowledged) writes acknowledged (\(String(format: "%.0f", l.writesPerSecond))/s, \(l.shardKeyMoves) shard-key changes\(l.throughRouter ? ", through ReshardRouter" : "")), \(l.failed) failed, \(l.inDoubt) in doubt; found \(l.found), lost \(l.lost), duplicated \(l.duplicated), misplaced \(l.misplaced), unacknowledged seen \(l.unacknowledgedSeen)")
         lines.append(String(
-            format: "ledger bookkeeping: %.1f%% of one core during the backfill (this process, every thread; writers alone %.1f%% over the run)",
-            l.cpuShareOfOneCore * 100, l.workloadThreadsCPUShare * 100))
+            format: "ledger bookkeeping: %.1f%% of one core during the backfill (this process, every thread; writers alone %.1f%% over the run, "
+                + "%.1f%% outside their database calls)",
+            l.cpuShareOfOneCore * 100, l.workloadThreadsCPUShare * 100, l.bookkeepingCPUShare * 100))
         for layout in layouts {
             let t = layout.totals
             lines.append("  \(layout.layout) layout: \(t.found) of \(t.expected) found\(t.clean ? "" : ", lost \(t.lost), duplicated \(t.duplicated), misplaced \(t.misplaced), unacknowledged \(t.unacknowledgedSeen)")")
