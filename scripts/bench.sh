@@ -106,7 +106,7 @@ reshard_backfill() {
 # steps, the copy itself); the rest of the whole command's time is planning, connecting, exiting.
 apply_steps() {
   psql -qAtX "$META" -c "SELECT string_agg(message, '; ' ORDER BY id) FROM reshard.events WHERE migration = '$1'
-    AND (message LIKE 'prepared in %' OR message LIKE 'every slice copied in %' OR message LIKE 'target tables finished in %')"
+    AND (message LIKE 'started in %' OR message LIKE 'prepared in %' OR message LIKE 'workers stopped in %' OR message LIKE 'every slice copied in %' OR message LIKE 'target tables finished in %')"
 }
 echo "backfill: 1 source -> 2 targets, pipes and reshard alternately, best of 2 (after one unmeasured pipes run:"
 echo "  the first bulk load into fresh databases is faster than any later one, for either side)..."

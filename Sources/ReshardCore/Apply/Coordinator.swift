@@ -61,15 +61,21 @@ public final class Coordinator: @unchecked Sendable {
     public func run(
         shouldStop: () -> Bool, report: (ApplyProgress) -> Void, notice: (String) -> Void = { _ in }
     ) throws -> ApplyOutcome {
-        let meta = try PGConnection.connect(metadataDSN, applicationName: "reshard apply")
-        _ = try MetadataSchema.current.apply(to: meta)
-        try acquireLease(meta)
-        try acquireCatchUpLock(meta, notice: notice)
+        var startup = StepTimes()
+        let meta = try startup.time("metadata connection") { try PGConnection.connect(metadataDSN, applicationName: "reshard apply") }
+        _ = try startup.time("metadata schema") { try MetadataSchema.current.apply(to: meta) }
+        try startup.time("locks") {
+            try acquireLease(meta)
+            try acquireCatchUpLock(meta, notice: notice)
+        }
         self.meta = meta
         metaSession = meta.backendPID
-        let recorded = try register(meta)
-        try loadCheckpoints(meta)
-        try storeApplyLimit(meta)
+        let recorded = try startup.time("registration") { try register(meta) }
+        try startup.time("checkpoints") {
+            try loadCheckpoints(meta)
+            try storeApplyLimit(meta)
+        }
+        state.log("started in \(startup)")
 
         var machine = MigrationStateMachine(migration: plan.migration, phase: recorded, goal: options.goal)
         var pending = try machine.resume()
@@ -109,7 +115,9 @@ public final class Coordinator: @unchecked Sendable {
                         pending = machine.stopRequested()
                     }
                 case .stop:
+                    let stopping = Date()
                     stopWorkers()
+                    state.log(String(format: "workers stopped in %.3f s", Date().timeIntervalSince(stopping)))
                     if let failure = state.firstFailure { throw failure }
                     _ = try onMetadata { try persistProgress($0) }
                     let last = progress(machine.phase, rate: rate)
@@ -580,10 +588,15 @@ public final class Coordinator: @unchecked Sendable {
         // The secondary indexes per target and table at once, each build on sessions of its own;
         // then the table's own triggers, created disabled, per target at once (one session per
         // target: two tables' triggers may share a function the target lacks).
-        if !options.keepIndexes {
+        // Only for tables that have any (read once on the source): a job's own sessions cost more
+        // than a table without indexes or triggers takes.
+        let source = try connect(plan.sources[0].name)
+        let indexed = options.keepIndexes ? [] : try plan.tables.filter { try !TargetTables.secondaryIndexes($0, on: source).isEmpty }
+        let triggered = try plan.tables.filter { try TargetTables.hasTriggers($0, on: source) }
+        if !indexed.isEmpty {
             var jobs: [@Sendable () throws -> Void] = [], names: [String] = []
             for target in plan.targets {
-                for table in plan.tables {
+                for table in indexed {
                     names.append("indexes of \(table.name) on \(target.name)")
                     jobs.append { [self] in
                         let source = try connect(plan.sources[0].name), conn = try connect(target.name)
@@ -594,13 +607,15 @@ public final class Coordinator: @unchecked Sendable {
             let took = try steps.time("indexes") { try inParallel("reshard indexes", jobs) }
             for (name, seconds) in zip(names, took) { steps.add(name, seconds) }
         }
-        let triggers: [@Sendable () throws -> Void] = plan.targets.map { target in
-            { [self] in
-                let source = try connect(plan.sources[0].name), conn = try connect(target.name)
-                for table in plan.tables { try TargetTables.createTriggers(table, named: plan.builtName(of: table, on: target), from: source, on: conn) }
+        if !triggered.isEmpty {
+            let triggers: [@Sendable () throws -> Void] = plan.targets.map { target in
+                { [self] in
+                    let source = try connect(plan.sources[0].name), conn = try connect(target.name)
+                    for table in triggered { try TargetTables.createTriggers(table, named: plan.builtName(of: table, on: target), from: source, on: conn) }
+                }
             }
+            try steps.time("triggers") { try inParallel("reshard triggers", triggers) }
         }
-        try steps.time("triggers") { try inParallel("reshard triggers", triggers) }
         try steps.time("fence") { try Fence.installAll(plan: plan) { try connect($0) } }
         state.log("target tables finished in \(steps)")
     }

@@ -23,6 +23,11 @@ extension TargetTables {
         return (0..<rows.rowCount).map { (rows[$0, 0]!, rows[$0, 1]!, rows[$0, 2]!, rows[$0, 3]!) }
     }
 
+    /// Whether the source's `table` has triggers of its own (for `createTriggers`).
+    static func hasTriggers(_ table: Plan.Table, on source: PGConnection) throws -> Bool {
+        try !sourceTriggers(table, on: source).isEmpty
+    }
+
     /// Creates the source's triggers of `table` on `target`'s table `name` (default its own),
     /// disabled, each with its disabling in one transaction, so no write ever finds one enabled.
     /// Idempotent: a trigger already there (by name) is left as it is.

@@ -106,16 +106,20 @@ public enum TargetTables {
 
     /// Builds the source's secondary indexes (those not backing a constraint) on `target`'s table `name` (default: its own).
     public static func createIndexes(_ table: Plan.Table, named name: QualifiedName? = nil, from source: PGConnection, on target: PGConnection) throws {
+        for definition in try secondaryIndexes(table, on: source) {
+            try target.execute(idempotent(try retarget(definition, of: table, to: name ?? table.name, source: source, target: target)))
+        }
+    }
+
+    /// The definitions of the source's secondary indexes of `table` (those not backing a constraint).
+    static func secondaryIndexes(_ table: Plan.Table, on source: PGConnection) throws -> [String] {
         let indexes = try source.query(
             """
             SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
             WHERE i.indrelid = to_regclass($1)
               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
             """, [try source.quote(table.name)])
-        for row in 0..<indexes.rowCount {
-            guard let definition = indexes[row, 0] else { continue }
-            try target.execute(idempotent(try retarget(definition, of: table, to: name ?? table.name, source: source, target: target)))
-        }
+        return (0..<indexes.rowCount).compactMap { indexes[$0, 0] }
     }
 
     /// The unique index that carries the migration's key when no constraint does (a plain
