@@ -8,6 +8,7 @@ struct StepTimes: CustomStringConvertible {
     private let started = Date()
 
     /// Runs `body`, adding its duration to the step `name` (a step timed several times sums up).
+    @discardableResult
     mutating func time<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
         let start = Date()
         defer {
