@@ -88,12 +88,20 @@ PY
 python3 - "$work/demo.out" <<'PY'
 import re, statistics, sys
 steps = {}
+by = {}
+command = None
 for line in open(sys.argv[1]):
+    if line.startswith("$ reshard "):
+        command = line.split()[2]
     if re.match(r"\s+barrier \d+ ms", line):
         for name, ms in re.findall(r"([a-z-]+) (\d+) ms", line):
             steps.setdefault(name, []).append(int(ms))
+            by.setdefault(command, {}).setdefault(name, []).append(int(ms))
 print("  coordinator's steps, median ms: " + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in steps.items()))
+for command, named in by.items():
+    print(f"    {command}s: " + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in named.items()))
 held = [(float(c), float(a)) for c, a in re.findall(r"writes held (\d+) ms by the coordinator's clock, the application's longest write (\d+) ms", open(sys.argv[1]).read())]
 if held:
+    print("  per switch (coordinator/application ms): " + " ".join(f"{c:.0f}/{a:.0f}" for c, a in held))
     print(f"  median per switch: coordinator's stall {statistics.median(c for c, _ in held):.0f} ms, the application's longest write {statistics.median(a for _, a in held):.0f} ms")
 PY

@@ -141,7 +141,7 @@ public final class LayoutSwitch {
     /// sessions where it holds them.
     private func setFence(_ state: Fence.State, places: SwitchPlaces, barrier: CutoverBarrier? = nil) throws {
         let held = barrier?.sessions ?? [:]
-        let work = try places.databases.map { (shard: $0, conn: try held[$0] ?? connect($0)) }
+        let work = try places.databases.map { (shard: $0, conn: try held[$0].flatMap { $0.isHealthy ? $0 : nil } ?? connect($0)) }
         let migration = plan.migration
         try CutoverBarrier.inParallel(work) { try Fence.set(state, migration: migration, on: $1) }
     }
@@ -183,6 +183,11 @@ public final class LayoutSwitch {
         var reached: CutoverStateMachine.Step = .checks
         var stallStarted: Date?
         var barrier: CutoverBarrier?
+        // The drain's appliers and the barrier's sessions live until the release is done: closing
+        // dozens of sessions (each a backend exiting on its server) inside the stall cost the
+        // coordinator's thread and the servers the release runs on a hundred milliseconds.
+        var drain: CutoverDrain?
+        var released: CutoverBarrier?
         var paused: [(bouncer: PgBouncerAdmin, database: String)] = []
         let shards = self.shards
         let connectFresh: @Sendable (String) throws -> PGConnection = { try LayoutSwitch.fresh(shards, $0) }
@@ -246,12 +251,13 @@ public final class LayoutSwitch {
                 if let problem = try ReverseCapture.prove(capturing: capture, names: names, connect: connect) { throw ReshardError.failed(problem) }
                 return "capture on \(capture.sources.map(\.name).joined(separator: ", ")) proven"
             }
-            var drain: CutoverDrain?
             try step(.catchUp) {
                 let drainer = try CutoverDrain(plan: drainPlan, maxConnectionsPerShard: options.maxConnectionsPerShard, connect: drainConnect)
                 drain = drainer
                 var applied = try drainer.run(leave: options.maxBacklog, deadline: Date().addingTimeInterval(options.catchUpSeconds))
                 barrier = try CutoverBarrier.prepare(places: places.from, connect: connectFresh)
+                // The coordinator's own sessions to every database the fence flips on, opened now (not in the release).
+                for shard in places.databases { _ = try connect(shard) }
                 // A last round right before the stall, so the drain behind the fence has little left.
                 applied += try drainer.run(leave: options.maxBacklog, deadline: Date().addingTimeInterval(options.catchUpSeconds))
                 tellPlainSessions()
@@ -279,6 +285,7 @@ public final class LayoutSwitch {
                 report.sequences += advanced
                 // The swap's DDL would wait for the barrier's locks: writers go on, into the fence.
                 barrier?.release()
+                released = barrier
                 barrier = nil
                 return advanced.isEmpty ? nil : advanced.map(\.text).joined(separator: "; ")
             }
@@ -344,12 +351,15 @@ public final class LayoutSwitch {
         }
         // Published: from here on the switch only goes forward.
         try step(.release) {
-            try setFence(servingState(direction, epoch: toEpoch, to: true), places: places)
+            // On the barrier's sessions where it has them (idle since its commit), as the flip behind the barrier.
+            try setFence(servingState(direction, epoch: toEpoch, to: true), places: places, barrier: released)
             return nil
         }
         let stall = Date().timeIntervalSince(stallStarted!) * 1000
         // Routers waiting for the fence retry now rather than at their next poll.
         try? store.announce()
+        drain = nil
+        released = nil
         resumePgBouncers(paused)
         recordFinished()
         tellPlainSessions()
