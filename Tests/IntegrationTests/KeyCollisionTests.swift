@@ -142,6 +142,81 @@ final class KeyCollisionTests: XCTestCase {
         XCTAssertEqual(try PGConnection.connect(fixture.targets[1]).query("SELECT count(*) FROM posts").get(0, 0, as: Int.self), sourceRows)
     }
 
+    /// The application moves row 10 from s0 to s1 (insert on s1, then delete on s0: two
+    /// transactions, so both truly hold 10 for a moment), and s1's entries for it are a minute old
+    /// (they waited for a long backfill). The lane proves 10 held by both at one moment and holds
+    /// it back; the move then completes. Before, apply stopped at once (exit 1, "held by both"),
+    /// the entries being older than the grace; now a key is refused only when proven again the
+    /// grace after its first proof (20 s here), and the target ends with s1's row.
+    func testAKeyProvenDuringAMoveWithOldEntriesIsNotRefused() throws {
+        let fixture = try PlanFixture(self)
+        try load(fixture)
+        let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
+        let first = try fixture.applyUntilCaughtUp(config)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let s0 = try PGConnection.connect(fixture.sources[0]), s1 = try PGConnection.connect(fixture.sources[1])
+        // The move's first half, then an entry after it: applied by the round that holds 10 back.
+        try s1.execute("INSERT INTO posts VALUES (10, 21, 's1 ten')")
+        try s1.execute("UPDATE posts SET body = 'after the move began' WHERE id = 1101")
+        let logs = try s1.query("SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = 'reshard_shim'::regnamespace AND c.relkind = 'r'")
+        for r in 0..<logs.rowCount { try s1.execute("UPDATE \(logs[r, 0]!) SET at = at - interval '1 minute'") }
+        let apply = try ReshardCLI.start(
+            ["apply", "-c", config, "--until", "caught-up"], environment: ["RESHARD_KEY_COLLISION_GRACE_SECONDS": "20"])
+        defer { if apply.wait(timeout: 0.01) == nil { apply.signal(SIGKILL) } }
+        let roundDone = try eventually(timeout: 30) {
+            (try? rows("SELECT body FROM posts WHERE id = 1101", fixture.targets[1])) == ["after the move began"] || apply.wait(timeout: 0.01) != nil
+        }
+        XCTAssertTrue(roundDone, apply.stderr)
+        XCTAssertNil(apply.wait(timeout: 0.01), "apply stopped while the move was under way: " + apply.stderr)
+        XCTAssertEqual(try rows("SELECT user_id || ' ' || body FROM posts WHERE id = 10", fixture.targets[1]), ["20 s0 post 10"], "held back")
+        try s0.execute("DELETE FROM posts WHERE id = 10")
+        XCTAssertEqual(apply.wait(timeout: 60), 0, apply.stdout + apply.stderr)
+        XCTAssertFalse(apply.stderr.contains("held by both"), apply.stderr)
+        XCTAssertEqual(try rows("SELECT user_id || ' ' || body FROM posts WHERE id = 10", fixture.targets[1]), ["21 s1 ten"])
+    }
+
+    /// A real collision (s1 writes row 10, which s0 holds) whose s0 row an application updates
+    /// without pause from another thread: the guard's proof (s0's row version read before and
+    /// after s1's row) keeps missing. Before, the entries were held back every round without end
+    /// and without a word; now the catch-up stops (exit 1, as `check` does) naming the key and
+    /// both sources once the key has been seen on both for the grace and `confirmSeconds` (6 s).
+    func testACollisionWhoseOtherRowKeepsChangingStillStopsTheCatchUp() throws {
+        let fixture = try PlanFixture(self)
+        try load(fixture)
+        let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
+        let first = try fixture.applyUntilCaughtUp(config)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        try PGConnection.connect(fixture.sources[1]).execute("INSERT INTO posts VALUES (10, 99, 's1 ten')")
+        // The application's updates, a committed one after another on the server (a client's
+        // round trips leave the guard's three reads a quiet moment now and then), for at most 25 s.
+        let updater = try PGConnection.connect(fixture.sources[0])
+        let pid = try updater.query("SELECT pg_backend_pid()").get(0, 0, as: Int.self)
+        try updater.execute("SET synchronous_commit = off")
+        let done = DispatchSemaphore(value: 0)
+        let failure = FailureBox()
+        Thread {
+            do { try updater.execute(
+                """
+                DO $$ DECLARE bound timestamptz := clock_timestamp() + interval '25 seconds'; n int := 0; BEGIN
+                  WHILE clock_timestamp() < bound LOOP
+                    n := n + 1; UPDATE posts SET body = 's0 post 10 v' || n WHERE id = 10; COMMIT;
+                  END LOOP;
+                END $$
+                """) } catch { failure.set("\(error)") }
+            done.signal()
+        }.start()
+        defer {
+            _ = try? PGConnection.connect(fixture.sources[0]).query("SELECT pg_cancel_backend($1::int)", [String(pid)])
+            done.wait()
+        }
+        let apply = try ReshardCLI.start(["apply", "-c", config, "--until", "caught-up"], environment: Self.shortGrace)
+        defer { if apply.wait(timeout: 0.01) == nil { apply.signal(SIGKILL) } }
+        XCTAssertEqual(apply.wait(timeout: 30), 1, apply.stdout + apply.stderr)
+        XCTAssertTrue(apply.stderr.contains("table posts: key (id) is held by both s0 and s1 for target t0: (10)"), apply.stderr)
+        XCTAssertEqual(try rows("SELECT user_id::text FROM posts WHERE id = 10", fixture.targets[1]), ["20"], "s1's row replaced nothing")
+        XCTAssertEqual(try rows("SELECT (body > 's0 post 10 v1')::text FROM posts WHERE id = 10", fixture.sources[0]), ["true"], failure.value ?? "")
+    }
+
     /// A unique value other than the key on a source's row that leaves its database, and on
     /// another source's row that arrives there, never meet: the database's built table holds only
     /// the rows that map to it. Not refused (it was while copies went into the live table).
@@ -159,4 +234,12 @@ final class KeyCollisionTests: XCTestCase {
         XCTAssertEqual(refused.status, 2, refused.stderr)
         XCTAssertTrue(refused.stderr.contains("unique index users_email_key (email) would be violated on target t2: on both s0 and s1: (b@x)"), refused.stderr)
     }
+}
+
+/// Why `@unchecked Sendable`: the value is only touched under `lock`.
+private final class FailureBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var text: String?
+    var value: String? { lock.withLock { text } }
+    func set(_ value: String) { lock.withLock { text = value } }
 }

@@ -67,23 +67,50 @@ final class KeyCollisionGuard: @unchecked Sendable {
     /// holds for the target are taken out of staging, and their entries among `ctids` in `log`
     /// are returned to be left in the log: they are applied by a later round once only one
     /// source holds the key (the other's delete or move logs an entry of its own). Throws the
-    /// collision when such an entry was written more than `graceSeconds` ago (measured on the
-    /// source, so a restarted coordinator fails as promptly). Nil when nothing is held back.
+    /// collision when a key is proven held by both again `graceSeconds` after this guard first
+    /// proved it (never from the entries' age: they wait out a long backfill, and an
+    /// application's move holds a key on both for a moment), or has been seen on both in turn for
+    /// `graceSeconds + confirmSeconds` (`check`'s limit). Nil when nothing is held back.
     func holdBack(staging: String, on conn: PGConnection, own: PGConnection, log: String, ctids: Keys) throws -> (ctids: Keys, count: Int)? {
         let staged = try conn.query("SELECT \(Self.aggregate(table, alias: "s")) FROM \(staging) s")
         let suspects = (count: try staged.get(0, 0, as: Int.self), keys: (1..<staged.columnCount).map { Keys(pgText: staged[0, $0]) })
         guard suspects.count > 0 else { return nil }
         var holder: String?
         var held: [Keys] = []
-        // Per other source, the keys both held at one moment: only those may be refused.
-        var proven: [(source: String, keys: [Keys])] = []
+        let now = Date()
+        watched = watched.filter { now.timeIntervalSince($0.value.last) <= Self.forgetSeconds }
         for other in otherSources {
             let found = try self.held(suspects.keys, on: try connection(other))
             guard found.count > 0 else { continue }
             holder = holder ?? other
             held.append(contentsOf: found.keys)
             let both = try heldOnBoth(found.keys, other: try connection(other), own: own)
-            if both.count > 0 { proven.append((other, both.keys)) }
+            let proven = Set(both.count > 0 ? try identities(both.keys) : [])
+            // Refused: proven again `graceSeconds` after its first proof (an application's move
+            // holds a key on both for a moment, however old its entries), or seen on both in turn
+            // for `graceSeconds + confirmSeconds` without a proof (the other's row changing all
+            // the while): never held back without end.
+            var refused: [String] = []
+            for id in try identities(found.keys) {
+                let name = other + "\u{0}" + id
+                var seen = watched[name] ?? (since: now, proven: nil, last: now)
+                seen.last = now
+                if proven.contains(id) {
+                    if let first = seen.proven, now.timeIntervalSince(first) >= Self.graceSeconds { refused.append(id) }
+                    seen.proven = seen.proven ?? now
+                } else if now.timeIntervalSince(seen.since) >= Self.graceSeconds + Self.confirmSeconds {
+                    refused.append(id)
+                }
+                watched[name] = seen
+            }
+            if !refused.isEmpty {
+                let names = plan.sources.map(\.name).filter { $0 == other || $0 == sourceName }
+                throw ReshardError.failed(
+                    KeyCollisions.message(
+                        table, target: plan.targets[target].name, sources: (names[0], names[1]),
+                        keys: try sampleKeys(try subset(found.keys, refused))),
+                    shard: plan.targets[target].name)
+            }
         }
         guard holder != nil else { return nil }
         let columns = TableSQL(table).keyColumns.count
@@ -98,16 +125,6 @@ final class KeyCollisionGuard: @unchecked Sendable {
         var keptCount = 0
         let arrayOfKey = "ARRAY[\(sql.keyColumns.indices.map { "e.k\($0)" }.joined(separator: ", "))]"
         let entriesOf = "FROM \(log) WHERE ctid = ANY($\(columns + 1)::tid[]) AND EXISTS (SELECT 1 FROM \(unnest) WHERE pk = \(arrayOfKey))"
-        for (other, keys) in proven {
-            let age = try own.query(
-                "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(at)), 0)::float8 \(entriesOf)", keys + [ctids])
-            if try age.get(0, 0, as: Double.self) > Self.graceSeconds {
-                let names = plan.sources.map(\.name).filter { $0 == other || $0 == sourceName }
-                throw ReshardError.failed(
-                    KeyCollisions.message(table, target: plan.targets[target].name, sources: (names[0], names[1]), keys: try sampleKeys(keys)),
-                    shard: plan.targets[target].name)
-            }
-        }
         for set in sets {
             let entries = try own.query("SELECT count(*), array_agg(ctid)::text \(entriesOf)", set + [ctids])
             keptCount += try entries.get(0, 0, as: Int.self)
@@ -121,6 +138,33 @@ final class KeyCollisionGuard: @unchecked Sendable {
     /// The sources that may hold rows for this target besides this one (the target's own
     /// database too: its live table holds its own rows only, the copies are built apart).
     private var otherSources: [String] { plan.sources.map(\.name).filter { $0 != sourceName } }
+
+    /// Per other source and key (`other` NUL the key's text): when the catch-up first saw the key
+    /// on both in turn, when it first proved it held by both at one moment, and when it last saw
+    /// it. In memory: a restarted coordinator starts over, which only delays a refusal.
+    private var watched: [String: (since: Date, proven: Date?, last: Date)] = [:]
+
+    /// A key not seen for this long starts over (the move it belonged to is long done).
+    private static var forgetSeconds: Double { 2 * (graceSeconds + confirmSeconds) }
+
+    /// Each key of `keys` as one text (its key array's), asked of a server.
+    private func identities(_ keys: [Keys]) throws -> [String] {
+        let names = TableSQL(table).keyColumns.indices.map { "e.k\($0)" }
+        let rows = try connection(otherSources[0]).query("SELECT ARRAY[\(names.joined(separator: ", "))]::text FROM \(unnest)", keys)
+        return (0..<rows.rowCount).map { rows[$0, 0] ?? "" }
+    }
+
+    /// The keys of `keys` whose text (`identities`) is among `ids`, in the same form.
+    private func subset(_ keys: [Keys], _ ids: [String]) throws -> [Keys] {
+        let sql = TableSQL(table)
+        let names = sql.keyColumns.indices.map { "e.k\($0)" }
+        let literal = "{" + ids.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+            .joined(separator: ",") + "}"
+        let rows = try connection(otherSources[0]).query(
+            "SELECT \(names.map { "array_agg(\($0))::text" }.joined(separator: ", ")) FROM \(unnest) WHERE ARRAY[\(names.joined(separator: ", "))]::text = ANY($\(names.count + 1)::text[])",
+            keys + [Keys(pgText: literal)])
+        return (0..<rows.columnCount).map { Keys(pgText: rows[0, $0]) }
+    }
 
     /// Throws `ReshardError.failed` naming up to 10 keys and both sources when some of `keys` (one
     /// array per key column) are held for the target by this source (`own`) and another, still

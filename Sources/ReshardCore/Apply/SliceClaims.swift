@@ -24,9 +24,13 @@ import PostgresClient
 /// elsewhere from the metadata every second (`tick`), which is when their changes start to be
 /// applied. `--max-rows-per-second` applies per process.
 ///
-/// Why `@unchecked Sendable`: immutable.
+/// Why `@unchecked Sendable`: immutable but for `pending`, touched under `lock`.
 final class SliceClaims: @unchecked Sendable {
     let migration: String
+    private let lock = NSLock()
+    /// The slices `tick` has not yet seen done (nil before its first read of them all): a slice
+    /// once done stays done, so a tick reads only these, never every done slice of a big plan.
+    private var pending: Set<ApplyState.SliceKey>?
     /// `host pid N run XXXXXXXX`: who holds a claim, for people and for `tick`.
     let worker: String
     let expirySeconds: Double
@@ -119,26 +123,40 @@ final class SliceClaims: @unchecked Sendable {
 
     /// Once a second on the control loop: the heartbeat of every claim this process holds, and
     /// the checkpoints of the slices other processes copy, and of every slice the metadata
-    /// records as done (one of ours whose finishing checkpoint's reply was lost, too).
+    /// records as done (one of ours whose finishing checkpoint's reply was lost, too). Reads only
+    /// the slices not yet seen done (all of them the first time).
     func tick(_ meta: PGConnection, state: ApplyState) throws {
         try meta.query(
             "UPDATE reshard.slices SET heartbeat_at = now() WHERE migration = $1 AND claimed_by = $2 AND NOT done", [migration, worker])
+        let known = lock.withLock { pending }
+        if let known, known.isEmpty {
+            state.setClaimedElsewhere([])
+            return
+        }
+        let among = try known.map { keys in
+            String(decoding: try JSONEncoder().encode(keys.map { [$0.table, $0.source, $0.target] }), as: UTF8.self)
+        }
         let rows = try meta.query(
             """
             SELECT table_name, source, target, rows_copied, array_to_json(last_key)::text, done,
                    NOT done AND claimed_by IS NOT NULL AND heartbeat_at >= now() - make_interval(secs => $3)
-                   AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = claimed_session)
-            FROM reshard.slices WHERE migration = $1 AND (claimed_by IS DISTINCT FROM $2 OR done)
-            """, [migration, worker, expirySeconds])
+                   AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = claimed_session),
+                   claimed_by IS DISTINCT FROM $2 OR done
+            FROM reshard.slices WHERE migration = $1
+              AND ($4::json IS NULL OR (table_name, source, target) IN (SELECT e->>0, e->>1, e->>2 FROM json_array_elements($4::json) e))
+            """, [migration, worker, expirySeconds, among])
         var elsewhere: Set<ApplyState.SliceKey> = []
+        var stillPending: Set<ApplyState.SliceKey> = []
         for r in 0..<rows.rowCount {
             let key = ApplyState.SliceKey(table: rows[r, 0]!, source: rows[r, 1]!, target: rows[r, 2]!)
+            if rows[r, 5] != "t" { stillPending.insert(key) }
             if rows[r, 6] == "t" { elsewhere.insert(key) }
-            guard !state.slice(key).running else { continue }
+            guard rows[r, 7] == "t", !state.slice(key).running else { continue }
             state.setCheckpoint(
                 key, copied: try rows.get(r, 3, as: Int64.self),
                 lastKey: rows[r, 4].flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }, done: rows[r, 5] == "t")
         }
+        lock.withLock { pending = stillPending }
         state.setClaimedElsewhere(elsewhere)
     }
 
