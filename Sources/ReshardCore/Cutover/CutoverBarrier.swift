@@ -155,12 +155,22 @@ final class CutoverDrain {
 
     init(plan: Plan, maxConnectionsPerShard: Int, connect: @escaping @Sendable (String) throws -> PGConnection) throws {
         self.plan = plan
-        let groups = Self.groups(plan.tables, count: Self.maxTableGroups)
+        let groups = Self.groups(
+            plan.tables, count: Self.groupCount(tables: plan.tables.count, targets: plan.targets.count, maxConnectionsPerShard: maxConnectionsPerShard))
         groupCount = groups.count
         let gate = CatchUpGate(limitPerShard: maxConnectionsPerShard * groups.count)
         appliers = try plan.sources.flatMap { source in
             try groups.map { (source: source.name, tables: $0, applier: try CatchUpApplier.connecting(plan: plan, source: source.name, gate: gate, connect: connect)) }
         }
+    }
+
+    /// How many appliers per source: each holds 1 + `targets` sessions on its source (and one on
+    /// each target) from the catch-up step through the stall, while the application runs, so the
+    /// groups are as many as fit in 4 x `--max-connections-per-shard` sessions per source (16 by
+    /// default), at most `maxTableGroups`, never fewer than one. 2 -> 4 gets 3 groups; 8 -> 16
+    /// gets 1 (17 sessions per source, as one applier always had): four would be 68.
+    static func groupCount(tables: Int, targets: Int, maxConnectionsPerShard: Int) -> Int {
+        max(1, min(maxTableGroups, tables, 4 * maxConnectionsPerShard / (1 + targets)))
     }
 
     /// `tables` dealt into at most `count` groups, in turn (none empty).
