@@ -51,7 +51,7 @@ public final class ReshardRouter: @unchecked Sendable {
     /// whose write the fence refused waits on it instead of sleeping, so it retries at once; the
     /// pauses above remain the fallback when nothing is announced (a metadata database behind a
     /// transaction-pooling PgBouncer delivers no notifications).
-    public static let announcementChannel = "reshard_shard_map"
+    public static let announcementChannel = FenceSQLState.announcementChannel
     private let fencePauses: ClosedRange<TimeInterval>
     private let metadataDSN: ConnectionString
     private let connect: Connect

@@ -68,4 +68,9 @@ public enum FenceSQLState {
     /// The session setting a router declares the epoch it routes by in; the fence refuses a write
     /// whose session declares an older epoch than the current one (`staleEpoch`).
     public static let declaredEpochSetting = "reshard.epoch"
+    /// The channel on which the metadata database announces, with the migration's name as
+    /// payload, that refused writes may go on somewhere new: a publish (sent on its commit), a
+    /// release of the fence, an undone switch. A router whose write was refused listens on it
+    /// instead of sleeping, so it retries at once instead of at its next poll.
+    public static let announcementChannel = "reshard_shard_map"
 }

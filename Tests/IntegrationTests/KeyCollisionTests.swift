@@ -9,6 +9,22 @@ import XCTest
 final class KeyCollisionTests: XCTestCase {
     /// `posts (id PK, user_id, body)` sharded by user_id: s0 holds ids 1...`s0Rows` of even users,
     /// s1 ids from 1001 of odd users, plus `extra` on s1.
+    /// s0's 200 rows loaded, moving to t0 alone, applied until caught up.
+    private func caughtUp() throws -> (PlanFixture, String) {
+        let fixture = try PlanFixture(self)
+        try load(fixture)
+        let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
+        let first = try fixture.applyUntilCaughtUp(config)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        return (fixture, config)
+    }
+
+    /// Makes every changelog entry on `source` a minute old, as if the catch-up had been away a while.
+    private func ageChangelogs(on source: PGConnection) throws {
+        let logs = try source.query("SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = 'reshard_shim'::regnamespace AND c.relkind = 'r'")
+        for r in 0..<logs.rowCount { try source.execute("UPDATE \(logs[r, 0]!) SET at = at - interval '1 minute'") }
+    }
+
     private func load(_ fixture: PlanFixture, s0Rows: Int = 200, extra: String = "") throws {
         try fixture.onSources("CREATE TABLE posts (id bigint PRIMARY KEY, user_id bigint NOT NULL, body text)")
         try PGConnection.connect(fixture.sources[0]).execute(
@@ -85,11 +101,7 @@ final class KeyCollisionTests: XCTestCase {
     /// A colliding row written once the targets are caught up: the catch-up stops (exit 1) naming
     /// it, and the target still holds s0's row 10 unchanged (s1's row did not replace it).
     func testAKeyCollidingAfterTheBackfillStopsTheCatchUp() throws {
-        let fixture = try PlanFixture(self)
-        try load(fixture)
-        let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
-        let first = try fixture.applyUntilCaughtUp(config)
-        XCTAssertEqual(first.status, 0, first.stderr)
+        let (fixture, config) = try caughtUp()
         try PGConnection.connect(fixture.sources[1]).execute("INSERT INTO posts VALUES (10, 99, 's1 ten')")
 
         let second = try ReshardCLI.run(["apply", "-c", config, "--until", "caught-up"], environment: Self.shortGrace)
@@ -106,16 +118,11 @@ final class KeyCollisionTests: XCTestCase {
     /// apply stopped with "held by both s0 and s1"; now the guard proves a collision by seeing both
     /// at one moment, finds none, and applies the move later. The target ends with s0's row.
     func testAKeyMovedBetweenSourcesWhileTheGuardReadsIsNotACollision() throws {
-        let fixture = try PlanFixture(self)
-        try load(fixture)
-        let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
-        let first = try fixture.applyUntilCaughtUp(config)
-        XCTAssertEqual(first.status, 0, first.stderr)
+        let (fixture, config) = try caughtUp()
         let s0 = try PGConnection.connect(fixture.sources[0]), s1 = try PGConnection.connect(fixture.sources[1])
         // An entry of s1's for 1100, older than the grace: the catch-up was away a while.
         try s1.execute("UPDATE posts SET body = 'moving' WHERE id = 1100")
-        let logs = try s1.query("SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = 'reshard_shim'::regnamespace AND c.relkind = 'r'")
-        for r in 0..<logs.rowCount { try s1.execute("UPDATE \(logs[r, 0]!) SET at = at - interval '1 minute'") }
+        try ageChangelogs(on: s1)
         // A plan file: `apply -c` would plan again, which reads s0's table.
         let planFile = fixture.directory + "/plan.json"
         XCTAssertEqual(try ReshardCLI.run(["plan", "-c", config, "--output", planFile]).status, 0)
@@ -149,17 +156,12 @@ final class KeyCollisionTests: XCTestCase {
     /// the entries being older than the grace; now a key is refused only when proven again the
     /// grace after its first proof (20 s here), and the target ends with s1's row.
     func testAKeyProvenDuringAMoveWithOldEntriesIsNotRefused() throws {
-        let fixture = try PlanFixture(self)
-        try load(fixture)
-        let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
-        let first = try fixture.applyUntilCaughtUp(config)
-        XCTAssertEqual(first.status, 0, first.stderr)
+        let (fixture, config) = try caughtUp()
         let s0 = try PGConnection.connect(fixture.sources[0]), s1 = try PGConnection.connect(fixture.sources[1])
         // The move's first half, then an entry after it: applied by the round that holds 10 back.
         try s1.execute("INSERT INTO posts VALUES (10, 21, 's1 ten')")
         try s1.execute("UPDATE posts SET body = 'after the move began' WHERE id = 1101")
-        let logs = try s1.query("SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = 'reshard_shim'::regnamespace AND c.relkind = 'r'")
-        for r in 0..<logs.rowCount { try s1.execute("UPDATE \(logs[r, 0]!) SET at = at - interval '1 minute'") }
+        try ageChangelogs(on: s1)
         let apply = try ReshardCLI.start(
             ["apply", "-c", config, "--until", "caught-up"], environment: ["RESHARD_KEY_COLLISION_GRACE_SECONDS": "20"])
         defer { if apply.wait(timeout: 0.01) == nil { apply.signal(SIGKILL) } }
@@ -181,11 +183,7 @@ final class KeyCollisionTests: XCTestCase {
     /// and without a word; now the catch-up stops (exit 1, as `check` does) naming the key and
     /// both sources once the key has been seen on both for the grace and `confirmSeconds` (6 s).
     func testACollisionWhoseOtherRowKeepsChangingStillStopsTheCatchUp() throws {
-        let fixture = try PlanFixture(self)
-        try load(fixture)
-        let config = try fixture.writeConfig(tables: [("posts", "user_id")], targets: [fixture.targets[1]])
-        let first = try fixture.applyUntilCaughtUp(config)
-        XCTAssertEqual(first.status, 0, first.stderr)
+        let (fixture, config) = try caughtUp()
         try PGConnection.connect(fixture.sources[1]).execute("INSERT INTO posts VALUES (10, 99, 's1 ten')")
         // The application's updates, a committed one after another on the server (a client's
         // round trips leave the guard's three reads a quiet moment now and then), for at most 25 s.

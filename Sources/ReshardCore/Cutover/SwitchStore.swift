@@ -124,11 +124,8 @@ public struct SwitchStore {
         }
     }
 
-    /// The channel on which the metadata database announces, with the migration's name as payload,
-    /// that its writes may go on somewhere new: a publish (sent on its commit), a release of the
-    /// fence, an undone switch. `ReshardRouter` listens on it while the fence refuses its writes,
-    /// so it retries at once instead of at its next poll.
-    public static let channel = "reshard_shard_map"
+    /// Where the switch's announcements go (`FenceSQLState.announcementChannel`).
+    public static let channel = FenceSQLState.announcementChannel
 
     /// Announces on `channel` that the fence changed (released, or restored by an undo).
     public func announce() throws {
