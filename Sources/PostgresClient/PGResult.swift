@@ -16,6 +16,8 @@ public final class PGResult: @unchecked Sendable {
 
     /// Rows affected by INSERT/UPDATE/DELETE/COPY (`PQcmdTuples`), 0 when not applicable.
     public var affectedRows: Int { Int(String(cString: PQcmdTuples(raw))) ?? 0 }
+    /// The command tag (`COMMIT`, or `ROLLBACK` for a COMMIT of an aborted transaction).
+    public var commandStatus: String { String(cString: PQcmdStatus(raw)) }
 
     public func isNull(_ row: Int, _ column: Int) -> Bool { PQgetisnull(raw, Int32(row), Int32(column)) == 1 }
 

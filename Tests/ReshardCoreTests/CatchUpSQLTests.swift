@@ -25,6 +25,34 @@ final class CatchUpSQLTests: XCTestCase {
         return CatchUpSQL(plan: plan, table: table, target: target)
     }
 
+    /// The lane's key set is emptied and refilled in one simple query (one round trip), the
+    /// server's ctids as a literal: no parameter is left, a quote in the text cannot end it.
+    func testKeysAreReloadedInOneQueryWithTheCtidsAsALiteral() throws {
+        let sql = try sql()
+        let reload = sql.reloadKeys(fromLog: "reshard.log_m_1", target: 1, ctids: #"{"(0,1)","(0,2)"}"#)
+        XCTAssertEqual(
+            reload,
+            #"TRUNCATE pg_temp.reshard_keys; INSERT INTO pg_temp.reshard_keys (pk) SELECT DISTINCT pk FROM reshard.log_m_1 WHERE ctid = ANY('{"(0,1)","(0,2)"}'::tid[]) AND (hashint8((shard_key)::bigint) >= 0)"#
+        )
+        XCTAssertFalse(sql.reloadKeys(fromLog: "l", target: 0, ctids: "{'}").contains("$1"))
+        XCTAssertTrue(sql.reloadKeys(fromLog: "l", target: 0, ctids: "{'}").contains("ANY('{''}'::tid[])"))
+    }
+
+    /// One read of the log gives the batch and, per target, how many entries concern it, by the
+    /// same filter on the logged shard key as the lane's key set.
+    func testTheBatchReadCountsTheEntriesOfEveryTarget() throws {
+        let sql = try sql()
+        let plan = Plan(
+            migration: "m", metadata: "", function: sql.function,
+            sources: [Plan.Shard(name: "s0", endpoint: "", dsn: "", sameAsSource: nil)],
+            targets: [Plan.Shard(name: "t0", endpoint: "", dsn: "", sameAsSource: nil), Plan.Shard(name: "t1", endpoint: "", dsn: "", sameAsSource: nil)],
+            tables: [sql.sql.table])
+        XCTAssertEqual(
+            CatchUpSQL.readBatch(plan: plan, table: sql.sql.table, log: "reshard.log_m_1", limit: 500),
+            "SELECT count(*), array_agg(ctid)::text, count(*) FILTER (WHERE (hashint8((shard_key)::bigint) < 0)), count(*) FILTER (WHERE (hashint8((shard_key)::bigint) >= 0)) FROM (SELECT ctid, shard_key FROM reshard.log_m_1 LIMIT 500) e"
+        )
+    }
+
     func testKeysAreJoinedColumnByColumnNeverAsARowValueList() throws {
         let sql = try sql()
         XCTAssertEqual(

@@ -187,7 +187,12 @@ final class CutoverDrain {
     /// nothing enters the logs any more and the first round that read everything there was
     /// leaves them empty: no second round to find nothing (a round costs a few round trips per
     /// table and target, which inside the stall is most of it).
-    func run(leave: Int, deadline: Date, fenced: Bool = false) throws -> Int {
+    ///
+    /// `rounds`: return (without throwing) after that many rounds of each applier, drained or
+    /// not: the catch-up's last pass right before the stall takes a few quick rounds, each
+    /// leaving less for the fenced drain (a round's entries are those written while the last
+    /// one ran), down to `leave`, without ever waiting out the deadline under the writes.
+    func run(leave: Int, deadline: Date, fenced: Bool = false, rounds: Int? = nil) throws -> Int {
         let failures = CutoverBarrier.FirstError()
         let applied = Counter()
         let done = DispatchGroup()
@@ -197,10 +202,13 @@ final class CutoverDrain {
             let thread = Thread {
                 defer { done.leave() }
                 do {
+                    var taken = 0
                     while true {
                         let round = try applier.applyRound(tables: tables)
                         applied.add(round.applied)
+                        taken += 1
                         if round.drained && (fenced || round.applied <= leave) { return }
+                        if let rounds, taken >= rounds { return }
                         if Date() > deadline {
                             throw ReshardError.failed("the changelog of \(source) was not applied in time (\(round.applied) entries in the last round)",
                                                       shard: source)

@@ -258,8 +258,10 @@ public final class LayoutSwitch {
                 barrier = try CutoverBarrier.prepare(places: places.from, connect: connectFresh)
                 // The coordinator's own sessions to every database the fence flips on, opened now (not in the release).
                 for shard in places.databases { _ = try connect(shard) }
-                // A last round right before the stall, so the drain behind the fence has little left.
-                applied += try drainer.run(leave: options.maxBacklog, deadline: Date().addingTimeInterval(options.catchUpSeconds))
+                // A last pass right before the stall, so the drain behind the fence has little left:
+                // up to three rounds, until one applies next to nothing (a round finds what was
+                // written while the last one ran, so each is shorter than the one before).
+                applied += try drainer.run(leave: 1, deadline: Date().addingTimeInterval(options.catchUpSeconds), rounds: 3)
                 tellPlainSessions()
                 return "\(applied) change(s) applied"
             }

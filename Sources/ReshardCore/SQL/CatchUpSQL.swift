@@ -59,6 +59,25 @@ struct CatchUpSQL: Sendable {
         return "INSERT INTO \(Self.keyTable) (pk) SELECT DISTINCT pk FROM \(log) WHERE ctid = ANY($1::tid[]) AND \(shardKey)"
     }
 
+    /// `clearKeys` and `loadKeys(fromLog:target:)` in one simple query (one round trip, not two: a
+    /// cutover's drain pays each of a lane's round trips inside the stall). The ctids go in as a
+    /// literal: the server printed them (`array_agg(ctid)::text`), and a simple query takes no parameters.
+    func reloadKeys(fromLog log: String, target: Int, ctids: String) -> String {
+        "\(Self.clearKeys); " + loadKeys(fromLog: log, target: target).replacingOccurrences(of: "$1::tid[]", with: "\(SQLText.literal(ctids))::tid[]")
+    }
+
+    /// A round's batch of `log` (at most `limit` entries): their count, their ctids as one text[],
+    /// then per target how many of them concern it (their logged shard key belongs there, as
+    /// `loadKeys` selects them). One read tells which lanes have work: the others skip the round
+    /// (a cutover's drain pays each of their round trips inside the stall).
+    static func readBatch(plan: Plan, table: Plan.Table, log: String, limit: Int) -> String {
+        let type = table.columns.first { $0.name == table.key }?.type ?? "text"
+        let perTarget = plan.targets.indices.map {
+            "count(*) FILTER (WHERE \(plan.function.sqlShardFilter(quotedColumn: "(shard_key)::\(type)", type: table.keyType, target: $0)))"
+        }
+        return "SELECT count(*), array_agg(ctid)::text, \(perTarget.joined(separator: ", ")) FROM (SELECT ctid, shard_key FROM \(log) LIMIT \(limit)) e"
+    }
+
     /// Parameters: one text[] per key column.
     static func loadKeys(columns: Int) -> String {
         let arrays = (1...columns).map { "$\($0)::text[]" }.joined(separator: ", ")
