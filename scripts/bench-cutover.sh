@@ -2,7 +2,8 @@
 # Cutover benchmarks (issue 11), each against a baseline or goal measured in the same run:
 #   1. the write fence's cost: pgbench inserts+updates on a source with the shim installed, the
 #      fence's triggers disabled vs enabled vs enabled with the session declaring its epoch
-#      (reshard.epoch, as ReshardRouter does), alternating, medians;
+#      (reshard.epoch, as ReshardRouter does), each run from the same state, the order rotated per
+#      round, medians;
 #   2. the write stall an application routed by the shard map sees over cutover + rollback pairs
 #      at a fixed write rate, 2 -> 4 shards (`reshard demo --cycles`), p50 / p99 / max.
 #   BENCH_CUTOVER_ROWS      users on the source for the fence runs (default 200000)
@@ -60,14 +61,30 @@ INSERT INTO users (id, name, email, created) VALUES (:fresh, 'new', 'n@x', now()
 UPDATE users SET name = 'renamed' WHERE id = :id;
 SQL
 fence() { psql -qX "$SRC" -c "ALTER TABLE users $1 TRIGGER $fence"; }
-bench_tps() { pgbench -n -c 4 -j 2 -T "$SECONDS_PER_RUN" -f "$work/writes.sql" "$SRC" 2>/dev/null | awk '/^tps/ {print $3; exit}'; }
+# Every run starts from the same state: the rows the last run inserted deleted, the shim's
+# changelogs (nothing drains them here) emptied, the table vacuumed, a checkpoint taken. Without
+# this each run is slower than the one before it (the changelog and the table grow by ~1M rows
+# per run) and the first run of each round, always the one without the fence, was favoured.
+reset() {
+  psql -qX "$SRC" -c "DELETE FROM users WHERE id > $ROWS" > /dev/null
+  logs=$(psql -qAtX "$SRC" -c "SELECT string_agg(c.oid::regclass::text, ', ') FROM pg_class c WHERE c.relnamespace = 'reshard_shim'::regnamespace AND c.relkind = 'r'")
+  [ -z "$logs" ] || psql -qX "$SRC" -c "TRUNCATE $logs" > /dev/null
+  psql -qX "$SRC" -c "VACUUM ANALYZE users" -c "CHECKPOINT" > /dev/null
+}
+bench_tps() { reset; pgbench -n -c 4 -j 2 -T "$SECONDS_PER_RUN" -f "$work/writes.sql" "$SRC" 2>/dev/null | awk '/^tps/ {print $3; exit}'; }
 median() { python3 -c "import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 echo "fence cost: pgbench inserts+updates with the shim installed, 4 clients, ${SECONDS_PER_RUN}s runs, alternating..."
 without=(); with=(); declared=()
-for _ in $(seq 1 "${BENCH_FENCE_ROUNDS:-3}"); do
-  fence DISABLE; without+=("$(bench_tps)")
-  fence ENABLE; with+=("$(bench_tps)")
-  declared+=("$(PGOPTIONS='-c reshard.epoch=1' bench_tps)")
+# The three kinds in a different order each round (ABC, CAB, BCA): none always goes first.
+run_kind() {
+  case $1 in
+    0) fence DISABLE; without+=("$(bench_tps)") ;;
+    1) fence ENABLE; with+=("$(bench_tps)") ;;
+    2) fence ENABLE; declared+=("$(PGOPTIONS='-c reshard.epoch=1' bench_tps)") ;;
+  esac
+}
+for round in $(seq 0 $(( ${BENCH_FENCE_ROUNDS:-3} - 1 ))); do
+  for k in 0 1 2; do run_kind $(( (k + 3 - round % 3) % 3 )); done
 done
 echo "  tps without fence: ${without[*]}; with fence: ${with[*]}; with fence, epoch declared: ${declared[*]}"
 echo "write throughput with/without fence: $(ratio "$(median "${with[@]}")" "$(median "${without[@]}")")   [goal >= 0.95] (medians)"
