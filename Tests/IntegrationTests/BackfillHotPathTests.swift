@@ -26,21 +26,20 @@ final class BackfillHotPathTests: XCTestCase {
 
     /// The application's triggers on every target's copy of `items`: name and `tgenabled`.
     private func applicationTriggers(_ fixture: PlanFixture) throws -> [String] {
-        try fixture.targets.flatMap { dsn -> [String] in
-            let conn = try PGConnection.connect(dsn)
-            let r = try conn.query(
-                "SELECT tgname || ' ' || tgenabled::text FROM pg_trigger WHERE tgrelid = to_regclass($1) AND NOT tgisinternal AND tgname NOT LIKE 'reshard%' ORDER BY 1",
-                [try OperateChecks.copy(of: "items", on: conn)])
-            return (0..<r.rowCount).map { r[$0, 0]! }
-        }
+        try triggers(fixture, "tgname || ' ' || tgenabled::text", "NOT tgisinternal AND tgname NOT LIKE 'reshard%'")
     }
 
     /// BEFORE ROW triggers on every target's copy of `items` (tgtype bit 0: row, bit 1: before).
     private func rowTriggers(_ fixture: PlanFixture) throws -> [String] {
+        try triggers(fixture, "tgname", "tgtype & 3 = 3")
+    }
+
+    /// `column` of the triggers on every target's copy of `items` that match `condition`, sorted.
+    private func triggers(_ fixture: PlanFixture, _ column: String, _ condition: String) throws -> [String] {
         try fixture.targets.flatMap { dsn -> [String] in
             let conn = try PGConnection.connect(dsn)
             let r = try conn.query(
-                "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgtype & 3 = 3 ORDER BY 1",
+                "SELECT \(column) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND \(condition) ORDER BY 1",
                 [try OperateChecks.copy(of: "items", on: conn)])
             return (0..<r.rowCount).map { r[$0, 0]! }
         }
