@@ -6,7 +6,9 @@ extension Coordinator {
     /// let it through; refused (exit 2) with nothing changed on any shard. Once the backfill has
     /// begun, `KeyCollisionGuard` watches the copy and the catch-up instead. Skipped when the
     /// planner of this very run has just checked them (`ApplyOptions.keysJustChecked`).
-    func refuseCollidingKeys(_ sources: [PGConnection]) throws {
+    /// `connectSources` opens a session per source, only when the keys are checked (a session
+    /// nobody queries costs a connection's handshake before the copy).
+    func refuseCollidingKeys(_ connectSources: () throws -> [PGConnection]) throws {
         guard plan.sources.count > 1, !options.keysJustChecked else { return }
         let begun = plan.tables.contains { table in
             table.slices.contains { slice in
@@ -15,6 +17,7 @@ extension Coordinator {
             }
         }
         guard !begun else { return }
+        let sources = try connectSources()
         var problems: [String] = []
         for table in plan.tables {
             problems += try KeyCollisions.problems(

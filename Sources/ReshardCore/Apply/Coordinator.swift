@@ -513,24 +513,31 @@ public final class Coordinator: @unchecked Sendable {
             dsn, applicationName: "reshard apply", settings: CanonicalText.settings.merging(settings) { $1 }))
     }
 
-    /// Creates missing target tables and installs the shim on every source table. Idempotent.
+    /// Creates missing target tables and installs the shim and the fence on every source and
+    /// target. Idempotent.
     /// On a target that is a source's database the table is built beside the live one
     /// (`Plan.builtName(of:on:)`): the application never sees a copied row before cutover.
     func prepare() throws {
         var steps = StepTimes()
-        let sources = try plan.sources.map { try connect($0.name) }
-        try steps.time("key check") { try refuseCollidingKeys(sources) }
+        try steps.time("key check") { try refuseCollidingKeys { try plan.sources.map { try connect($0.name) } } }
         // Every database's part at once, each on connections of its own: a target's tables (the
-        // definitions read on a source session of its own), a source's shim. They do not depend
-        // on each other (a shared target builds beside the live table the shim is on), and the
-        // copy starts only once all are done.
-        let creates: [@Sendable () throws -> Void] = plan.targets.map { target in
+        // definitions read on a source session of its own) and then its fence, a source's shim and
+        // then its fence. They do not depend on each other (a shared target builds beside the live
+        // table the shim is on), and the copy starts only once all are done. The targets' fence is
+        // the statement check only: its misrouted-key row check waits for the end of the copy
+        // (`finishTargets`).
+        let creates: [@Sendable () throws -> Void] = plan.targets.indices.map { index in
             { [self] in
+                let target = plan.targets[index]
                 let source = try connect(plan.sources[0].name), conn = try connect(target.name)
                 for table in plan.tables {
                     try TargetTables.create(
                         table, named: plan.builtName(of: table, on: target), from: source, on: conn,
                         withIndexes: options.keepIndexes, warn: { [state] in state.log($0, level: "warning", shard: target.name) })
+                }
+                // A shared target's fence goes on after its source's (same database, same functions).
+                if !target.isShared {
+                    try installTargetFence(index, misroutedChecks: false, installingState: targetNeedsFenceState(target), on: conn)
                 }
             }
         }
@@ -538,14 +545,20 @@ public final class Coordinator: @unchecked Sendable {
             { [self] in
                 let conn = try connect(source.name)
                 for table in plan.tables { try Shim.install(migration: plan.migration, table: table, on: conn) }
+                try installSourceFence(source, on: conn)
             }
         }
-        let took = try steps.time("tables and shims") { try inParallel("reshard prepare", creates + shims) }
-        for (name, seconds) in zip(plan.targets.map { "tables on \($0.name)" } + plan.sources.map { "shim on \($0.name)" }, took) {
+        let took = try steps.time("tables, shims and fence") { try inParallel("reshard prepare", creates + shims) }
+        for (name, seconds) in zip(plan.targets.map { "tables and fence on \($0.name)" } + plan.sources.map { "shim and fence on \($0.name)" }, took) {
             steps.add(name, seconds)
         }
-        // The targets' misrouted-key row check waits for the end of the copy (`finishTargets`).
-        try steps.time("fence") { try Fence.installAll(plan: plan, misroutedChecks: false) { try connect($0) } }
+        if !plan.sharedTargets.isEmpty {
+            try steps.time("fence on shared targets") {
+                for (index, target) in plan.targets.enumerated() where target.isShared {
+                    try installTargetFence(index, misroutedChecks: false, installingState: targetNeedsFenceState(target), on: try connect(target.name))
+                }
+            }
+        }
         state.log("prepared in \(steps)")
         copyStartedAt = Date()
     }
@@ -585,14 +598,30 @@ public final class Coordinator: @unchecked Sendable {
             self.copyStartedAt = nil
         }
         var steps = StepTimes()
-        // The secondary indexes per target and table at once, each build on sessions of its own;
-        // then the table's own triggers, created disabled, per target at once (one session per
-        // target: two tables' triggers may share a function the target lacks).
-        // Only for tables that have any (read once on the source): a job's own sessions cost more
-        // than a table without indexes or triggers takes.
-        let source = try connect(plan.sources[0].name)
-        let indexed = options.keepIndexes ? [] : try plan.tables.filter { try !TargetTables.secondaryIndexes($0, on: source).isEmpty }
-        let triggered = try plan.tables.filter { try TargetTables.hasTriggers($0, on: source) }
+        // First, at once: which tables have secondary indexes or triggers (read once on the
+        // source), and the fence's misrouted-key row check on each target (one session per
+        // target). The sources' fence is as `prepare` of this run left it (every path to this step
+        // runs `prepare` first). A fence trigger and an index build on one table would wait for
+        // each other's locks, so the indexes come after.
+        let found = FinishChecks()
+        let check: @Sendable () throws -> Void = { [self] in
+            let source = try connect(plan.sources[0].name)
+            found.indexed = options.keepIndexes ? [] : try plan.tables.filter { try !TargetTables.secondaryIndexes($0, on: source).isEmpty }
+            found.triggered = try plan.tables.filter { try TargetTables.hasTriggers($0, on: source) }
+        }
+        let fences: [@Sendable () throws -> Void] = plan.targets.indices.map { index in
+            { [self] in
+                let target = plan.targets[index]
+                try installTargetFence(index, misroutedChecks: true, installingState: targetNeedsFenceState(target), on: try connect(target.name))
+            }
+        }
+        try steps.time("fence") { try inParallel("reshard finish", [check] + fences) }
+        // Then the secondary indexes per target and table at once, each build on sessions of its
+        // own; then the table's own triggers, created disabled, per target at once (one session
+        // per target: two tables' triggers may share a function the target lacks). Only for
+        // tables that have any: a job's own sessions cost more than a table without indexes or
+        // triggers takes.
+        let indexed = found.indexed, triggered = found.triggered
         if !indexed.isEmpty {
             var jobs: [@Sendable () throws -> Void] = [], names: [String] = []
             for target in plan.targets {
@@ -616,8 +645,22 @@ public final class Coordinator: @unchecked Sendable {
             }
             try steps.time("triggers") { try inParallel("reshard triggers", triggers) }
         }
-        try steps.time("fence") { try Fence.installAll(plan: plan) { try connect($0) } }
         state.log("target tables finished in \(steps)")
+    }
+
+    /// What `finishTargets` reads on the source in a job of its own, for the steps after it.
+    /// Why `@unchecked Sendable`: every field is read and written under `lock`.
+    private final class FinishChecks: @unchecked Sendable {
+        private let lock = NSLock()
+        private var tables: (indexed: [Plan.Table], triggered: [Plan.Table]) = ([], [])
+        var indexed: [Plan.Table] {
+            get { lock.withLock { tables.indexed } }
+            set { lock.withLock { tables.indexed = newValue } }
+        }
+        var triggered: [Plan.Table] {
+            get { lock.withLock { tables.triggered } }
+            set { lock.withLock { tables.triggered = newValue } }
+        }
     }
 
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
