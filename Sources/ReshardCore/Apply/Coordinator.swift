@@ -21,6 +21,8 @@ public final class Coordinator: @unchecked Sendable {
     let schemaDrift: SchemaDrift
     /// Backfill slices claimed in the metadata, shared with `apply --workers-only` processes.
     let sliceClaims: SliceClaims
+    /// Wakes the control loop when a worker ends a slice or a failure stops the work.
+    let loopSignal = ControlLoopSignal()
 
     /// - Parameter shards: connection strings by shard name (sources and targets).
     public init(plan: Plan, shards: [String: ConnectionString], metadata: ConnectionString, options: ApplyOptions) {
@@ -160,7 +162,7 @@ public final class Coordinator: @unchecked Sendable {
                 lastRateAt = Date()
                 report(progress(machine.phase, rate: rate))
             }
-            state.wait(0.1)
+            loopSignal.wait(0.1)
         }
     }
 
@@ -672,6 +674,8 @@ public final class Coordinator: @unchecked Sendable {
         backfillStarted = true
         let count = max(1, min(state.pendingSlices, options.maxConnectionsPerShard * max(plan.sources.count, plan.targets.count)))
         workers.start("reshard backfill", count: count) { [self] _ in
+            // The loop acts on a slice done (the last one ends the backfill) or a failure at once.
+            defer { loopSignal.signal() }
             while !state.isStopping, state.pendingSlices > 0 {
                 guard let key = state.claimSlice(limitPerShard: options.maxConnectionsPerShard) else {
                     state.wait(0.1)
@@ -679,6 +683,7 @@ public final class Coordinator: @unchecked Sendable {
                 }
                 copySlice(key)
                 state.release(key)
+                loopSignal.signal()
             }
         }
     }
@@ -793,7 +798,10 @@ public final class Coordinator: @unchecked Sendable {
         guard !catchUpStarted else { return }
         catchUpStarted = true
         for source in plan.sources {
-            spawn("reshard catch-up \(source.name)") { [self] in catchUp(source.name) }
+            spawn("reshard catch-up \(source.name)") { [self] in
+                catchUp(source.name)
+                loopSignal.signal()  // it ends on a stop or a failure: the loop acts on the failure at once
+            }
         }
     }
 
@@ -819,7 +827,8 @@ public final class Coordinator: @unchecked Sendable {
             state.recordCatchUp(
                 source: sourceName, applied: round.applied, drained: round.drained && tables.count == plan.tables.count,
                 backlog: backlog)
-            if round.applied == 0 { usleep(50_000) }
+            // A stop ends the pause (the coordinator waits for this thread before it exits).
+            if round.applied == 0 { state.wait(0.05) }
             if state.replicasLag(maxLagSeconds: options.maxReplicationLagSeconds) { state.wait(ApplyOptions.laggingCatchUpPause) }
             return false
         }
