@@ -40,27 +40,13 @@ public struct Planner {
             if let interrupted { throw ReshardError.failed(message, underlying: interrupted) }
             throw ReshardError.badInput(message)
         }
-        func connect(_ shard: ReshardConfig.Shard, role: String) -> Connected? {
-            do {
-                let connection = try PGConnection.connect(
-                    shard.dsn, applicationName: "reshard plan", settings: ["default_transaction_read_only": "on"])
-                let encoding = try connection.query("SELECT current_setting('server_encoding')")[0, 0] ?? ""
-                guard encoding == "UTF8" else {
-                    problems.append("\(role) shard \(shard.name): server encoding is \(encoding); reshard supports UTF8 databases only")
-                    return nil
-                }
-                let database = try connection.query("SELECT current_database()")[0, 0] ?? ""
-                return Connected(shard: shard, connection: connection, database: database, role: role)
-            } catch let error as PostgresError {
-                note(error)
-                problems.append("\(role) shard \(shard.name): cannot connect to \(error.endpoint?.description ?? "\(shard.dsn)"): \(error.message)")
-            } catch {
-                problems.append("\(role) shard \(shard.name): \(error)")
-            }
-            return nil
+        // Every session at once (`openAll`); the problems in the config's order, as one by one.
+        let opened = openAll()
+        for found in opened.sources + opened.targets {
+            if let transient = found.transient { interrupted = interrupted ?? transient }
+            if let problem = found.problem { problems.append(problem) }
         }
-        let sources = config.sources.map { connect($0, role: "source") }
-        let targets = config.targets.map { connect($0, role: "target") }
+        let sources = opened.sources.map(\.connected), targets = opened.targets.map(\.connected)
         problems += Self.duplicates(sources.compactMap { $0 }, list: "source", interrupted: &interrupted)
         problems += Self.duplicates(targets.compactMap { $0 }, list: "target", interrupted: &interrupted)
         // A target that is also a source: the same database, asked of the databases themselves.
@@ -78,15 +64,10 @@ public struct Planner {
             sameAs.append(same)
         }
 
-        var recordedPhase: String?
-        do {
-            let metadata = try PGConnection.connect(
-                config.metadata, applicationName: "reshard plan", settings: ["default_transaction_read_only": "on"])
-            recordedPhase = try Self.recordedPhase(of: config.migration, on: metadata)
-        } catch let error as PostgresError {
-            note(error)
-            problems.append("metadata: cannot connect to \(error.endpoint?.description ?? "\(config.metadata)"): \(error.message)")
-        }
+        if let failure = opened.metadata.failure { throw failure }
+        let recordedPhase = opened.metadata.recordedPhase
+        if let transient = opened.metadata.transient { interrupted = interrupted ?? transient }
+        if let problem = opened.metadata.problem { problems.append(problem) }
         guard problems.isEmpty else { try refuse() }
         let connectedSources = sources.map { $0! }, connectedTargets = targets.map { $0! }
         for source in connectedSources { problems += try Self.shimSchemaProblems(source) }
