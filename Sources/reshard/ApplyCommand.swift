@@ -84,7 +84,9 @@ struct ApplyCommand: ParsableCommand {
 
     func run() throws {
         TerminationSignal.install()
-        let target = try Self.planning(migration: (try? migration.metadataOnly().name) ?? "", window: maxRetry) { try migration.resolve(allowances: allow.allowances) }
+        let target = try Self.planning(migration: (try? migration.metadataOnly().name) ?? "", window: maxRetry) {
+            try migration.resolve(sampleRows: Self.estimateSampleRows, allowances: allow.allowances)
+        }
         var options = ApplyOptions()
         options.goal = until.flatMap(MigrationStateMachine.Goal.init(rawValue:)) ?? .forever
         options.maxConnectionsPerShard = maxConnectionsPerShard
@@ -120,6 +122,12 @@ struct ApplyCommand: ParsableCommand {
         if output.json { try Console.json(outcome) } else { Console.out(Self.summary(outcome)) }
         if outcome.goal != .forever && !outcome.reachedGoal { throw ExitCode(ReshardError.Code.stoppedEarly.exitCode) }
     }
+
+    /// Rows sampled per table and source for the slice estimates, a tenth of `plan`'s: apply's
+    /// estimates only size its progress line and `status`'s ETA (each slice is copied to its end
+    /// whatever it says), and at 1,000,000 rows `plan`'s 100,000-row page sample costs 80 ms per table
+    /// before anything is copied, while 10,000 rows put each target's share within about 1%.
+    static let estimateSampleRows = 10_000
 
     /// Plans through a session lost at startup (terminated, its server restarting: the planner
     /// says so with a transient cause) as the rest of `apply` rides through them, each retry an
