@@ -531,7 +531,7 @@ public final class Coordinator: @unchecked Sendable {
         let creates: [@Sendable () throws -> Void] = plan.targets.indices.map { index in
             { [self] in
                 let target = plan.targets[index]
-                let source = try connect(plan.sources[0].name), conn = try connect(target.name)
+                let (source, conn) = try connectAtOnce(source: plan.sources[0].name, target: target.name)
                 for table in plan.tables {
                     try TargetTables.create(
                         table, named: plan.builtName(of: table, on: target), from: source, on: conn,
@@ -630,7 +630,7 @@ public final class Coordinator: @unchecked Sendable {
                 for table in indexed {
                     names.append("indexes of \(table.name) on \(target.name)")
                     jobs.append { [self] in
-                        let source = try connect(plan.sources[0].name), conn = try connect(target.name)
+                        let (source, conn) = try connectAtOnce(source: plan.sources[0].name, target: target.name)
                         try TargetTables.createIndexes(table, named: plan.builtName(of: table, on: target), from: source, on: conn)
                     }
                 }
@@ -641,7 +641,7 @@ public final class Coordinator: @unchecked Sendable {
         if !triggered.isEmpty {
             let triggers: [@Sendable () throws -> Void] = plan.targets.map { target in
                 { [self] in
-                    let source = try connect(plan.sources[0].name), conn = try connect(target.name)
+                    let (source, conn) = try connectAtOnce(source: plan.sources[0].name, target: target.name)
                     for table in triggered { try TargetTables.createTriggers(table, named: plan.builtName(of: table, on: target), from: source, on: conn) }
                 }
             }
@@ -741,8 +741,12 @@ public final class Coordinator: @unchecked Sendable {
                 claimed = false
                 collisionGuard = nil
                 // Slices already run side by side: parallel query workers would only compete with them.
-                connections = (try connect(key.source, settings: ["max_parallel_workers_per_gather": "0"]), try connect(key.target),
-                               workers.track(try PGConnection.connect(metadataDSN, applicationName: "reshard apply")))
+                let opened = try connectAtOnce([
+                    { [self] in try connect(key.source, settings: ["max_parallel_workers_per_gather": "0"]) },
+                    { [self] in try connect(key.target) },
+                    { [self] in workers.track(try PGConnection.connect(metadataDSN, applicationName: "reshard apply")) },
+                ])
+                connections = (opened[0], opened[1], opened[2])
             }
             let (source, target, meta) = connections!
             if !claimed {
