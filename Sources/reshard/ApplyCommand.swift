@@ -84,6 +84,8 @@ struct ApplyCommand: ParsableCommand {
 
     func run() throws {
         TerminationSignal.install()
+        // The coordinator's metadata session is opened while the planner reads the shards.
+        let metadataSession = workersOnly ? nil : EarlySession(try? migration.metadataOnly().metadata)
         let target = try Self.planning(migration: (try? migration.metadataOnly().name) ?? "", window: maxRetry) {
             try migration.resolve(sampleRows: Self.estimateSampleRows, allowances: allow.allowances)
         }
@@ -115,7 +117,7 @@ struct ApplyCommand: ParsableCommand {
                 report: { p in
                     figures.record(p)
                     progress.show(p)
-                }, notice: Console.plain)
+                }, notice: Console.plain, metadataSession: metadataSession?.take())
         } catch {
             throw Self.failure(error, migration: target.plan.migration)
         }
@@ -178,5 +180,41 @@ struct ApplyCommand: ParsableCommand {
         }
         return "migration \(p.migration): stopped in phase \(p.phase.rawValue) before reaching \(outcome.goal.rawValue) (\(figures)); "
             + "run '\(again)' to continue"
+    }
+}
+
+/// A session to the metadata database whose handshake is made on a thread of its own, beside the
+/// planner's (a handshake is a fixed cost of every `apply`, paid before the copy starts). When it
+/// cannot be opened, `take` gives nil and the coordinator opens its own, which reports the error.
+/// Why `@unchecked Sendable`: every field is read and written under `condition`.
+final class EarlySession: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var opening = true
+    private var session: PGConnection?
+
+    init(_ dsn: ConnectionString?) {
+        guard let dsn else {
+            opening = false
+            return
+        }
+        let thread = Thread { [self] in
+            let opened = try? PGConnection.connect(dsn, applicationName: "reshard apply")
+            condition.withLock {
+                session = opened
+                opening = false
+                condition.broadcast()
+            }
+        }
+        thread.name = "reshard metadata connect"
+        thread.start()
+    }
+
+    /// The session, once its handshake ended (nil when it failed); given out once.
+    func take() -> PGConnection? {
+        condition.withLock {
+            while opening { condition.wait() }
+            defer { session = nil }
+            return session
+        }
     }
 }

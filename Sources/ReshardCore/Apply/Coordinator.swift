@@ -58,13 +58,19 @@ public final class Coordinator: @unchecked Sendable {
     ///   - shouldStop: polled about ten times a second (Ctrl-C).
     ///   - report: called about once a second with the progress.
     ///   - notice: a line for the user when the coordinator waits for something.
+    ///   - metadataSession: a session to the metadata database opened beforehand (while planning),
+    ///     used when still healthy; otherwise one is opened here.
     /// - Returns: where it stopped and whether that was the goal (the CLI's exit code depends on it).
     @discardableResult
     public func run(
-        shouldStop: () -> Bool, report: (ApplyProgress) -> Void, notice: (String) -> Void = { _ in }
+        shouldStop: () -> Bool, report: (ApplyProgress) -> Void, notice: (String) -> Void = { _ in },
+        metadataSession: PGConnection? = nil
     ) throws -> ApplyOutcome {
         var startup = StepTimes()
-        let meta = try startup.time("metadata connection") { try PGConnection.connect(metadataDSN, applicationName: "reshard apply") }
+        let meta = try startup.time("metadata connection") {
+            if let metadataSession, metadataSession.isHealthy { return metadataSession }
+            return try PGConnection.connect(metadataDSN, applicationName: "reshard apply")
+        }
         _ = try startup.time("metadata schema") { try MetadataSchema.current.apply(to: meta) }
         try startup.time("locks") {
             try acquireLease(meta)
