@@ -102,11 +102,15 @@ reshard_backfill() {
     || { cat "$work/apply.err"; exit 1; }
   python3 -c "print($(now) - $start)"
 }
-# apply_steps MIGRATION: what apply spent besides the copy, from its events (prepare's and finish's
-# steps, the copy itself); the rest of the whole command's time is planning, connecting, exiting.
+# apply_steps MIGRATION SECONDS: what apply spent besides the copy, from its events (planning,
+# startup, prepare's and finish's steps, the copy itself, stopping the workers); the rest of the
+# whole command's SECONDS is process start, config, exiting.
 apply_steps() {
-  psql -qAtX "$META" -c "SELECT string_agg(message, '; ' ORDER BY id) FROM reshard.events WHERE migration = '$1'
-    AND (message LIKE 'started in %' OR message LIKE 'prepared in %' OR message LIKE 'workers stopped in %' OR message LIKE 'every slice copied in %' OR message LIKE 'target tables finished in %')"
+  psql -qAtX "$META" -c "WITH steps AS (SELECT id, message, substring(message FROM '^[a-z ]+ in ([0-9.]+) s')::float8 AS seconds
+      FROM reshard.events WHERE migration = '$1'
+      AND (message LIKE 'planned in %' OR message LIKE 'started in %' OR message LIKE 'prepared in %' OR message LIKE 'workers stopped in %'
+           OR message LIKE 'every slice copied in %' OR message LIKE 'target tables finished in %'))
+    SELECT string_agg(message, '; ' ORDER BY id) || format('; rest (process start, config, exit) %s s', round(($2 - sum(seconds))::numeric, 3)) FROM steps"
 }
 echo "backfill: 1 source -> 2 targets, pipes and reshard alternately, best of 2 (after one unmeasured pipes run:"
 echo "  the first bulk load into fresh databases is faster than any later one, for either side)..."
@@ -120,8 +124,8 @@ rows1=$(psql -qAtX "$T1" -c "SELECT (SELECT count(*) FROM users) + (SELECT count
 pbest=$(python3 -c "print(min($p1, $p2))"); rbest=$(python3 -c "print(min($r1, $r2))")
 echo "  COPY pipes:       ${p1}s, ${p2}s"
 echo "  reshard apply:    ${r1}s, ${r2}s (whole command: plan, shim, copy)"
-echo "    run 1: $(apply_steps bench1)"
-echo "    run 2: $(apply_steps bench2)"
+echo "    run 1: $(apply_steps bench1 "$r1")"
+echo "    run 2: $(apply_steps bench2 "$r2")"
 echo "backfill ratio reshard/pipes (best of 2): $(ratio $rbest $pbest)   [goal <= 1.10]"
 echo "coordinator peak RSS during backfill: $(( $(python3 -c "print(max($rss1, $rss2))") / 1024 )) MB   [goal < 150 MB]"
 [ "$ONLY" = backfill ] && exit 0

@@ -86,6 +86,7 @@ struct ApplyCommand: ParsableCommand {
         TerminationSignal.install()
         // The coordinator's metadata session is opened while the planner reads the shards.
         let metadataSession = workersOnly ? nil : EarlySession(try? migration.metadataOnly().metadata)
+        let planningStarted = Date()
         let target = try Self.planning(migration: (try? migration.metadataOnly().name) ?? "", window: maxRetry) {
             try migration.resolve(sampleRows: Self.estimateSampleRows, allowances: allow.allowances)
         }
@@ -100,6 +101,7 @@ struct ApplyCommand: ParsableCommand {
         options.keysJustChecked = migration.plan == nil
         options.retry.window = maxRetry
         let coordinator = Coordinator(plan: target.plan, shards: target.shards, metadata: target.metadata, options: options)
+        coordinator.planningSeconds = Date().timeIntervalSince(planningStarted)
         let progress = ProgressPrinter(json: output.json)
         let endpoint = try metrics.start()
         let figures = ReshardMetrics(migration: target.plan.migration)

@@ -23,6 +23,9 @@ public final class Coordinator: @unchecked Sendable {
     let sliceClaims: SliceClaims
     /// Wakes the control loop when a worker ends a slice or a failure stops the work.
     let loopSignal = ControlLoopSignal()
+    /// How long `apply` planned before this coordinator started (validating the config against
+    /// every shard, the estimates), for an event: a fixed cost of every run, as prepare's steps are.
+    public var planningSeconds: Double?
 
     /// - Parameter shards: connection strings by shard name (sources and targets).
     public init(plan: Plan, shards: [String: ConnectionString], metadata: ConnectionString, options: ApplyOptions) {
@@ -83,6 +86,7 @@ public final class Coordinator: @unchecked Sendable {
             try loadCheckpoints(meta)
             try storeApplyLimit(meta)
         }
+        if let planningSeconds { state.log(String(format: "planned in %.3f s", planningSeconds)) }
         state.log("started in \(startup)")
 
         var machine = MigrationStateMachine(migration: plan.migration, phase: recorded, goal: options.goal)
