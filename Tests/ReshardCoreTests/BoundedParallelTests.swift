@@ -38,4 +38,23 @@ final class BoundedParallelTests: XCTestCase {
         XCTAssertThrowsError(try BoundedParallel.run("test", atOnce: 1, jobs)) { XCTAssertEqual($0 as? Failed, Failed(index: 0)) }
         XCTAssertEqual(gauge.ran, 0)
     }
+
+    func testMapReturnsEachItemsValueInTheItemsOrderWhileRunningThemTogether() throws {
+        let gauge = Gauge()
+        let values = try BoundedParallel.map("test", Array(0..<6), atOnce: 3) { (item: Int) -> Int in
+            gauge.job(atOnce: 3)
+            return item * 10
+        }
+        XCTAssertEqual(values, [0, 10, 20, 30, 40, 50])
+        XCTAssertGreaterThan(gauge.most, 1, "items running at once")
+        XCTAssertLessThanOrEqual(gauge.most, 3, "items running at once")
+    }
+
+    func testMapThrowsTheFirstItemsFailure() {
+        struct Failed: Error, Equatable { let item: Int }
+        XCTAssertThrowsError(try BoundedParallel.map("test", [1, 2], atOnce: 2) { (item: Int) -> Int in
+            if item == 2 { throw Failed(item: item) }
+            return item
+        }) { XCTAssertEqual($0 as? Failed, Failed(item: 2)) }
+    }
 }

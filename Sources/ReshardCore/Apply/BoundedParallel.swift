@@ -32,6 +32,26 @@ enum BoundedParallel {
         return try outcome.result()
     }
 
+    /// `body` of each of `items`, their results in order, every item on a thread of its own
+    /// (`run`'s bounds and errors); one item runs on the calling thread, with no thread's start.
+    static func map<Item: Sendable, Value: Sendable>(
+        _ name: String, _ items: [Item], atOnce: Int, _ body: @escaping @Sendable (Item) throws -> Value
+    ) throws -> [Value] {
+        if items.count == 1 { return [try body(items[0])] }
+        let values = Values<Value>(count: items.count)
+        try run(name, atOnce: atOnce, items.indices.map { index in { values.set(index, try body(items[index])) } })
+        return values.all
+    }
+
+    /// Why `@unchecked Sendable`: every slot is read and written under `lock`, each by one job.
+    private final class Values<Value>: @unchecked Sendable {
+        private let lock = NSLock()
+        private var slots: [Value?]
+        init(count: Int) { slots = Array(repeating: nil, count: count) }
+        func set(_ index: Int, _ value: Value) { lock.withLock { slots[index] = value } }
+        var all: [Value] { lock.withLock { slots.map { $0! } } }
+    }
+
     /// The jobs' durations and errors of one `run`, and which job is next, shared by its threads.
     /// Why `@unchecked Sendable`: every field is read and written under `lock`.
     private final class Outcome: @unchecked Sendable {

@@ -76,6 +76,9 @@ final class CatchUpApplier: @unchecked Sendable {
 
     var isHealthy: Bool { source.isHealthy && lanes.allSatisfy(\.isHealthy) }
 
+    /// Every session the applier holds (its own, each lane's), for `CutoverDrain.retire`.
+    var sessions: [PGConnection] { [source] + lanes.flatMap(\.sessions) }
+
     struct Round {
         /// Entries applied (and removed).
         var applied: Int
@@ -175,7 +178,8 @@ extension CatchUpApplier {
     /// target is the source's own database: the source session then serves as both, writing the
     /// built table), and, opened on first use, sessions on the other sources.
     ///
-    /// Why `@unchecked Sendable`: a lane is used by one thread at a time; the round waits for it.
+    /// Why `@unchecked Sendable`: a lane is used by one thread at a time, the round waits for it;
+    /// the threads it starts itself (`fill`) touch none of its state.
     final class Lane: @unchecked Sendable {
         let plan: Plan
         let sourceName: String
@@ -212,6 +216,9 @@ extension CatchUpApplier {
             source.isHealthy && (targetConnection?.isHealthy ?? true) && others.values.allSatisfy(\.isHealthy)
         }
 
+        /// The lane's sessions: on the source, the target (if apart) and the other sources opened so far.
+        var sessions: [PGConnection] { [source] + (targetConnection.map { [$0] } ?? []) + others.values }
+
         /// The sources that may hold rows for this target other than `sourceName` (the target's
         /// own database too: its live table is a source like any other, the target's rows are built apart).
         private var otherSources: [String] { plan.sources.map(\.name).filter { $0 != sourceName } }
@@ -244,9 +251,9 @@ extension CatchUpApplier {
             (1..<result.columnCount).map { ArrayText(pgText: result[0, $0]) }
         }
 
-        /// Makes `keys` (one text[] per key column) the session's key set.
-        private func load(_ keys: [ArrayText], into conn: PGConnection) throws {
-            try prepare(conn, "keys", CatchUpSQL.createKeyTable)
+        /// Makes `keys` (one text[] per key column) the key set of `conn`, whose key table `prepare`
+        /// made. Touches no state of the lane, so several sessions fill at once.
+        private func fill(_ keys: [ArrayText], into conn: PGConnection) throws {
             try conn.execute(CatchUpSQL.clearKeys)
             try conn.query(CatchUpSQL.loadKeys(columns: keys.count), keys)
         }
@@ -304,10 +311,13 @@ extension CatchUpApplier {
                 let found = try conn.query(sql.deleteCandidates(target: target), arrays(logged))
                 if try found.get(0, 0, as: Int.self) > 0 {
                     let candidates = arrays(found)
-                    // What the other sources hold of those keys for this target joins staging.
-                    for name in otherSources {
-                        let other = try other(name)
-                        try load(candidates, into: other)
+                    // What the other sources hold of those keys for this target joins staging:
+                    // the key sets loaded on all of them at once, then copied one after another
+                    // (into the one session `conn`).
+                    let sessions = try otherSources.map { try other($0) }
+                    for session in sessions { try prepare(session, "keys", CatchUpSQL.createKeyTable) }
+                    _ = try BoundedParallel.map("reshard catch-up keys", sessions, atOnce: KeyCollisionGuard.maxReadsAtOnce) { try self.fill(candidates, into: $0) }
+                    for other in sessions {
                         let rows = try PGConnection.relayCopy(
                             from: other, "COPY (\(sql.currentRows(target: target))) TO STDOUT (FORMAT binary)", to: conn,
                             sql.copyIntoStaging)

@@ -79,8 +79,12 @@ final class KeyCollisionGuard: @unchecked Sendable {
         var held: [Keys] = []
         let now = Date()
         watched = watched.filter { now.timeIntervalSince($0.value.last) <= Self.forgetSeconds }
-        for other in otherSources {
-            let found = try self.held(suspects.keys, on: try connection(other))
+        // Every other source asked at once: inside a cutover's drain each is a round trip the
+        // application's writers wait for, and a rollback's lanes have one per new shard.
+        let sessions = try otherSources.map { (name: $0, conn: try connection($0)) }
+        let keys = suspects.keys
+        let founds = try BoundedParallel.map("reshard key check", sessions, atOnce: Self.maxReadsAtOnce) { try self.held(keys, on: $0.conn) }
+        for (other, found) in zip(otherSources, founds) {
             guard found.count > 0 else { continue }
             holder = holder ?? other
             held.append(contentsOf: found.keys)
@@ -138,6 +142,10 @@ final class KeyCollisionGuard: @unchecked Sendable {
     /// The sources that may hold rows for this target besides this one (the target's own
     /// database too: its live table holds its own rows only, the copies are built apart).
     private var otherSources: [String] { plan.sources.map(\.name).filter { $0 != sourceName } }
+
+    /// At most this many other sources read at once by one guard (or one lane): each lane of a
+    /// round runs its own, so the sessions busy at once stay a few per lane.
+    static let maxReadsAtOnce = 4
 
     /// Per other source and key (`other` NUL the key's text): when the catch-up first saw the key
     /// on both in turn, when it first proved it held by both at one moment, and when it last saw

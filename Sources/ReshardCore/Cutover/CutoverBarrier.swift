@@ -152,6 +152,9 @@ final class CutoverDrain {
     private let groupCount: Int
     /// At most this many appliers per source (each has a session per lane and the source).
     static let maxTableGroups = 4
+    /// How long after the release `retire` waits: the writers the fence held retry within a
+    /// few milliseconds of it (routers wake on the announcement), so their first writes are done.
+    static let retirePause: TimeInterval = 0.03
 
     init(plan: Plan, maxConnectionsPerShard: Int, connect: @escaping @Sendable (String) throws -> PGConnection) throws {
         self.plan = plan
@@ -227,6 +230,20 @@ final class CutoverDrain {
             throw ReshardError.failed("applying the changelog of \(shard): \((error as? PostgresError)?.summary ?? "\(error)")", shard: shard)
         }
         return applied.value
+    }
+
+    /// Drops the appliers' temp tables (key sets, staging) one session at a time, `after` the
+    /// release, so that closing the sessions then is cheap. A backend that exits drops its temp
+    /// tables on the way out: the drain's few dozen sessions closed together dropped theirs all at
+    /// once, on the databases the writers had just returned to, and each drop's catalog deletions
+    /// and invalidations reached those writers' backends while they resumed (the application's
+    /// longest write ran up to 200 ms past the coordinator's stall). One at a time, the burst is
+    /// spread out. Errors are ignored: the switch is done, and a closed session drops them anyway.
+    func retire(after pause: TimeInterval) {
+        Thread.sleep(forTimeInterval: pause)
+        for session in appliers.flatMap(\.applier.sessions) where session.isHealthy {
+            _ = try? session.execute("DISCARD TEMP")
+        }
     }
 
     final class Counter: @unchecked Sendable {

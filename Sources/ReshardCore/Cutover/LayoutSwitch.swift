@@ -360,6 +360,7 @@ public final class LayoutSwitch {
         let stall = Date().timeIntervalSince(stallStarted!) * 1000
         // Routers waiting for the fence retry now rather than at their next poll.
         try? store.announce()
+        drain?.retire(after: CutoverDrain.retirePause)
         drain = nil
         released = nil
         resumePgBouncers(paused)
