@@ -7,19 +7,22 @@
 #         rotated per round) and gives its own ratios with/without; the median of the rounds'
 #         ratios and their spread (min-max). tps on a shared machine drifts far more than 5%
 #         between runs, so only ratios within a round are compared;
-#      b. the fence's cost per statement, timed inside the server: a procedure doing N single-row
-#         UPDATEs, each its own transaction (COMMIT after each), on keys that exist and on keys
-#         that do not (the statement trigger fires either way); µs per statement without the
-#         fence, the fence's extra µs, and (write + fence) / write, per round, medians;
+#      b. the fence's cost per statement, timed inside the server: a procedure doing rounds of N
+#         single-row UPDATEs, each its own transaction (COMMIT after each), the fence's trigger
+#         disabled and enabled alternately within the one call (the order swapped every round),
+#         on keys that exist and on keys that do not (the statement trigger fires either way);
+#         a second call in a session declaring its epoch. µs per statement without the fence,
+#         the fence's extra µs and (write + fence) / write per round, medians and min-max;
 #   2. the write stall an application routed by the shard map sees over cutover + rollback pairs
 #      at a fixed write rate, 2 -> 4 shards (`reshard demo --cycles`), p50 / p99 / max (part `stall`).
 #   BENCH_CUTOVER_PARTS     which parts, comma-separated (default fence,stall)
 #   BENCH_CUTOVER_ROWS      users on the source for the fence runs (default 200000)
 #   BENCH_SECONDS           length of each pgbench run (default 8)
-#   BENCH_FENCE_ROUNDS      pgbench rounds of the three fence runs (default 6)
+#   BENCH_FENCE_ROUNDS      pgbench rounds of the three fence runs (default 6; 0: none)
 #   BENCH_FENCE_CLIENTS     pgbench clients (default 4; threads: at most 2)
-#   BENCH_FENCE_STATEMENTS  UPDATEs per timed procedure call (default 30000)
-#   BENCH_FENCE_LOOP_ROUNDS rounds of the per-statement timing, per key set (default 5)
+#   BENCH_FENCE_STATEMENTS  UPDATEs per timed batch (default 2000)
+#   BENCH_FENCE_LOOP_ROUNDS rounds of the per-statement timing, each a batch without and one with
+#                           the fence, per key set and declared or not (default 20; 0: none)
 #   BENCH_CUTOVER_CYCLES    cutover + rollback pairs (default 10: 21 switches with the last cutover)
 #   BENCH_CUTOVER_RATE      the application's writes per second during the switches (default 1000)
 #   BENCH_CUTOVER_USERS     users the demo seeds (default 5000)
@@ -31,8 +34,8 @@ ROWS=${BENCH_CUTOVER_ROWS:-200000}
 SECONDS_PER_RUN=${BENCH_SECONDS:-8}
 ROUNDS=${BENCH_FENCE_ROUNDS:-6}
 CLIENTS=${BENCH_FENCE_CLIENTS:-4}
-STATEMENTS=${BENCH_FENCE_STATEMENTS:-30000}
-LOOP_ROUNDS=${BENCH_FENCE_LOOP_ROUNDS:-5}
+STATEMENTS=${BENCH_FENCE_STATEMENTS:-2000}
+LOOP_ROUNDS=${BENCH_FENCE_LOOP_ROUNDS:-20}
 CYCLES=${BENCH_CUTOVER_CYCLES:-10}
 RATE=${BENCH_CUTOVER_RATE:-1000}
 for part in ${PARTS//,/ }; do
@@ -94,21 +97,43 @@ YML
 INSERT INTO users (id, name, email, created) VALUES (:fresh, 'new', 'n@x', now()) ON CONFLICT (id) DO NOTHING;
 UPDATE users SET name = 'renamed' WHERE id = :id;
 SQL
-  # N single-row UPDATEs, each its own transaction, timed by the server's clock: keys 1..ROWS
-  # spread over the table (exists) or keys no row has (missing, the UPDATE matches nothing but
-  # its statement trigger still fires). The plpgsql loop and the COMMITs are in both figures.
+  # Rounds of N single-row UPDATEs, each its own transaction, timed by the server's clock, the
+  # fence's trigger disabled for one batch and enabled for the other (which first alternates),
+  # all in one call: what else runs on the machine drifts slower than a round (~0.1 s), so the
+  # two batches of a round see the same machine. Keys 1..ROWS spread over the table, no key
+  # updated twice while there are fewer updates than rows (exists), or keys no row has
+  # (missing: the UPDATE matches nothing, its statement trigger still fires). The plpgsql loop
+  # and the COMMITs are in both figures. Gives the batches' µs per UPDATE, 'without|with'.
   psql -qX "$SRC" <<SQL
-CREATE PROCEDURE bench_fence_updates(n int, missing boolean, INOUT us double precision DEFAULT NULL) LANGUAGE plpgsql AS \$\$
+CREATE PROCEDURE bench_fence_paired(trigger_name name, n int, rounds int, missing boolean, INOUT result text DEFAULT NULL) LANGUAGE plpgsql AS \$\$
 DECLARE
-  t0 timestamptz := clock_timestamp();
+  t0 timestamptz;
+  us numeric;
   k bigint;
+  j bigint := 0;
+  fenced boolean;
+  without text := '';
+  fenced_us text := '';
 BEGIN
-  FOR i IN 1..n LOOP
-    k := CASE WHEN missing THEN -i ELSE 1 + (i::bigint * 7919) % $ROWS END;
-    UPDATE users SET name = 'looped' WHERE id = k;
-    COMMIT;
+  FOR r IN 0..rounds - 1 LOOP
+    FOR half IN 0..1 LOOP
+      fenced := (r + half) % 2 = 1;
+      EXECUTE format('ALTER TABLE users %s TRIGGER %I', CASE WHEN fenced THEN 'ENABLE' ELSE 'DISABLE' END, trigger_name);
+      COMMIT;
+      UPDATE users SET name = 'looped' WHERE id = 0;  -- untimed: the first after the ALTER plans again
+      COMMIT;
+      t0 := clock_timestamp();
+      FOR i IN 1..n LOOP
+        j := j + 1;
+        k := CASE WHEN missing THEN -j ELSE 1 + (j * 7919) % $ROWS END;
+        UPDATE users SET name = 'looped' WHERE id = k;
+        COMMIT;
+      END LOOP;
+      us := round((extract(epoch FROM clock_timestamp() - t0) * 1e6 / n)::numeric, 3);
+      IF fenced THEN fenced_us := fenced_us || ' ' || us; ELSE without := without || ' ' || us; END IF;
+    END LOOP;
   END LOOP;
-  us := extract(epoch FROM clock_timestamp() - t0) * 1e6 / n;
+  result := trim(without) || '|' || trim(fenced_us);
 END
 \$\$;
 SQL
@@ -129,7 +154,7 @@ SQL
     reset
     case $1 in
       pgbench) pgbench -n -c "$CLIENTS" -j $(( CLIENTS < 2 ? CLIENTS : 2 )) -T "$SECONDS_PER_RUN" -f "$work/writes.sql" "$SRC" 2>/dev/null | awk '/^tps/ {print $3; exit}' ;;
-      exists|missing) psql -qAtX "$SRC" -c "CALL bench_fence_updates($STATEMENTS, $([ "$1" = missing ] && echo true || echo false))" ;;
+      exists|missing) psql -qAtX "$SRC" -c "CALL bench_fence_paired('$fence', $STATEMENTS, $LOOP_ROUNDS, $([ "$1" = missing ] && echo true || echo false))" ;;
     esac
   }
   # One round: the three kinds back to back, in a different order each round (ABC, CAB, BCA):
@@ -148,21 +173,30 @@ SQL
     [ -n "$r_without" ] && [ -n "$r_with" ] && [ -n "$r_declared" ] || { echo "a $what run gave no figure" >&2; exit 1; }
   }
 
-  echo "fence cost per statement: $STATEMENTS single-row UPDATEs per call, each its own transaction, timed in the server, $LOOP_ROUNDS rounds per key set..."
+  if [ "$LOOP_ROUNDS" -gt 0 ]; then
+  echo "fence cost per statement: single-row UPDATEs, each its own transaction, timed in the server, $LOOP_ROUNDS rounds of $STATEMENTS without + $STATEMENTS with the fence per key set..."
   for keys in exists missing; do
-    without=(); with=(); declared=(); extra=(); extra_declared=(); ratios=(); ratios_declared=()
-    for r in $(seq 0 $(( LOOP_ROUNDS - 1 ))); do
-      round "$keys" "$r"
-      without+=("$r_without"); with+=("$r_with"); declared+=("$r_declared")
-      extra+=("$(python3 -c "print(f'{$r_with - $r_without:.2f}')")"); extra_declared+=("$(python3 -c "print(f'{$r_declared - $r_without:.2f}')")")
-      ratios+=("$(ratio "$r_with" "$r_without")"); ratios_declared+=("$(ratio "$r_declared" "$r_without")")
-      printf '  %s keys, round %d: µs per UPDATE without %.2f, with %.2f, declared %.2f\n' "$keys" $(( r + 1 )) "$r_without" "$r_with" "$r_declared"
-    done
-    echo "  $keys keys: µs per UPDATE without fence $(summary 2 "${without[@]}"), with $(summary 2 "${with[@]}"), declared $(summary 2 "${declared[@]}")   (median (min-max))"
-    echo "  $keys keys: the fence's extra µs per statement $(summary 2 "${extra[@]}"), declared $(summary 2 "${extra_declared[@]}")"
-    echo "per-statement cost (write + fence) / write, $keys keys: $(summary 3 "${ratios[@]}"), declared $(summary 3 "${ratios_declared[@]}")   [goal <= 1.05] (median of rounds (min-max))"
+    plain=$(measure "$keys"); declared=$(PGOPTIONS='-c reshard.epoch=1' measure "$keys")
+    python3 - "$keys" "$plain" "$declared" <<'PY'
+import statistics, sys
+keys, plain, declared = sys.argv[1:]
+def parse(s):
+    a, b = s.split("|")
+    return [float(x) for x in a.split()], [float(x) for x in b.split()]
+def s(v, d=2):
+    return f"{statistics.median(v):.{d}f} ({min(v):.{d}f}-{max(v):.{d}f})"
+for label, result in (("", plain), (", epoch declared", declared)):
+    without, fenced = parse(result)
+    extra = [f - w for w, f in zip(without, fenced)]
+    ratios = [f / w for w, f in zip(without, fenced)]
+    print(f"  {keys} keys{label}: per-round (write + fence) / write: " + " ".join(f"{r:.3f}" for r in ratios))
+    print(f"  {keys} keys{label}: µs per UPDATE without fence {s(without)}, with {s(fenced)}; the fence's extra µs {s(extra)}   (median (min-max))")
+    print(f"per-statement cost (write + fence) / write, {keys} keys{label}: {s(ratios, 3)}, all rounds {sum(fenced) / sum(without):.3f}   [goal <= 1.05] (median of rounds (min-max))")
+PY
   done
+  fi
 
+  if [ "$ROUNDS" -gt 0 ]; then
   echo "fence cost: pgbench inserts+updates with the shim installed, $CLIENTS clients, ${SECONDS_PER_RUN}s runs, $ROUNDS paired rounds..."
   ratios=(); ratios_declared=()
   for r in $(seq 0 $(( ROUNDS - 1 ))); do
@@ -172,6 +206,7 @@ SQL
   done
   echo "write throughput with/without fence: $(summary 3 "${ratios[@]}")   [goal >= 0.95] (median of the rounds' ratios (min-max))"
   echo "  ...sessions declaring their epoch: $(summary 3 "${ratios_declared[@]}")"
+  fi
   stop_sandbox
 }
 
