@@ -177,9 +177,9 @@ SQL
   echo "fence cost per statement: single-row UPDATEs, each its own transaction, timed in the server, $LOOP_ROUNDS rounds of $STATEMENTS without + $STATEMENTS with the fence per key set..."
   for keys in exists missing; do
     plain=$(measure "$keys"); declared=$(PGOPTIONS='-c reshard.epoch=1' measure "$keys")
-    python3 - "$keys" "$plain" "$declared" <<'PY'
+    python3 - "$keys" "$plain" "$declared" "$work/fence-us" <<'PY'
 import statistics, sys
-keys, plain, declared = sys.argv[1:]
+keys, plain, declared, extra_file = sys.argv[1:]
 def parse(s):
     a, b = s.split("|")
     return [float(x) for x in a.split()], [float(x) for x in b.split()]
@@ -188,24 +188,42 @@ def s(v, d=2):
 for label, result in (("", plain), (", epoch declared", declared)):
     without, fenced = parse(result)
     extra = [f - w for w, f in zip(without, fenced)]
+    if keys == "missing" and not label:  # the fence's cost alone: the write does next to nothing
+        open(extra_file, "w").write(f"{statistics.median(extra)}\n")
     ratios = [f / w for w, f in zip(without, fenced)]
     print(f"  {keys} keys{label}: per-round (write + fence) / write: " + " ".join(f"{r:.3f}" for r in ratios))
     print(f"  {keys} keys{label}: µs per UPDATE without fence {s(without)}, with {s(fenced)}; the fence's extra µs {s(extra)}   (median (min-max))")
-    print(f"per-statement cost (write + fence) / write, {keys} keys{label}: {s(ratios, 3)}, all rounds {sum(fenced) / sum(without):.3f}   [goal <= 1.05] (median of rounds (min-max))")
+    # In the server, without a client's round trip, parse and plan: stricter than the goal.
+    goal = "   [goal <= 1.05, stricter in the server]" if keys == "exists" else ""
+    print(f"per-statement cost (write + fence) / write, {keys} keys{label}: {s(ratios, 3)}, all rounds {sum(fenced) / sum(without):.3f}{goal} (median of rounds (min-max))")
 PY
   done
   fi
 
   if [ "$ROUNDS" -gt 0 ]; then
   echo "fence cost: pgbench inserts+updates with the shim installed, $CLIENTS clients, ${SECONDS_PER_RUN}s runs, $ROUNDS paired rounds..."
-  ratios=(); ratios_declared=()
+  ratios=(); ratios_declared=(); tps=()
   for r in $(seq 0 $(( ROUNDS - 1 ))); do
     round pgbench "$r"
+    tps+=("$r_without")
     ratios+=("$(ratio "$r_with" "$r_without")"); ratios_declared+=("$(ratio "$r_declared" "$r_without")")
     echo "  round $(( r + 1 )): tps without $r_without, with $r_with, declared $r_declared: with/without ${ratios[-1]}, declared/without ${ratios_declared[-1]}"
   done
   echo "write throughput with/without fence: $(summary 3 "${ratios[@]}")   [goal >= 0.95] (median of the rounds' ratios (min-max))"
   echo "  ...sessions declaring their epoch: $(summary 3 "${ratios_declared[@]}")"
+  # The per-statement figure (the fence's extra µs on missing keys, the least noisy) against
+  # pgbench's: a transaction is two statements (two fence calls); the time each transaction has is min(clients, cores) / tps without the fence (the
+  # cores' time if pgbench and the server saturate them, a client's latency otherwise). A model,
+  # not a measurement: it assumes the fence's µs cost the same under pgbench as in the loop.
+  if [ -s "$work/fence-us" ]; then
+    python3 - "$(cat "$work/fence-us")" "$(median "${tps[@]}")" "$CLIENTS" "$(nproc)" <<'PY'
+import sys
+extra, tps, clients, cores = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+budget = min(clients, cores) * 1e6 / tps
+print(f"  estimate from the per-statement figure: 2 x {extra:.2f} µs fence per transaction of {budget:.0f} µs"
+      f" ({min(clients, cores)} x 1 s / {tps:.0f} tps): with/without {budget / (budget + 2 * extra):.3f}")
+PY
+  fi
   fi
   stop_sandbox
 }
