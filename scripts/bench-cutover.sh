@@ -54,7 +54,7 @@ field() { python3 -c "import json,sys; d=json.load(open('$work/sandbox.json')); 
 start_sandbox() {
   "$BIN" sandbox --clusters 2 --json > "$work/sandbox.json" 2> "$work/sandbox.err" &
   sandbox=$!
-  for _ in $(seq 1 600); do [ -s "$work/sandbox.json" ] && break; sleep 0.1; done
+  for _ in $(seq 1 600); do [ -s "$work/sandbox.json" ] && break; kill -0 "$sandbox" 2>/dev/null || break; sleep 0.1; done
   [ -s "$work/sandbox.json" ] || { echo "the sandbox did not start:" >&2; cat "$work/sandbox.err" >&2; exit 1; }
   PGPASSFILE=$(field "d['directory']")/pgpass; export PGPASSFILE
   P0=$(field "d['clusters'][0]['port']"); P1=$(field "d['clusters'][1]['port']")
