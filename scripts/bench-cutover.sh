@@ -14,9 +14,9 @@
 #         a second call in a session declaring its epoch. µs per statement without the fence,
 #         the fence's extra µs and (write + fence) / write per round, medians and min-max;
 #      c. a's ratio estimated from b's extra µs on missing keys and a's tps without the fence.
-#      On a 2-core machine shared with other work, a's per-round ratios spread from 0.73 to 1.59
-#      (3 runs of 6 rounds of 8 s), too wide to judge 5% (with 1 client: 0.87-1.17 in one run);
-#      b's extra µs per statement varied 4.1-5.6 between runs (missing keys, medians of 20 rounds).
+#      On a 2-core machine shared with other work, a's per-round ratios spread from 0.65 to 1.59
+#      (4 runs of 6 rounds of 8 s), too wide to judge 5% (with 1 client: 0.87-1.17 in one run);
+#      b's extra µs per statement varied 4.0-5.6 between runs (missing keys, medians of 20 rounds).
 #   2. the write stall an application routed by the shard map sees over cutover + rollback pairs
 #      at a fixed write rate, 2 -> 4 shards (`reshard demo --cycles`), p50 / p99 / max (part `stall`).
 #   BENCH_CUTOVER_PARTS     which parts, comma-separated (default fence,stall)
