@@ -81,9 +81,9 @@ final class KeyCollisionGuard: @unchecked Sendable {
         watched = watched.filter { now.timeIntervalSince($0.value.last) <= Self.forgetSeconds }
         // Every other source asked at once: inside a cutover's drain each is a round trip the
         // application's writers wait for, and a rollback's lanes have one per new shard.
-        let sessions = try otherSources.map { (name: $0, conn: try connection($0)) }
+        let sessions = try otherSources.map { try connection($0) }
         let keys = suspects.keys
-        let founds = try BoundedParallel.map("reshard key check", sessions, atOnce: Self.maxReadsAtOnce) { try self.held(keys, on: $0.conn) }
+        let founds = try BoundedParallel.map("reshard key check", sessions, atOnce: Self.maxReadsAtOnce) { try self.held(keys, on: $0) }
         for (other, found) in zip(otherSources, founds) {
             guard found.count > 0 else { continue }
             holder = holder ?? other

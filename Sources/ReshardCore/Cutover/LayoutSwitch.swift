@@ -187,6 +187,8 @@ public final class LayoutSwitch {
         // dozens of sessions (each a backend exiting on its server) inside the stall cost the
         // coordinator's thread and the servers the release runs on a hundred milliseconds.
         var drain: CutoverDrain?
+        // Also when the switch is undone or fails: the old layout's writers resume then.
+        defer { drain?.retire(after: CutoverDrain.retirePause) }
         var released: CutoverBarrier?
         var paused: [(bouncer: PgBouncerAdmin, database: String)] = []
         let shards = self.shards
@@ -360,15 +362,16 @@ public final class LayoutSwitch {
         let stall = Date().timeIntervalSince(stallStarted!) * 1000
         // Routers waiting for the fence retry now rather than at their next poll.
         try? store.announce()
-        drain?.retire(after: CutoverDrain.retirePause)
-        drain = nil
-        released = nil
         resumePgBouncers(paused)
         recordFinished()
         tellPlainSessions()
         report.stallMilliseconds = stall
         try store.end(attempt: attempt, outcome: "done", stallMilliseconds: stall, error: nil,
                       transition: direction == .cutover ? try machine.cutoverComplete() : try machine.rollbackComplete())
+        // Only now, with the queries PgBouncer held resumed and the switch recorded as done.
+        drain?.retire(after: CutoverDrain.retirePause)
+        drain = nil
+        released = nil
         report.lines.append(String(format: "%@ done: epoch %lld serves (%@ layout), writes stalled %.0f ms",
                                    direction.rawValue, toEpoch, direction == .cutover ? "new" : "old", stall))
         if direction == .cutover { validateTargetForeignKeys() }
